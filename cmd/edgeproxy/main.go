@@ -1,0 +1,76 @@
+// Command edgeproxy is an edge proxy for app platforms. Subcommands:
+//
+//	edgeproxy run -config FILE        serve the apps of a config file
+//	edgeproxy validate -config FILE   check a config; exit 1 on any problem
+//	edgeproxy version                 print the version
+//	edgeproxy demo-machine -listen ADDR -id ID
+//	                                  a demo backend for the quick start and tests
+//	edgeproxy gen-cert -cert FILE -key FILE NAME...
+//	                                  write a self-signed certificate for local runs
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = runProxy(args[1:], stderr)
+	case "validate":
+		return runValidate(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "edgeproxy %s\n", version)
+		return 0
+	case "demo-machine":
+		err = runDemoMachine(args[1:])
+	case "gen-cert":
+		err = runGenCert(args[1:], stdout)
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "edgeproxy: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "edgeproxy %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// usageError marks flag errors, which the flag package already printed.
+type usageError struct{ error }
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: edgeproxy <command> [flags]
+
+commands:
+  run -config FILE                    serve the apps of a config file
+  validate -config FILE               check a config file; exit status 1 on any problem
+  version                             print the version
+  demo-machine -listen ADDR -id ID    run a demo backend (HTTP and TCP echo)
+  gen-cert -cert FILE -key FILE NAME... write a self-signed certificate for local runs
+`)
+}

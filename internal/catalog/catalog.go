@@ -1,0 +1,252 @@
+// Package catalog owns what edgeproxy knows about apps: their services and
+// public ports, their machines and regions, and the live load on each
+// machine. A Snapshot is immutable and built from the config (the file
+// catalog); a reload builds a new Snapshot that shares the load counters
+// of machines that stay, so limits hold across reloads.
+package catalog
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
+)
+
+// Snapshot is one immutable view of every app.
+type Snapshot struct {
+	Region string
+	Apps   []*App
+	byName map[string]*App
+}
+
+// App is one app.
+type App struct {
+	Name      string
+	Hostnames []string
+	Services  []*Service
+	Machines  []*Machine
+}
+
+// Unit is what a service's concurrency limits count.
+type Unit uint8
+
+const (
+	Connections Unit = iota // each client connection counts
+	Requests                // each HTTP request counts; upstream connections pooled
+)
+
+func (u Unit) String() string {
+	if u == Requests {
+		return "requests"
+	}
+	return "connections"
+}
+
+// Service is one internal port of an app's machines with its public ports.
+type Service struct {
+	App          *App
+	Index        int
+	InternalPort int
+	Unit         Unit
+	Soft, Hard   int
+	Ports        []*Port
+	// loads holds this service's load counter per machine, by Machine.ID.
+	loads map[string]*Load
+	waits *Waiters
+}
+
+// Port is one public port entry of a service (a single port or a range).
+type Port struct {
+	Service  *Service
+	Lo, Hi   int
+	Handlers Handlers
+	// ForceHTTPS redirects plain HTTP requests to https.
+	ForceHTTPS bool
+	TLS        TLSOptions
+	HTTP       HTTPOptions
+	// ProxyProto is the PROXY header version sent to machines (0: none).
+	ProxyProto int
+}
+
+// Handlers is the set of fly.toml handlers on a port.
+type Handlers struct{ TLS, HTTP, ProxyProto, PgTLS bool }
+
+func (h Handlers) String() string {
+	var parts []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{h.TLS, "tls"}, {h.HTTP, "http"}, {h.ProxyProto, "proxy_proto"}, {h.PgTLS, "pg_tls"}} {
+		if x.on {
+			parts = append(parts, x.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "tcp"
+	}
+	return strings.Join(parts, "+")
+}
+
+// TLSOptions is a port's tls_options with defaults applied.
+type TLSOptions struct {
+	ALPN              []string
+	MinVersion        uint16
+	MaxVersion        uint16
+	DefaultSelfSigned bool
+}
+
+// HTTPOptions is a port's http_options with defaults applied.
+type HTTPOptions struct {
+	H2Backend   bool
+	IdleTimeout time.Duration
+	// Pristine adds no headers to responses.
+	Pristine bool
+	// AddHeaders and RemoveHeaders are response.headers.
+	AddHeaders    map[string][]string
+	RemoveHeaders []string
+}
+
+// Machine is one instance of an app.
+type Machine struct {
+	ID     string
+	Region string
+	Addr   netip.Addr
+	// ports maps internal ports to the ports the machine listens on.
+	ports map[int]int
+	State string
+}
+
+// AddrFor is the address a service reaches the machine on.
+func (m *Machine) AddrFor(internalPort int) netip.AddrPort {
+	if p, ok := m.ports[internalPort]; ok {
+		return netip.AddrPortFrom(m.Addr, uint16(p))
+	}
+	return netip.AddrPortFrom(m.Addr, uint16(internalPort))
+}
+
+// Started reports whether the machine can take traffic.
+func (m *Machine) Started() bool { return m.State == "started" }
+
+// App returns the app called name, or nil.
+func (s *Snapshot) App(name string) *App { return s.byName[name] }
+
+// Load returns the load counter of machine m for service svc.
+func (svc *Service) Load(m *Machine) *Load { return svc.loads[m.ID] }
+
+// Waiters is where work queued for this service waits for capacity.
+func (svc *Service) Waiters() *Waiters { return svc.waits }
+
+// Build makes a Snapshot from a validated config. prev, if not nil, is the
+// snapshot being replaced: load counters of machines that stay carry over.
+func Build(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
+	snap := &Snapshot{Region: cfg.Proxy.Region, byName: map[string]*App{}}
+	for i := range cfg.Apps {
+		ca := &cfg.Apps[i]
+		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames)}
+		for _, cm := range ca.Machines {
+			m, err := buildMachine(cm)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: machine %s: %w", ca.Name, cm.ID, err)
+			}
+			app.Machines = append(app.Machines, m)
+		}
+		for j, cs := range ca.AllServices() {
+			svc, err := buildService(app, j, cs, prev)
+			if err != nil {
+				return nil, fmt.Errorf("app %s: service %d: %w", ca.Name, j, err)
+			}
+			app.Services = append(app.Services, svc)
+		}
+		snap.Apps = append(snap.Apps, app)
+		snap.byName[app.Name] = app
+	}
+	return snap, nil
+}
+
+func buildMachine(cm config.Machine) (*Machine, error) {
+	addr, err := netip.ParseAddr(cm.Address)
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, ports: map[int]int{}}
+	for k, v := range cm.Ports {
+		n, err := strconv.Atoi(k)
+		if err != nil {
+			return nil, fmt.Errorf("port %q: %w", k, err)
+		}
+		m.ports[n] = v
+	}
+	return m, nil
+}
+
+func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Service, error) {
+	svc := &Service{App: app, Index: idx, InternalPort: cs.InternalPort, Soft: config.DefaultSoftLimit, loads: map[string]*Load{}}
+	if c := cs.Concurrency; c != nil {
+		if c.Type == "requests" {
+			svc.Unit = Requests
+		}
+		if c.SoftLimit > 0 {
+			svc.Soft = c.SoftLimit
+		}
+		svc.Hard = c.HardLimit
+	}
+	var old *Service
+	if prev != nil {
+		if pa := prev.App(app.Name); pa != nil && idx < len(pa.Services) && pa.Services[idx].InternalPort == cs.InternalPort {
+			old = pa.Services[idx]
+		}
+	}
+	svc.waits = newWaiters()
+	if old != nil {
+		svc.waits = old.waits
+	}
+	for _, m := range app.Machines {
+		if old != nil && old.loads[m.ID] != nil {
+			svc.loads[m.ID] = old.loads[m.ID]
+		} else {
+			svc.loads[m.ID] = &Load{}
+		}
+	}
+	for _, cp := range cs.Ports {
+		p, err := buildPort(svc, cp)
+		if err != nil {
+			return nil, err
+		}
+		svc.Ports = append(svc.Ports, p)
+	}
+	return svc, nil
+}
+
+func buildPort(svc *Service, cp config.Port) (*Port, error) {
+	lo, hi := cp.Range()
+	p := &Port{Service: svc, Lo: lo, Hi: hi, ForceHTTPS: cp.ForceHTTPS}
+	p.Handlers = Handlers{TLS: cp.Has("tls"), HTTP: cp.Has("http"), ProxyProto: cp.Has("proxy_proto"), PgTLS: cp.Has("pg_tls")}
+	if p.Handlers.ProxyProto {
+		v := ""
+		if cp.ProxyProtoOptions != nil {
+			v = cp.ProxyProtoOptions.Version
+		}
+		ver, err := proxyproto.ParseVersion(v)
+		if err != nil {
+			return nil, err
+		}
+		p.ProxyProto = ver
+	}
+	if err := p.TLS.from(cp.TLSOptions, p.Handlers.HTTP); err != nil {
+		return nil, err
+	}
+	p.HTTP.from(cp.HTTPOptions)
+	return p, nil
+}
+
+func lower(in []string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = strings.TrimSuffix(strings.ToLower(s), ".")
+	}
+	return out
+}

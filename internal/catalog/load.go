@@ -1,0 +1,67 @@
+package catalog
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+)
+
+// Load is a machine's live concurrency for one service. It changes once per
+// connection or request, never per read.
+type Load struct{ n atomic.Int64 }
+
+// Value is the current load.
+func (l *Load) Value() int64 { return l.n.Load() }
+
+// TryAcquire takes one unit unless that would reach beyond hard (0: no
+// limit). The compare-and-swap keeps the hard limit exact when many
+// connections race for the last slot.
+func (l *Load) TryAcquire(hard int) bool {
+	for {
+		cur := l.n.Load()
+		if hard > 0 && cur >= int64(hard) {
+			return false
+		}
+		if l.n.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+// Release gives a unit back.
+func (l *Load) Release() { l.n.Add(-1) }
+
+// Waiters lets work that found every machine full wait for a release
+// instead of polling.
+type Waiters struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newWaiters() *Waiters { return &Waiters{ch: make(chan struct{})} }
+
+// Chan returns a channel closed at the next Wake. Take it before checking
+// for capacity so a release in between is not missed.
+func (w *Waiters) Chan() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ch
+}
+
+// Wake wakes everyone waiting.
+func (w *Waiters) Wake() {
+	w.mu.Lock()
+	close(w.ch)
+	w.ch = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// Wait blocks until the next Wake on ch or until ctx ends.
+func Wait(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

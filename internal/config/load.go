@@ -1,0 +1,242 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Problem is one thing wrong (or worth noting) in a config file.
+type Problem struct {
+	File string
+	Line int // 0 when unknown
+	Key  string
+	Msg  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	if p.Key != "" {
+		b.WriteString(": " + p.Key)
+	}
+	b.WriteString(": " + p.Msg)
+	return b.String()
+}
+
+// Error is returned by Load when the config has problems; it lists all of
+// them, not just the first, so one validate run shows everything to fix.
+type Error struct{ Problems []Problem }
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return fmt.Sprintf("%d problem(s) in config:\n  %s", len(e.Problems), strings.Join(lines, "\n  "))
+}
+
+// source is one file taking part in the config, with its line index.
+type source struct {
+	file string
+	pos  *positions
+	// prefix maps keys of this file to keys of the config: a fly.toml's
+	// "services[0]" is the config's "apps[2].services[0]".
+	prefix string
+}
+
+// checker accumulates problems while loading and validating.
+type checker struct {
+	problems []Problem
+	notices  []Problem
+}
+
+func (c *checker) at(s *source, key, format string, args ...any) {
+	c.problems = append(c.problems, s.problem(key, fmt.Sprintf(format, args...)))
+}
+
+func (c *checker) note(s *source, key, format string, args ...any) {
+	c.notices = append(c.notices, s.problem(key, fmt.Sprintf(format, args...)))
+}
+
+func (s *source) problem(key, msg string) Problem {
+	if s.prefix != "" {
+		// Keys of an app read from fly.toml are shown as that file spells them.
+		key = strings.TrimPrefix(strings.TrimPrefix(key, s.prefix), ".")
+	}
+	return Problem{File: s.file, Line: s.pos.line(key), Key: key, Msg: msg}
+}
+
+// Load reads, defaults and validates the config file at path. On success
+// it returns the config and any notices (accepted keys that have no effect
+// yet, ignored fly.toml sections); on failure an *Error listing every
+// problem found.
+func Load(path string) (*Config, []Problem, error) {
+	c := &checker{}
+	cfg, srcs := c.decode(path)
+	if cfg != nil && len(c.problems) == 0 {
+		applyDefaults(cfg)
+		c.validate(cfg, srcs)
+	}
+	if len(c.problems) > 0 {
+		return nil, c.notices, &Error{Problems: c.problems}
+	}
+	return cfg, c.notices, nil
+}
+
+func (c *checker) decode(path string) (*Config, map[int]*source) {
+	main := &source{file: path, pos: &positions{lines: map[string]int{}}}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		c.problems = append(c.problems, Problem{File: path, Msg: fmt.Sprintf("cannot read config: %v", err)})
+		return nil, nil
+	}
+	main.pos = scanPositions(string(raw))
+	cfg := &Config{File: path, pos: main.pos}
+	md, err := toml.Decode(string(raw), cfg)
+	if err != nil {
+		c.problems = append(c.problems, decodeProblem(path, err))
+		return nil, nil
+	}
+	for _, k := range md.Undecoded() {
+		c.unknownKey(main, k.String())
+	}
+	// srcs maps app index to the source its services came from.
+	srcs := map[int]*source{}
+	for i := range cfg.Apps {
+		srcs[i] = main
+		app := &cfg.Apps[i]
+		if app.FlyToml == "" {
+			continue
+		}
+		key := fmt.Sprintf("apps[%d].fly_toml", i)
+		if len(app.Services) > 0 || app.HTTPService != nil {
+			c.at(main, key, "an app reads its services either from fly_toml or from this file, not both")
+			continue
+		}
+		if s := c.readFlyToml(main, key, cfg.resolve(app.FlyToml), app, fmt.Sprintf("apps[%d]", i)); s != nil {
+			srcs[i] = s
+		} else if len(c.problems) == 0 {
+			c.at(main, key, "cannot use fly.toml %q", app.FlyToml)
+		}
+	}
+	srcs[-1] = main
+	return cfg, srcs
+}
+
+// flyToml is the part of a real fly.toml edgeproxy reads.
+type flyToml struct {
+	App         string       `toml:"app"`
+	Services    []Service    `toml:"services"`
+	HTTPService *HTTPService `toml:"http_service"`
+}
+
+// flyTomlSections are the services-level tables whose unknown keys are
+// real typos rather than other fly.toml sections.
+var flyTomlSections = []string{"services", "http_service"}
+
+func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix string) *source {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		c.at(main, key, "cannot read fly.toml: %v", err)
+		return nil
+	}
+	src := &source{file: path, pos: scanPositions(string(raw)), prefix: prefix}
+	var ft flyToml
+	md, err := toml.Decode(string(raw), &ft)
+	if err != nil {
+		c.problems = append(c.problems, decodeProblem(path, err))
+		return nil
+	}
+	ignored := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		top := k[0]
+		if len(k) > 1 && contains(flyTomlSections, top) {
+			c.unknownKey(src, k.String())
+			continue
+		}
+		ignored[top] = true
+	}
+	if len(ignored) > 0 {
+		names := make([]string, 0, len(ignored))
+		for n := range ignored {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		c.note(src, "", "fly.toml sections not used by the proxy are ignored: %s", strings.Join(names, ", "))
+	}
+	if app.Name == "" {
+		app.Name = ft.App
+	} else if ft.App != "" && ft.App != app.Name {
+		c.note(src, "app", "app name %q in fly.toml differs from the config's %q; using %q", ft.App, app.Name, app.Name)
+	}
+	app.Services = ft.Services
+	app.HTTPService = ft.HTTPService
+	app.fromFlyToml = path
+	return src
+}
+
+func (c *checker) unknownKey(s *source, plainKey string) {
+	paths := s.pos.byPlain[plainKey]
+	if len(paths) == 0 {
+		c.at(s, plainKey, "unknown key")
+		return
+	}
+	for _, p := range paths {
+		c.at(s, p, "unknown key")
+	}
+}
+
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+func decodeProblem(file string, err error) Problem {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		line := pe.Position.Line
+		if line == 0 {
+			line = pe.Line // type errors carry only the older field
+		}
+		msg := pe.Message
+		if msg == "" {
+			msg = pe.Error()
+		}
+		return Problem{File: file, Line: line, Msg: msg}
+	}
+	// Type mismatches come as plain errors that spell out line and key.
+	if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Problem{File: file, Line: line, Key: m[2], Msg: m[3]}
+	}
+	return Problem{File: file, Msg: err.Error()}
+}
+
+// resolve makes a path from the config relative to the config's directory.
+func (c *Config) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Resolve is resolve for other packages: certificate paths are relative
+// to the config file.
+func (c *Config) Resolve(p string) string { return c.resolve(p) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

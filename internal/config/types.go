@@ -1,0 +1,173 @@
+// Package config owns edgeproxy's configuration file: its schema, its
+// defaults, how it is read (including apps described by a real fly.toml)
+// and how it is validated. A loaded Config is immutable; a reload loads a
+// new one. Every problem found is reported with file, line and key path so
+// that `edgeproxy validate` and a failed reload say exactly where to look.
+package config
+
+// Config is the whole edgeproxy configuration file.
+type Config struct {
+	Proxy        Proxy         `toml:"proxy"`
+	Certificates []Certificate `toml:"certificates"`
+	Apps         []App         `toml:"apps"`
+
+	// File is the path the config was read from; relative paths inside the
+	// file (certificates, fly_toml) are resolved against its directory.
+	File string `toml:"-"`
+
+	pos *positions
+}
+
+// Line returns the line of a key path in the config file (0 if unknown),
+// for problems found after loading, such as unreadable certificates.
+func (c *Config) Line(key string) int {
+	if c.pos == nil {
+		return 0
+	}
+	return c.pos.line(key)
+}
+
+// Proxy holds settings of this edge.
+type Proxy struct {
+	// Region is this edge's region code, sent to machines as Fly-Region.
+	Region string `toml:"region"`
+	// Bind is the address public ports listen on.
+	Bind string `toml:"bind"`
+	// PortMap remaps public ports to other local ports, for running the
+	// quick start without privileges: { 80 = 18080 }.
+	PortMap map[string]int `toml:"port_map"`
+	// ConnectTimeout bounds one TCP connect to a machine.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// ConnectAttempts bounds how many machines a request or connection is
+	// tried on when connects fail.
+	ConnectAttempts int `toml:"connect_attempts"`
+	// QueueTimeout is how long work waits for a machine under its hard
+	// limit before the client gets a 503.
+	QueueTimeout Duration `toml:"queue_timeout"`
+	// HandshakeTimeout bounds the TLS handshake and the wait for the first
+	// request bytes.
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// IdleTimeout closes raw TCP connections with no traffic either way
+	// and HTTP keep-alive connections with no request.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// ResponseHeaderTimeout bounds the wait for a machine's response
+	// headers after the request was sent.
+	ResponseHeaderTimeout Duration `toml:"response_header_timeout"`
+	// MaxHeaderBytes caps a client request's header block.
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+}
+
+// Certificate is one [[certificates]] entry.
+type Certificate struct {
+	CertFile  string   `toml:"cert_file"`
+	KeyFile   string   `toml:"key_file"`
+	Hostnames []string `toml:"hostnames"`
+}
+
+// App is one [[apps]] entry: its names, services and machines.
+type App struct {
+	Name      string `toml:"name"`
+	Hostnames []string `toml:"hostnames"`
+	// FlyToml names a fly.toml whose app, [[services]] and [http_service]
+	// are read unchanged instead of writing them here.
+	FlyToml     string       `toml:"fly_toml"`
+	Services    []Service    `toml:"services"`
+	HTTPService *HTTPService `toml:"http_service"`
+	Machines    []Machine    `toml:"machines"`
+
+	// fromFlyToml records, for diagnostics, where services came from.
+	fromFlyToml string
+}
+
+// Service is a fly.toml [[services]] section.
+type Service struct {
+	InternalPort int          `toml:"internal_port"`
+	Protocol     string       `toml:"protocol"`
+	Ports        []Port       `toml:"ports"`
+	Concurrency  *Concurrency `toml:"concurrency"`
+
+	// Accepted because real fly.toml files carry them; machine lifecycle
+	// and health checks are not acted on yet, which validate reports.
+	Processes          []string `toml:"processes"`
+	AutoStopMachines   any      `toml:"auto_stop_machines"`
+	AutoStartMachines  *bool    `toml:"auto_start_machines"`
+	MinMachinesRunning *int     `toml:"min_machines_running"`
+	TCPChecks          []any    `toml:"tcp_checks"`
+	HTTPChecks         []any    `toml:"http_checks"`
+}
+
+// Port is a fly.toml [[services.ports]] entry.
+type Port struct {
+	Port       *int     `toml:"port"`
+	StartPort  *int     `toml:"start_port"`
+	EndPort    *int     `toml:"end_port"`
+	Handlers   []string `toml:"handlers"`
+	ForceHTTPS bool     `toml:"force_https"`
+
+	TLSOptions        *TLSOptions        `toml:"tls_options"`
+	HTTPOptions       *HTTPOptions       `toml:"http_options"`
+	ProxyProtoOptions *ProxyProtoOptions `toml:"proxy_proto_options"`
+}
+
+// TLSOptions is fly.toml's tls_options.
+type TLSOptions struct {
+	ALPN              []string `toml:"alpn"`
+	Versions          []string `toml:"versions"`
+	DefaultSelfSigned bool     `toml:"default_self_signed"`
+}
+
+// HTTPOptions is fly.toml's http_options.
+type HTTPOptions struct {
+	H2Backend   bool            `toml:"h2_backend"`
+	IdleTimeout Duration        `toml:"idle_timeout"`
+	Compress    *bool           `toml:"compress"`
+	Response    *ResponseOption `toml:"response"`
+}
+
+// ResponseOption is http_options.response: headers to add (a string or a
+// list of strings) or remove (false), or pristine to add nothing.
+type ResponseOption struct {
+	Pristine bool           `toml:"pristine"`
+	Headers  map[string]any `toml:"headers"`
+}
+
+// ProxyProtoOptions is fly.toml's proxy_proto_options.
+type ProxyProtoOptions struct {
+	Version string `toml:"version"`
+}
+
+// Concurrency is fly.toml's [services.concurrency].
+type Concurrency struct {
+	Type      string `toml:"type"`
+	SoftLimit int    `toml:"soft_limit"`
+	HardLimit int    `toml:"hard_limit"`
+}
+
+// HTTPService is fly.toml's [http_service] shorthand.
+type HTTPService struct {
+	InternalPort int          `toml:"internal_port"`
+	ForceHTTPS   bool         `toml:"force_https"`
+	Concurrency  *Concurrency `toml:"concurrency"`
+	HTTPOptions  *HTTPOptions `toml:"http_options"`
+	TLSOptions   *TLSOptions  `toml:"tls_options"`
+
+	Processes          []string `toml:"processes"`
+	AutoStopMachines   any      `toml:"auto_stop_machines"`
+	AutoStartMachines  *bool    `toml:"auto_start_machines"`
+	MinMachinesRunning *int     `toml:"min_machines_running"`
+	Checks             []any    `toml:"checks"`
+	MachineChecks      []any    `toml:"machine_checks"`
+}
+
+// Machine is one machine of the built-in file catalog.
+type Machine struct {
+	ID      string `toml:"id"`
+	Region  string `toml:"region"`
+	Address string `toml:"address"`
+	// Ports maps an internal port to the port the machine really listens
+	// on, for machines sharing one host address.
+	Ports map[string]int `toml:"ports"`
+	State string         `toml:"state"`
+}

@@ -1,0 +1,257 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults, documented in docs/config.md.
+const (
+	DefaultRegion                = "local"
+	DefaultBind                  = "0.0.0.0"
+	DefaultConnectTimeout        = 5 * time.Second
+	DefaultConnectAttempts       = 3
+	DefaultQueueTimeout          = 2 * time.Second
+	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultIdleTimeout           = 60 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultSoftLimit             = 20
+	// MaxListeners caps how many public ports one config may open, so a
+	// typo in a port range cannot exhaust file descriptors.
+	MaxListeners = 4096
+)
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	hostnameRE = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	knownHandlers = []string{"tls", "http", "proxy_proto", "pg_tls"}
+)
+
+func applyDefaults(c *Config) {
+	p := &c.Proxy
+	setStr(&p.Region, DefaultRegion)
+	setStr(&p.Bind, DefaultBind)
+	setStr(&p.LogLevel, "info")
+	setDur(&p.ConnectTimeout, DefaultConnectTimeout)
+	setDur(&p.QueueTimeout, DefaultQueueTimeout)
+	setDur(&p.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDur(&p.IdleTimeout, DefaultIdleTimeout)
+	setDur(&p.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	if p.ConnectAttempts == 0 {
+		p.ConnectAttempts = DefaultConnectAttempts
+	}
+	if p.MaxHeaderBytes == 0 {
+		p.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		for j := range a.Machines {
+			setStr(&a.Machines[j].Region, p.Region)
+			setStr(&a.Machines[j].State, "started")
+		}
+	}
+}
+
+func setStr(s *string, d string) {
+	if *s == "" {
+		*s = d
+	}
+}
+
+func setDur(v *Duration, d time.Duration) {
+	if *v == 0 {
+		*v = Duration(d)
+	}
+}
+
+func (c *checker) validate(cfg *Config, srcs map[int]*source) {
+	main := srcs[-1]
+	c.validateProxy(cfg, main)
+	for i, cert := range cfg.Certificates {
+		key := fmt.Sprintf("certificates[%d]", i)
+		for _, f := range []struct{ name, path string }{{"cert_file", cert.CertFile}, {"key_file", cert.KeyFile}} {
+			if f.path == "" {
+				c.at(main, key+"."+f.name, "required")
+			} else if _, err := os.Stat(cfg.resolve(f.path)); err != nil {
+				c.at(main, key+"."+f.name, "cannot read %s: %v", f.name, err)
+			}
+		}
+		c.hostnames(main, key+".hostnames", cert.Hostnames)
+	}
+	if len(cfg.Apps) == 0 {
+		c.at(main, "apps", "no [[apps]] configured: edgeproxy would serve nothing")
+	}
+	names := map[string]bool{}
+	for i := range cfg.Apps {
+		a := &cfg.Apps[i]
+		key := fmt.Sprintf("apps[%d]", i)
+		switch {
+		case a.Name == "":
+			c.at(main, key+".name", "required")
+		case !nameRE.MatchString(a.Name):
+			c.at(main, key+".name", "%q is not a valid app name (lowercase letters, digits and '-')", a.Name)
+		case names[a.Name]:
+			c.at(main, key+".name", "app %q is defined twice", a.Name)
+		}
+		names[a.Name] = true
+		c.hostnames(main, key+".hostnames", a.Hostnames)
+		c.validateApp(a, key, srcs[i], main)
+	}
+	c.validatePorts(cfg, srcs)
+}
+
+func (c *checker) validateProxy(cfg *Config, s *source) {
+	p := &cfg.Proxy
+	if !nameRE.MatchString(p.Region) {
+		c.at(s, "proxy.region", "%q is not a valid region code", p.Region)
+	}
+	if _, err := netip.ParseAddr(p.Bind); err != nil {
+		c.at(s, "proxy.bind", "%q is not an IP address", p.Bind)
+	}
+	for k, v := range p.PortMap {
+		if _, err := parsePort(k); err != nil {
+			c.at(s, "proxy.port_map", "key %q: %v", k, err)
+		}
+		if v < 0 || v > 65535 {
+			c.at(s, "proxy.port_map."+k, "port %d is out of range 0-65535 (0 picks any free port)", v)
+		}
+	}
+	if p.ConnectAttempts < 1 || p.ConnectAttempts > 20 {
+		c.at(s, "proxy.connect_attempts", "must be between 1 and 20, got %d", p.ConnectAttempts)
+	}
+	if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 {
+		c.at(s, "proxy.max_header_bytes", "must be between 1024 and 1048576, got %d", p.MaxHeaderBytes)
+	}
+	switch p.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		c.at(s, "proxy.log_level", "must be debug, info, warn or error, got %q", p.LogLevel)
+	}
+}
+
+func (c *checker) hostnames(s *source, key string, hs []string) {
+	for _, h := range hs {
+		if !hostnameRE.MatchString(strings.ToLower(h)) {
+			c.at(s, key, "%q is not a valid hostname", h)
+		}
+	}
+}
+
+func (c *checker) validateApp(a *App, key string, src, main *source) {
+	if len(a.Services) == 0 && a.HTTPService == nil {
+		c.at(src, key+".services", "app %q has no [[services]] and no [http_service]", a.Name)
+	}
+	for j := range a.Services {
+		c.validateService(&a.Services[j], fmt.Sprintf("%s.services[%d]", key, j), src)
+	}
+	if h := a.HTTPService; h != nil {
+		k := key + ".http_service"
+		c.internalPort(src, k+".internal_port", h.InternalPort)
+		c.concurrency(src, k+".concurrency", h.Concurrency)
+		c.tlsOptions(src, k+".tls_options", h.TLSOptions)
+		c.httpOptions(src, k+".http_options", h.HTTPOptions)
+		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.Checks)+len(h.MachineChecks))
+	}
+	ids := map[string]bool{}
+	for j, m := range a.Machines {
+		mk := fmt.Sprintf("%s.machines[%d]", key, j)
+		if m.ID == "" {
+			c.at(main, mk+".id", "required")
+		} else if ids[m.ID] {
+			c.at(main, mk+".id", "machine %q is listed twice", m.ID)
+		}
+		ids[m.ID] = true
+		if !nameRE.MatchString(m.Region) {
+			c.at(main, mk+".region", "%q is not a valid region code", m.Region)
+		}
+		if _, err := netip.ParseAddr(m.Address); err != nil {
+			c.at(main, mk+".address", "%q is not an IP address", m.Address)
+		}
+		for k, v := range m.Ports {
+			if _, err := parsePort(k); err != nil {
+				c.at(main, mk+".ports", "key %q: %v", k, err)
+			}
+			if v < 1 || v > 65535 {
+				c.at(main, mk+".ports."+k, "port %d is out of range 1-65535", v)
+			}
+		}
+		switch m.State {
+		case "started", "stopped", "suspended":
+		default:
+			c.at(main, mk+".state", "must be started, stopped or suspended, got %q", m.State)
+		}
+	}
+}
+
+func (c *checker) validateService(s *Service, key string, src *source) {
+	c.internalPort(src, key+".internal_port", s.InternalPort)
+	if s.Protocol != "" && s.Protocol != "tcp" {
+		c.at(src, key+".protocol", "protocol %q is not supported (only tcp)", s.Protocol)
+	}
+	if len(s.Ports) == 0 {
+		c.at(src, key+".ports", "a service needs at least one [[services.ports]]")
+	}
+	for j := range s.Ports {
+		c.validatePort(&s.Ports[j], fmt.Sprintf("%s.ports[%d]", key, j), src)
+	}
+	c.concurrency(src, key+".concurrency", s.Concurrency)
+	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, len(s.TCPChecks)+len(s.HTTPChecks))
+}
+
+// lifecycle notes fly.toml keys that are read but not acted on yet, so a
+// user is never surprised that a check they wrote does nothing.
+func (c *checker) lifecycle(src *source, key string, autoStop any, autoStart *bool, minRunning *int, checks int) {
+	switch v := autoStop.(type) {
+	case nil, bool:
+	case string:
+		if v != "off" && v != "stop" && v != "suspend" {
+			c.at(src, key+".auto_stop_machines", "must be off, stop, suspend or a boolean, got %q", v)
+		}
+	default:
+		c.at(src, key+".auto_stop_machines", "must be off, stop, suspend or a boolean")
+	}
+	if autoStop != nil || autoStart != nil || minRunning != nil {
+		c.note(src, key, "auto_start_machines, auto_stop_machines and min_machines_running have no effect yet")
+	}
+	if checks > 0 {
+		c.note(src, key, "health checks are not run yet; machines are routed to regardless")
+	}
+}
+
+func (c *checker) internalPort(src *source, key string, p int) {
+	if p < 1 || p > 65535 {
+		c.at(src, key, "must be a port between 1 and 65535, got %d", p)
+	}
+}
+
+func (c *checker) concurrency(src *source, key string, cc *Concurrency) {
+	if cc == nil {
+		return
+	}
+	if cc.Type != "" && cc.Type != "connections" && cc.Type != "requests" {
+		c.at(src, key+".type", "must be connections or requests, got %q", cc.Type)
+	}
+	if cc.SoftLimit < 0 {
+		c.at(src, key+".soft_limit", "must not be negative")
+	}
+	if cc.HardLimit < 0 {
+		c.at(src, key+".hard_limit", "must not be negative")
+	}
+	if cc.HardLimit > 0 && cc.SoftLimit > cc.HardLimit {
+		c.at(src, key+".soft_limit", "soft_limit %d is above hard_limit %d", cc.SoftLimit, cc.HardLimit)
+	}
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a port between 1 and 65535", s)
+	}
+	return n, nil
+}

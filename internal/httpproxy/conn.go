@@ -1,0 +1,133 @@
+// Package httpproxy owns the HTTP stage of the data path: it routes each
+// request by Host (or the TLS server name), redirects to https where the
+// port asks for it, picks a machine, forwards the request over a pooled
+// HTTP/1.1 connection or h2c, rewrites the platform's forwarding headers
+// and turns every failure a client can see into a response carrying a
+// stable error code.
+//
+// The server hands each client connection to net/http with a *Conn in its
+// context; everything a request needs is reached from there, so one
+// Handler serves every port and every runtime.
+package httpproxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
+)
+
+// Env is what one runtime (one loaded config) gives the handler.
+type Env struct {
+	Region string
+	Dialer *upstream.Dialer
+	Log    *slog.Logger
+	// Pools are shared by every runtime so upstream connections survive
+	// reloads.
+	Pools *Pools
+}
+
+// Conn describes the client connection requests arrive on.
+type Conn struct {
+	ID     uint64
+	Env    *Env
+	Port   *route.Port
+	Client netip.AddrPort
+	TLS    bool
+	// SNIEntry is the app service the TLS server name chose, if any.
+	SNIEntry *catalog.Port
+
+	mu sync.Mutex
+	// pin is the machine a client connection holds for services whose
+	// concurrency counts connections: its requests go there while it
+	// stays reachable, and it counts once against that machine.
+	pin *upstream.Lease
+	// own holds upstream transports private to this client connection,
+	// for ports that send a PROXY header naming the client.
+	own map[transportKey]*http.Transport
+}
+
+type connKey struct{}
+
+// WithConn puts c in ctx; the server's ConnContext calls it.
+func WithConn(ctx context.Context, c *Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// ConnFrom returns the Conn of a request's context, or nil.
+func ConnFrom(ctx context.Context) *Conn {
+	c, _ := ctx.Value(connKey{}).(*Conn)
+	return c
+}
+
+// Close releases what the connection holds: its pinned machine and any
+// private upstream connections. The server calls it once the client
+// connection is closed.
+func (c *Conn) Close() {
+	c.mu.Lock()
+	pin, own := c.pin, c.own
+	c.pin, c.own = nil, nil
+	c.mu.Unlock()
+	pin.Release()
+	for _, t := range own {
+		t.CloseIdleConnections()
+	}
+}
+
+// pinned returns the lease held for svc, if any.
+func (c *Conn) pinned(svc *catalog.Service) *upstream.Lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pin != nil && c.pin.Service() == svc {
+		return c.pin
+	}
+	return nil
+}
+
+// setPin makes l the connection's machine, releasing any previous one.
+func (c *Conn) setPin(l *upstream.Lease) {
+	c.mu.Lock()
+	old := c.pin
+	c.pin = l
+	c.mu.Unlock()
+	if old != l {
+		old.Release()
+	}
+}
+
+// unpin drops l if it is still the pinned lease.
+func (c *Conn) unpin(l *upstream.Lease) {
+	c.mu.Lock()
+	if c.pin == l {
+		c.pin = nil
+	}
+	c.mu.Unlock()
+	l.Release()
+}
+
+// route finds the app service for a request: by Host on a shared port,
+// falling back to the TLS server name.
+func (c *Conn) route(host string) *catalog.Port {
+	if cp := c.Port.Lookup(host); cp != nil {
+		return cp
+	}
+	return c.SNIEntry
+}
+
+// IdleTimeout is the keep-alive idle limit for a port: the first
+// http_options.idle_timeout among its apps, else def. net/http has one
+// idle limit per server, and the server runs one per port.
+func IdleTimeout(p *route.Port, def time.Duration) time.Duration {
+	for _, e := range p.Entries() {
+		if e.HTTP.IdleTimeout > 0 {
+			return e.HTTP.IdleTimeout
+		}
+	}
+	return def
+}

@@ -1,0 +1,211 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
+)
+
+// ownedRequestHeaders are set by the proxy; copies sent by clients are
+// removed so an app can trust them.
+var ownedRequestHeaders = []string{
+	"Fly-Client-Ip", "Fly-Forwarded-Port", "Fly-Region", "Fly-Request-Id",
+	"X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Request-Start",
+}
+
+// ErrorCodeHeader carries the error code on responses the proxy makes
+// itself, so clients and tests need not parse the body.
+const ErrorCodeHeader = "Edgeproxy-Error-Code"
+
+// Handler serves every HTTP request of every port. It is stateless apart
+// from the shared pools; per-connection facts come from the request's
+// context (see WithConn).
+type Handler struct {
+	proxy *httputil.ReverseProxy
+}
+
+// NewHandler makes the handler over the shared upstream pools.
+func NewHandler(pools *Pools, errLog *slog.Logger) *Handler {
+	h := &Handler{}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:        rewrite,
+		Transport:      roundTripper{pools: pools},
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   writeError,
+		ErrorLog:       slog.NewLogLogger(errLog.Handler(), slog.LevelDebug),
+		// Zero flushes responses of unknown length (streams, SSE, gRPC) on
+		// every write and buffers fixed-length ones, which is what both
+		// want.
+		FlushInterval: 0,
+	}
+	return h
+}
+
+// reqState is one request's routing facts, reached by the reverse proxy's
+// hooks through the request context.
+type reqState struct {
+	conn  *Conn
+	entry *catalog.Port
+	id    string
+	lease *upstream.Lease
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := ConnFrom(r.Context())
+	if c == nil {
+		http.Error(w, "edgeproxy: request without connection state", http.StatusInternalServerError)
+		return
+	}
+	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	r = r.WithContext(ctx)
+	st.entry = c.route(r.Host)
+	if st.entry == nil {
+		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, c.Port.Public)))
+		return
+	}
+	if st.entry.ForceHTTPS && !c.TLS {
+		redirectHTTPS(w, r)
+		return
+	}
+	h.proxy.ServeHTTP(w, r)
+}
+
+func redirectHTTPS(w http.ResponseWriter, r *http.Request) {
+	host := route.NormalizeHost(r.Host)
+	if host == "" {
+		writeError(w, r, perr.New(perr.MalformedRequest, fmt.Errorf("cannot redirect to https: bad Host %q", r.Host)))
+		return
+	}
+	w.Header().Set("Fly-Request-Id", stateFrom(r.Context()).id)
+	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
+}
+
+// rewrite sets the forwarding headers of REFERENCE.md on the outgoing
+// request. ReverseProxy has already removed hop-by-hop headers and the
+// client's X-Forwarded-For/Host/Proto from pr.Out.
+func rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	c := st.conn
+	out := pr.Out
+	for _, h := range ownedRequestHeaders {
+		out.Header.Del(h)
+	}
+	out.URL.Scheme = "http"
+	out.Host = pr.In.Host
+	clientIP := c.Client.Addr().Unmap().String()
+	port := strconv.Itoa(c.Port.Public)
+	out.Header.Set("Fly-Client-IP", clientIP)
+	// Appending keeps the chain a client's own proxies built; the proxy's
+	// own entry is the last one and the only one apps should trust.
+	if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+clientIP)
+	} else {
+		out.Header.Set("X-Forwarded-For", clientIP)
+	}
+	out.Header.Set("Fly-Forwarded-Port", port)
+	out.Header.Set("Fly-Region", c.Env.Region)
+	out.Header.Set("X-Forwarded-Port", port)
+	if c.TLS {
+		out.Header.Set("X-Forwarded-Proto", "https")
+		out.Header.Set("X-Forwarded-Ssl", "on")
+	} else {
+		out.Header.Set("X-Forwarded-Proto", "http")
+		out.Header.Set("X-Forwarded-Ssl", "off")
+	}
+	out.Header.Add("Via", via(pr.In.ProtoMajor))
+	out.Header.Set("Fly-Request-Id", st.id)
+}
+
+func via(major int) string {
+	if major == 2 {
+		return "2 edgeproxy"
+	}
+	return "1.1 edgeproxy"
+}
+
+func modifyResponse(resp *http.Response) error {
+	st := stateFrom(resp.Request.Context())
+	h := resp.Header
+	opts := st.entry.HTTP
+	if !opts.Pristine {
+		if h.Get("Server") == "" {
+			h.Set("Server", "edgeproxy")
+		}
+		h.Add("Via", via(resp.Request.ProtoMajor))
+		h.Set("Fly-Request-Id", st.id)
+	}
+	for _, name := range opts.RemoveHeaders {
+		h.Del(name)
+	}
+	for name, vals := range opts.AddHeaders {
+		for _, v := range vals {
+			h.Add(name, v)
+		}
+	}
+	return nil
+}
+
+// writeError answers a request the proxy could not serve with the code's
+// status, the code in a header and a one-line text body users can search.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	pe, ok := perr.As(err)
+	if !ok {
+		pe = perr.New(perr.InternalError, err)
+		if errors.Is(err, context.Canceled) {
+			pe = perr.New(perr.ClientClosed, err)
+		}
+	}
+	st := stateFrom(r.Context())
+	if st != nil && st.conn.Env.Log != nil {
+		st.conn.Env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
+			"request_id", st.id, "conn_id", st.conn.ID, "host", r.Host, "error", pe.Error())
+	}
+	if pe.Code == perr.ClientClosed {
+		return // nobody is listening for the answer
+	}
+	status := pe.HTTPStatus()
+	if status == 0 {
+		status = http.StatusBadGateway
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set(ErrorCodeHeader, string(pe.Code))
+	h.Set("Server", "edgeproxy")
+	if st != nil {
+		h.Set("Fly-Request-Id", st.id)
+	}
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "%s: %s\n", pe.Code, pe.Msg)
+}
+
+// newRequestID makes an id unique enough to find one request in logs:
+// 64 random bits and the edge's region, like the platform's ids.
+func newRequestID(region string) string {
+	var b [16]byte
+	const hexdigits = "0123456789abcdef"
+	v := rand.Uint64()
+	for i := range b {
+		b[i] = hexdigits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:]) + "-" + region
+}

@@ -1,0 +1,247 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
+)
+
+// Pools holds the upstream HTTP transports shared by all client
+// connections: HTTP/1.1 with keep-alive, and h2c with prior knowledge for
+// services with http_options.h2_backend.
+type Pools struct {
+	h1, h2c *http.Transport
+	opts    PoolOptions
+}
+
+// PoolOptions tunes the shared transports.
+type PoolOptions struct {
+	ResponseHeaderTimeout time.Duration
+	MaxIdlePerMachine     int
+	IdleConnTimeout       time.Duration
+}
+
+type transportKey struct {
+	h2c   bool
+	proxy int // PROXY header version, 0 for none
+}
+
+// NewPools makes the shared transports.
+func NewPools(o PoolOptions) *Pools {
+	if o.MaxIdlePerMachine == 0 {
+		o.MaxIdlePerMachine = 128
+	}
+	if o.IdleConnTimeout == 0 {
+		o.IdleConnTimeout = 90 * time.Second
+	}
+	p := &Pools{opts: o}
+	p.h1 = p.newTransport(false, nil)
+	p.h2c = p.newTransport(true, nil)
+	return p
+}
+
+// Close drops idle upstream connections.
+func (p *Pools) Close() {
+	p.h1.CloseIdleConnections()
+	p.h2c.CloseIdleConnections()
+}
+
+// newTransport builds a transport; header, when set, writes a PROXY
+// header on each new upstream connection.
+func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transport {
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			st := stateFrom(ctx)
+			ap, err := netip.ParseAddrPort(addr)
+			if st == nil || err != nil {
+				return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
+			}
+			c, err := st.conn.Env.Dialer.Dial(ctx, ap)
+			if err != nil {
+				return nil, err
+			}
+			if header != nil {
+				if err := header(c); err != nil {
+					c.Close()
+					return nil, upstream.ClassifyDial(err)
+				}
+			}
+			return c, nil
+		},
+		// The proxy passes the client's Accept-Encoding through untouched;
+		// asking for gzip itself would change what the app sends.
+		DisableCompression:    true,
+		MaxIdleConnsPerHost:   p.opts.MaxIdlePerMachine,
+		IdleConnTimeout:       p.opts.IdleConnTimeout,
+		ResponseHeaderTimeout: p.opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+	t.Protocols = new(http.Protocols)
+	if h2c {
+		t.Protocols.SetUnencryptedHTTP2(true)
+	} else {
+		t.Protocols.SetHTTP1(true)
+	}
+	return t
+}
+
+// transport returns the transport for a request on conn c to port cp.
+func (p *Pools) transport(c *Conn, cp *catalog.Port) *http.Transport {
+	if cp.ProxyProto == 0 {
+		if cp.HTTP.H2Backend {
+			return p.h2c
+		}
+		return p.h1
+	}
+	// A PROXY header names one client, so such upstream connections
+	// cannot be shared between client connections.
+	key := transportKey{h2c: cp.HTTP.H2Backend, proxy: cp.ProxyProto}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := c.own[key]; t != nil {
+		return t
+	}
+	client := net.TCPAddrFromAddrPort(c.Client)
+	t := p.newTransport(key.h2c, func(up net.Conn) error {
+		hdr, err := proxyproto.Header(key.proxy, client, net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(c.Port.Public))))
+		if err != nil {
+			return err
+		}
+		_, err = up.Write(hdr)
+		return err
+	})
+	if c.own == nil {
+		c.own = map[transportKey]*http.Transport{}
+	}
+	c.own[key] = t
+	return t
+}
+
+// roundTripper sends a request to a machine of the routed service,
+// retrying on another machine while nothing has reached an app.
+type roundTripper struct{ pools *Pools }
+
+func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateFrom(req.Context())
+	svc := st.entry.Service
+	t := rt.pools.transport(st.conn, st.entry)
+	var body *trackedBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &trackedBody{rc: req.Body}
+		req.Body = body
+	}
+	send := func(l *upstream.Lease) (*http.Response, error) {
+		out := *req
+		u := *req.URL
+		u.Host = l.Addr.String()
+		out.URL = &u
+		st.lease = l
+		resp, err := t.RoundTrip(&out)
+		if err != nil {
+			return nil, classify(err, body)
+		}
+		return resp, nil
+	}
+	if svc.Unit == catalog.Connections {
+		if pin := st.conn.pinned(svc); pin != nil {
+			resp, err := send(pin)
+			if err == nil {
+				return resp, nil
+			}
+			if pe, ok := perr.As(err); !ok || !pe.Retryable {
+				return nil, err
+			}
+			st.conn.unpin(pin)
+		}
+	}
+	resp, lease, err := upstream.Retry(req.Context(), st.conn.Env.Dialer, svc, send)
+	if err != nil {
+		return nil, err
+	}
+	if svc.Unit == catalog.Connections {
+		st.conn.setPin(lease)
+		return resp, nil
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, lease: lease}
+	return resp, nil
+}
+
+// classify codes a transport error. A failed dial is retryable only if the
+// request body has not started to flow, since it could not be sent again.
+func classify(err error, body *trackedBody) error {
+	if pe, ok := perr.As(err); ok {
+		if pe.Retryable && body != nil && body.read.Load() {
+			c := *pe
+			c.Retryable = false
+			return &c
+		}
+		return pe
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return perr.New(perr.ClientClosed, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return perr.New(perr.ResponseTimeout, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return perr.New(perr.InstanceClosed, err)
+	default:
+		return perr.New(perr.InstanceClosed, err)
+	}
+}
+
+// trackedBody remembers whether the request body was read. While it has
+// not been, Close from the transport is ignored so that a failed connect
+// does not close the body a retry on another machine needs; net/http
+// closes the real body after the handler in any case.
+type trackedBody struct {
+	rc   io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.rc.Read(p)
+}
+
+func (b *trackedBody) Close() error {
+	if b.read.Load() {
+		return b.rc.Close()
+	}
+	return nil
+}
+
+// releasingBody gives the machine's load unit back when the response
+// (or upgraded connection) is finished.
+type releasingBody struct {
+	io.ReadCloser
+	lease *upstream.Lease
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.lease.Release()
+	return err
+}
+
+// Write passes through for upgraded (101) connections, whose body is the
+// bidirectional stream.
+func (b *releasingBody) Write(p []byte) (int, error) {
+	if w, ok := b.ReadCloser.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return 0, errors.New("response body is not writable")
+}

@@ -1,0 +1,130 @@
+// Package route owns the immutable routing table: which app service
+// answers on each local port, and, on ports several apps share, which one
+// a TLS server name or HTTP Host selects. Lookups are pure functions of
+// the table and a name, so they are fuzzed and table-tested.
+package route
+
+import (
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+)
+
+// Table maps public ports to their routes. A public port may listen on
+// another local port through proxy.port_map; routing never sees that.
+type Table struct {
+	ports map[int]*Port
+}
+
+// Port is everything served on one public port.
+type Port struct {
+	Public   int
+	Handlers catalog.Handlers
+	entries  []*catalog.Port
+	exact    map[string]*catalog.Port
+	wildcard map[string]*catalog.Port // keyed by the suffix after "*."
+}
+
+// Build makes the table for a snapshot. Config validation has already
+// refused clashing ports.
+func Build(snap *catalog.Snapshot) *Table {
+	t := &Table{ports: map[int]*Port{}}
+	for _, app := range snap.Apps {
+		for _, svc := range app.Services {
+			for _, cp := range svc.Ports {
+				for pub := cp.Lo; pub <= cp.Hi; pub++ {
+					t.add(pub, cp)
+				}
+			}
+		}
+	}
+	return t
+}
+
+func (t *Table) add(public int, cp *catalog.Port) {
+	p := t.ports[public]
+	if p == nil {
+		p = &Port{Public: public, Handlers: cp.Handlers,
+			exact: map[string]*catalog.Port{}, wildcard: map[string]*catalog.Port{}}
+		t.ports[public] = p
+	}
+	p.entries = append(p.entries, cp)
+	for _, h := range cp.Service.App.Hostnames {
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			p.wildcard[suffix] = cp
+		} else {
+			p.exact[h] = cp
+		}
+	}
+}
+
+// Port returns the routes of a public port, or nil.
+func (t *Table) Port(public int) *Port { return t.ports[public] }
+
+// Ports lists the public ports in ascending order.
+func (t *Table) Ports() []int {
+	out := make([]int, 0, len(t.ports))
+	for p := range t.ports {
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// Shared reports whether more than one app answers on the port, so that a
+// name is needed to route.
+func (p *Port) Shared() bool { return len(p.entries) > 1 }
+
+// Entries lists the app services on the port.
+func (p *Port) Entries() []*catalog.Port { return p.entries }
+
+// Lookup finds the app service for a server name or Host header value:
+// the only one on an unshared port whatever the name, else an exact
+// hostname, else a wildcard one label deep. nil means no app serves it.
+func (p *Port) Lookup(name string) *catalog.Port {
+	if len(p.entries) == 1 {
+		return p.entries[0]
+	}
+	name = NormalizeHost(name)
+	if name == "" {
+		return nil
+	}
+	if cp, ok := p.exact[name]; ok {
+		return cp
+	}
+	if dot := strings.IndexByte(name, '.'); dot > 0 {
+		if cp, ok := p.wildcard[name[dot+1:]]; ok {
+			return cp
+		}
+	}
+	return nil
+}
+
+// NormalizeHost lowercases a name, drops a port and a trailing dot, and
+// returns "" for anything that is not a plausible host name.
+func NormalizeHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return ""
+	}
+	upper := false
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == ':':
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		default:
+			return ""
+		}
+	}
+	if upper {
+		return strings.ToLower(h)
+	}
+	return h
+}

@@ -1,0 +1,170 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
+)
+
+// Runtime is everything built from one loaded config. It is immutable:
+// a connection keeps the runtime it started with until it ends.
+type Runtime struct {
+	Config *config.Config
+	Snap   *catalog.Snapshot
+	Routes *route.Table
+	Certs  *tlsterm.Store
+	Dialer *upstream.Dialer
+	Env    *httpproxy.Env
+
+	selfSigned *tlsterm.SelfSigner
+	tlsConfigs sync.Map // tlsKey -> *tls.Config
+	baseTLSs   sync.Map // *route.Port -> *tls.Config
+}
+
+// Deps are what a runtime borrows from the long-lived server.
+type Deps struct {
+	Log        *slog.Logger
+	Pools      *httpproxy.Pools
+	SelfSigned *tlsterm.SelfSigner
+	// Intn breaks balancing ties; nil uses math/rand/v2.
+	Intn func(int) int
+}
+
+// BuildRuntime turns a validated config into a runtime: catalog, routes,
+// certificates and the upstream dialer. prev, if any, lends its load
+// counters. Certificate problems come back as config problems with the
+// certificate's key path.
+func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
+	specs := make([]tlsterm.CertSpec, len(cfg.Certificates))
+	for i, c := range cfg.Certificates {
+		specs[i] = tlsterm.CertSpec{CertFile: cfg.Resolve(c.CertFile), KeyFile: cfg.Resolve(c.KeyFile), Hostnames: c.Hostnames}
+	}
+	certs, err := tlsterm.Load(specs)
+	if err != nil {
+		return nil, certProblems(cfg, err)
+	}
+	var prevSnap *catalog.Snapshot
+	if prev != nil {
+		prevSnap = prev.Snap
+	}
+	snap, err := catalog.Build(cfg, prevSnap)
+	if err != nil {
+		return nil, err
+	}
+	intn := d.Intn
+	if intn == nil {
+		intn = rand.IntN
+	}
+	p := cfg.Proxy
+	dialer := &upstream.Dialer{
+		Picker:   &upstream.Picker{Region: p.Region, Intn: intn, QueueTimeout: p.QueueTimeout.D()},
+		Timeout:  p.ConnectTimeout.D(),
+		Attempts: p.ConnectAttempts,
+	}
+	selfSigned := d.SelfSigned
+	if selfSigned == nil {
+		selfSigned = tlsterm.NewSelfSigner()
+	}
+	return &Runtime{
+		Config:     cfg,
+		Snap:       snap,
+		Routes:     route.Build(snap),
+		Certs:      certs,
+		Dialer:     dialer,
+		Env:        &httpproxy.Env{Region: p.Region, Dialer: dialer, Log: d.Log, Pools: d.Pools},
+		selfSigned: selfSigned,
+	}, nil
+}
+
+func certProblems(cfg *config.Config, err error) error {
+	var out []config.Problem
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var ce *tlsterm.CertError
+		p := config.Problem{File: cfg.File, Key: "certificates", Msg: e.Error()}
+		if errors.As(e, &ce) {
+			p.Key = fmt.Sprintf("certificates[%d]", ce.Index)
+			p.Msg = ce.Err.Error()
+			p.Line = cfg.Line(p.Key)
+		}
+		out = append(out, p)
+	}
+	return &config.Error{Problems: out}
+}
+
+// baseTLS is the long-lived handshake config of a port. Session tickets
+// resume only across connections that share a base config's ticket keys,
+// so it is built once per port, with keys shared by every runtime.
+func (rt *Runtime) baseTLS(pr *route.Port, keys [][32]byte) *tls.Config {
+	if c, ok := rt.baseTLSs.Load(pr); ok {
+		return c.(*tls.Config)
+	}
+	c := &tls.Config{
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			entry := pr.Lookup(hello.ServerName)
+			if entry == nil {
+				return nil, perr.New(perr.UnknownHost, fmt.Errorf("sni %q on port %d", hello.ServerName, pr.Public))
+			}
+			return rt.tlsConfig(hello.ServerName, entry)
+		},
+	}
+	if len(keys) > 0 {
+		c.SetSessionTicketKeys(keys)
+	}
+	actual, _ := rt.baseTLSs.LoadOrStore(pr, c)
+	return actual.(*tls.Config)
+}
+
+type tlsKey struct {
+	entry *catalog.Port
+	cert  *tls.Certificate
+}
+
+// tlsConfig chooses the certificate for a server name on an app's port and
+// returns the handshake config, cached per (port entry, certificate) so a
+// handshake does not rebuild it.
+func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, error) {
+	cert := rt.Certs.Lookup(sni)
+	if cert == nil && sni == "" {
+		// Clients that send no SNI (IP literals, old tools) get the
+		// certificate of the app's first hostname that has one.
+		for _, h := range entry.Service.App.Hostnames {
+			if cert = rt.Certs.Lookup(h); cert != nil {
+				break
+			}
+		}
+	}
+	if cert == nil && entry.TLS.DefaultSelfSigned {
+		c, err := rt.selfSigned.Get(sni)
+		if err != nil {
+			return nil, perr.New(perr.InternalError, err)
+		}
+		cert = c
+	}
+	if cert == nil {
+		return nil, perr.New(perr.NoCertificate, fmt.Errorf("sni %q", sni))
+	}
+	key := tlsKey{entry, cert}
+	if c, ok := rt.tlsConfigs.Load(key); ok {
+		return c.(*tls.Config), nil
+	}
+	c := tlsterm.ServerConfig(cert, entry.TLS.ALPN, entry.TLS.MinVersion, entry.TLS.MaxVersion)
+	actual, _ := rt.tlsConfigs.LoadOrStore(key, c)
+	return actual.(*tls.Config), nil
+}

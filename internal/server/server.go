@@ -1,0 +1,216 @@
+// Package server wires the stages of the data path together: it owns the
+// listeners, the current runtime, and the per-connection function
+// (serveConn in conn.go) that reads top to bottom as the path a
+// connection takes through the proxy.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
+	"github.com/edgeproxy/edgeproxy/internal/listen"
+	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
+)
+
+// Server is a running edgeproxy.
+type Server struct {
+	log     *slog.Logger
+	rt      atomic.Pointer[Runtime]
+	pools   *httpproxy.Pools
+	handler *httpproxy.Handler
+	bufs    *iox.BufferPool
+	deps    Deps
+	nextID  atomic.Uint64
+	// ticketKeys encrypt TLS session tickets; shared by every runtime so
+	// sessions resume across reloads.
+	ticketKeys [][32]byte
+
+	mu     sync.Mutex
+	ports  map[int]*portServer // by public port
+	active map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// portServer is one public port: its listener and, for ports with the
+// http handler, the net/http server its connections are handed to.
+type portServer struct {
+	public int
+	ln     net.Listener
+	httpLn *connQueue
+	http   *http.Server
+}
+
+// Options configure a Server beyond its config file.
+type Options struct {
+	Log *slog.Logger
+	// Intn breaks balancing ties; tests inject a deterministic one.
+	Intn func(int) int
+}
+
+// New builds a server for a loaded config without opening any socket.
+func New(cfg *config.Config, o Options) (*Server, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := cfg.Proxy
+	pools := httpproxy.NewPools(httpproxy.PoolOptions{ResponseHeaderTimeout: p.ResponseHeaderTimeout.D()})
+	s := &Server{
+		log:     log,
+		pools:   pools,
+		handler: httpproxy.NewHandler(pools, log),
+		bufs:    iox.NewBufferPool(32 << 10),
+		ports:   map[int]*portServer{},
+		active:  map[net.Conn]struct{}{},
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, err
+	}
+	s.ticketKeys = [][32]byte{key}
+	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn}
+	rt, err := BuildRuntime(cfg, nil, s.deps)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range rt.Certs.Warnings() {
+		log.Warn("certificate warning", "detail", w)
+	}
+	s.rt.Store(rt)
+	return s, nil
+}
+
+func (s *Server) runtime() *Runtime { return s.rt.Load() }
+
+// Start opens every public port and starts serving. It returns once all
+// listeners are bound, or the first bind error (closing what it opened).
+func (s *Server) Start() error {
+	rt := s.runtime()
+	for _, public := range rt.Routes.Ports() {
+		local := rt.Config.Proxy.LocalPort(public)
+		ln, err := listen.Bind(rt.Config.Proxy.Bind, local)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("port %d: %w", public, err)
+		}
+		s.addPort(rt, public, ln)
+	}
+	return nil
+}
+
+func (s *Server) addPort(rt *Runtime, public int, ln net.Listener) {
+	ps := &portServer{public: public, ln: ln}
+	pr := rt.Routes.Port(public)
+	if pr.Handlers.HTTP {
+		ps.httpLn = newConnQueue(ln.Addr())
+		ps.http = s.newHTTPServer(rt, pr)
+		s.wg.Go(func() { _ = ps.http.Serve(ps.httpLn) })
+	}
+	s.mu.Lock()
+	s.ports[public] = ps
+	s.mu.Unlock()
+	s.log.Info("listening", "port", public, "addr", ln.Addr().String(), "handlers", pr.Handlers.String())
+	s.wg.Go(func() {
+		_ = listen.Serve(ln, s.log, func(c net.Conn) { s.serveConn(ps, c) })
+	})
+}
+
+// Addr returns the address a public port listens on (useful when
+// port_map sends it to port 0), or nil.
+func (s *Server) Addr(public int) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ps := s.ports[public]; ps != nil {
+		return ps.ln.Addr()
+	}
+	return nil
+}
+
+// Ports lists the public ports being served.
+func (s *Server) Ports() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.ports))
+	for p := range s.ports {
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// track registers a raw connection so Close can end it; false means the
+// server is closing and the connection must not start.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.active[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.active, c)
+	s.mu.Unlock()
+}
+
+// Close stops accepting, closes every connection and waits for all
+// goroutines the server started. (Graceful drain comes with reloads.)
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	ports := s.ports
+	s.ports = map[int]*portServer{}
+	var conns []net.Conn
+	for c := range s.active {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, ps := range ports {
+		if err := ps.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		if ps.http != nil {
+			ps.http.Close()
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	s.wg.Wait()
+	s.pools.Close()
+	return errors.Join(errs...)
+}
+
+// Run starts the server and serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down")
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		return errors.New("shutdown did not finish in 30s")
+	}
+}

@@ -1,0 +1,17 @@
+// Package tlsterm owns TLS termination: loading the configured certificates,
+// choosing one by SNI, minting self-signed fallbacks, and building the
+// *tls.Config for a handshake.
+//
+// The server wires it like this, for one connection:
+//
+//	store.Lookup(sni)            // configured cert: exact name, then *.parent
+//	  └─ nil → selfSigner.Get    // only when tls_options.default_self_signed
+//	  └─ nil → ErrNoCertificate  // PT05, handshake refused
+//	ServerConfig(cert, alpn, Versions(tls_options.versions))
+//
+// Everything here is either immutable once built (Store, the returned
+// *tls.Config) or internally synchronised (SelfSigner), so a reload builds a
+// new Store and swaps it without coordinating with handshakes in flight.
+//
+// ACME issuance will live here too; it is not written yet.
+package tlsterm

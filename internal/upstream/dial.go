@@ -1,0 +1,107 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+)
+
+// Dialer connects to machines.
+type Dialer struct {
+	Picker *Picker
+	// Timeout bounds one TCP connect.
+	Timeout time.Duration
+	// Attempts bounds how many machines are tried for one piece of work.
+	Attempts int
+	// DialContext opens TCP connections; nil uses a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Dial makes one connection to addr and classifies its failure: refused
+// (PC01) and timed out (PC02) are retryable on another machine because no
+// byte of the client's work has reached any app.
+func (d *Dialer) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+	dial := d.DialContext
+	if dial == nil {
+		var nd net.Dialer
+		dial = nd.DialContext
+	}
+	c, err := dial(ctx, "tcp", addr.String())
+	if err == nil {
+		return c, nil
+	}
+	return nil, ClassifyDial(err)
+}
+
+// ClassifyDial turns a connect error into a coded error.
+func ClassifyDial(err error) *perr.Error {
+	if e, ok := perr.As(err); ok {
+		return e
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return perr.New(perr.InstanceRefused, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return perr.New(perr.ConnectTimeout, err)
+	default:
+		e := perr.New(perr.MachineUnreachable, err)
+		// Nothing was sent, so trying another machine is safe.
+		e.Retryable = true
+		return e
+	}
+}
+
+// Connect acquires a machine for svc and connects to it, trying other
+// machines when a connect fails, within Attempts. On success the caller
+// owns the connection and must Release the lease when done.
+func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *Lease, error) {
+	return Retry(ctx, d, svc, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, l.Addr) })
+}
+
+// Retry runs try on machine after machine until it succeeds, fails with an
+// error that is not retryable, runs out of machines or of attempts. The
+// lease of the successful try is returned held; all others are released.
+func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, try func(*Lease) (T, error)) (T, *Lease, error) {
+	var zero T
+	var tried []*catalog.Machine
+	var last *perr.Error
+	for attempt := 0; attempt < d.Attempts; attempt++ {
+		lease, err := d.Picker.Acquire(ctx, svc, tried)
+		if err != nil {
+			if last != nil {
+				// Report why the machines we did try failed, not merely that
+				// none is left: PC01's hint is what the user needs.
+				return zero, nil, attemptsError(last, attempt)
+			}
+			return zero, nil, err
+		}
+		v, err := try(lease)
+		if err == nil {
+			return v, lease, nil
+		}
+		lease.Release()
+		pe, ok := perr.As(err)
+		if !ok || !pe.Retryable {
+			return zero, nil, err
+		}
+		last = pe
+		tried = append(tried, lease.Machine)
+	}
+	return zero, nil, attemptsError(last, d.Attempts)
+}
+
+func attemptsError(last *perr.Error, attempts int) error {
+	e := *last
+	e.Err = fmt.Errorf("after %d attempt(s): %w", attempts, last.Err)
+	return &e
+}
