@@ -5,9 +5,9 @@ go 1.26.0
 toolchain go1.27.3
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
-	github.com/pires/go-proxyproto v0.15.0 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
-	golang.org/x/net v0.62.0 // indirect
-	pgregory.net/rapid v1.3.0 // indirect
+	github.com/BurntSushi/toml v1.6.0
+	github.com/pires/go-proxyproto v0.15.0
+	go.uber.org/goleak v1.3.0
 )
+
+require pgregory.net/rapid v1.3.0 // indirect

@@ -68,7 +68,7 @@ type Certificate struct {
 
 // App is one [[apps]] entry: its names, services and machines.
 type App struct {
-	Name      string `toml:"name"`
+	Name      string   `toml:"name"`
 	Hostnames []string `toml:"hostnames"`
 	// FlyToml names a fly.toml whose app, [[services]] and [http_service]
 	// are read unchanged instead of writing them here.

@@ -39,7 +39,10 @@ type Conn struct {
 	Env    *Env
 	Port   *route.Port
 	Client netip.AddrPort
-	TLS    bool
+	// Local is the address the client connected to, with the public port
+	// (not a port_map'd local one): the destination a PROXY header names.
+	Local netip.AddrPort
+	TLS   bool
 	// SNIEntry is the app service the TLS server name chose, if any.
 	SNIEntry *catalog.Port
 

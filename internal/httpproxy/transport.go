@@ -116,7 +116,7 @@ func (p *Pools) transport(c *Conn, cp *catalog.Port) *http.Transport {
 	}
 	client := net.TCPAddrFromAddrPort(c.Client)
 	t := p.newTransport(key.h2c, func(up net.Conn) error {
-		hdr, err := proxyproto.Header(key.proxy, client, net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(c.Port.Public))))
+		hdr, err := proxyproto.Header(key.proxy, client, net.TCPAddrFromAddrPort(c.Local))
 		if err != nil {
 			return err
 		}

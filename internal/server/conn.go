@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -55,7 +56,7 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 	// routes each one by Host and proxies it.
 	if pr.Handlers.HTTP {
 		info := &httpproxy.Conn{ID: id, Env: rt.Env, Port: pr, Client: listen.AddrPort(raw.RemoteAddr()),
-			TLS: pr.Handlers.TLS, SNIEntry: entry}
+			Local: publicAddr(raw, pr.Public), TLS: pr.Handlers.TLS, SNIEntry: entry}
 		ps.httpLn.push(s.wrapHTTP(conn, raw, info))
 		return
 	}
@@ -76,7 +77,7 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 	defer lease.Release()
 	defer up.Close()
 	if entry.ProxyProto > 0 {
-		hdr, err := proxyproto.Header(entry.ProxyProto, raw.RemoteAddr(), raw.LocalAddr())
+		hdr, err := proxyproto.Header(entry.ProxyProto, raw.RemoteAddr(), net.TCPAddrFromAddrPort(publicAddr(raw, pr.Public)))
 		if err == nil {
 			_, err = up.Write(hdr)
 		}
@@ -88,6 +89,12 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 	in, out, err := iox.Duplex(conn, up, iox.DuplexOptions{Pool: s.bufs, IdleTimeout: rt.Config.Proxy.IdleTimeout.D()})
 	log.Debug("tcp connection done", "app", entry.Service.App.Name, "machine", lease.Machine.ID,
 		"bytes_in", in, "bytes_out", out, "error", errString(err))
+}
+
+// publicAddr is the address a client connected to as the app sees it:
+// the local IP with the public port, which port_map may have moved.
+func publicAddr(c net.Conn, public int) netip.AddrPort {
+	return netip.AddrPortFrom(listen.AddrPort(c.LocalAddr()).Addr(), uint16(public))
 }
 
 func (s *Server) closeRaw(raw net.Conn) {

@@ -214,3 +214,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("shutdown did not finish in 30s")
 	}
 }
+
+// Loads reports the live load of each machine of an app, summed over its
+// services, for tests and the admin API.
+func (s *Server) Loads(app string) map[string]int64 {
+	out := map[string]int64{}
+	a := s.runtime().Snap.App(app)
+	if a == nil {
+		return out
+	}
+	for _, m := range a.Machines {
+		for _, svc := range a.Services {
+			out[m.ID] += svc.Load(m).Value()
+		}
+	}
+	return out
+}

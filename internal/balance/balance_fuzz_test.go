@@ -1,0 +1,52 @@
+package balance
+
+import "testing"
+
+// decodeCandidates turns fuzz bytes into candidates, five bytes each, with
+// signed small values so negative loads and distances are explored too.
+// What is left over after the last whole candidate feeds the tie draws.
+func decodeCandidates(data []byte) ([]Candidate, []byte) {
+	var cands []Candidate
+	for len(data) >= 5 {
+		cands = append(cands, Candidate{
+			Distance: int(int8(data[0])) % 8,
+			Load:     int64(int8(data[1])),
+			Soft:     int(int8(data[2])),
+			Hard:     int(int8(data[3])),
+			Usable:   data[4]&1 == 1,
+		})
+		data = data[5:]
+	}
+	return cands, data
+}
+
+func FuzzPick(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 3, 20, 0, 1})
+	// Two tied machines and one draw byte.
+	f.Add([]byte{0, 4, 20, 30, 1, 0, 4, 20, 30, 1, 1})
+	// Nearest at hard, farther under soft.
+	f.Add([]byte{0, 5, 2, 5, 1, 2, 0, 2, 5, 1})
+	// All at hard: Full.
+	f.Add([]byte{0, 5, 2, 5, 1, 1, 9, 2, 5, 1})
+	// Negative load and hard.
+	f.Add([]byte{0, 0xff, 20, 0xff, 1, 0x80, 0x80, 0x80, 0x80, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cands, draws := decodeCandidates(data)
+		intn := func(n int) int {
+			if n < 2 {
+				t.Fatalf("intn(%d) called", n)
+			}
+			if len(draws) == 0 {
+				return 0
+			}
+			v := int(draws[0]) % n
+			draws = draws[1:]
+			return v
+		}
+		got := Pick(cands, intn)
+		if err := checkPick(cands, got); err != nil {
+			t.Fatalf("%v\ncands: %+v", err, cands)
+		}
+	})
+}

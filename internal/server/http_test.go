@@ -1,0 +1,288 @@
+package server_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/demo"
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
+)
+
+// get sends a request through the proxy and decodes the demo machine's
+// report.
+func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (*http.Response, demo.Report) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep demo.Report
+	if resp.Header.Get("Demo-Machine-Id") != "" {
+		if err := json.Unmarshal(body, &rep); err != nil {
+			t.Fatalf("bad report %q: %v", body, err)
+		}
+	} else {
+		resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	}
+	return resp, rep
+}
+
+func twoApps(portA, portB int, handlers string, extra string) string {
+	return fmt.Sprintf(`
+[[apps]]
+name = "a"
+hostnames = ["a.test"]
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 443
+    handlers = %[3]s
+    tls_options = { default_self_signed = true }
+    %[4]s
+  [[apps.machines]]
+  id = "ma"
+  address = "127.0.0.1"
+  ports = { 8080 = %[1]d }
+
+[[apps]]
+name = "b"
+hostnames = ["b.test", "*.wild.test"]
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 443
+    handlers = %[3]s
+    tls_options = { default_self_signed = true }
+    %[4]s
+  [[apps.machines]]
+  id = "mb"
+  address = "127.0.0.1"
+  ports = { 8080 = %[2]d }
+`, portA, portB, handlers, extra)
+}
+
+func TestSNIRoutingTwoAppsOnePort(t *testing.T) {
+	p := proxytest.Start(t, twoApps(proxytest.Machine(t, "ma"), proxytest.Machine(t, "mb"), `["tls", "http"]`, ""), proxytest.Options{})
+	for _, tc := range []struct{ host, machine string }{{"a.test", "ma"}, {"b.test", "mb"}, {"x.wild.test", "mb"}} {
+		for _, h2 := range []bool{false, true} {
+			resp, rep := get(t, p.Client(443, h2), "https://"+tc.host+"/", nil)
+			if resp.StatusCode != 200 || rep.MachineID != tc.machine {
+				t.Errorf("%s h2=%v: status %d machine %q, want %q", tc.host, h2, resp.StatusCode, rep.MachineID, tc.machine)
+			}
+			wantProto := "HTTP/1.1"
+			if h2 {
+				wantProto = "HTTP/2.0"
+			}
+			if resp.Proto != wantProto || resp.TLS.ServerName != tc.host {
+				t.Errorf("%s: client proto %s sni %q", tc.host, resp.Proto, resp.TLS.ServerName)
+			}
+			if rep.Proto != "HTTP/1.1" {
+				t.Errorf("machine spoke %s, want HTTP/1.1 pool", rep.Proto)
+			}
+		}
+	}
+	// An unknown server name is refused during the handshake, not hung.
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.Addr(443), &tls.Config{ServerName: "nobody.test", InsecureSkipVerify: true})
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake for an unknown SNI succeeded")
+	}
+}
+
+func TestNoCertificateRefusesHandshake(t *testing.T) {
+	cfg := strings.ReplaceAll(twoApps(proxytest.Machine(t, "ma"), proxytest.Machine(t, "mb"), `["tls", "http"]`, ""),
+		"tls_options = { default_self_signed = true }", "")
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	_, err := tls.Dial("tcp", p.Addr(443), &tls.Config{ServerName: "a.test", InsecureSkipVerify: true})
+	if err == nil {
+		t.Fatal("handshake without any certificate succeeded")
+	}
+	waitLog(t, p, `"code":"PT05"`)
+}
+
+func waitLog(t *testing.T, p *proxytest.Proxy, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.Logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never contained %s:\n%s", want, p.Logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHostRoutingPlainHTTP(t *testing.T) {
+	cfg := strings.ReplaceAll(twoApps(proxytest.Machine(t, "ma"), proxytest.Machine(t, "mb"), `["http"]`, ""),
+		"tls_options = { default_self_signed = true }", "")
+	cfg = strings.ReplaceAll(cfg, "port = 443", "port = 80")
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	c := p.Client(80, false)
+	for host, machine := range map[string]string{"a.test": "ma", "B.TEST:80": "mb", "q.wild.test": "mb"} {
+		resp, rep := get(t, c, "http://"+host+"/", nil)
+		if resp.StatusCode != 200 || rep.MachineID != machine {
+			t.Errorf("Host %s: %d %q", host, resp.StatusCode, rep.MachineID)
+		}
+		if rep.Host != host {
+			t.Errorf("machine saw Host %q, want %q", rep.Host, host)
+		}
+	}
+	resp, _ := get(t, c, "http://unknown.test/", nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || resp.Header.Get("Edgeproxy-Error-Code") != "PR05" || !strings.Contains(string(body), "PR05") {
+		t.Errorf("unknown host: %d %q %q", resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code"), body)
+	}
+}
+
+func singleApp(machines string, service string) string {
+	return `
+[[apps]]
+name = "app"
+hostnames = ["app.test"]
+` + service + machines
+}
+
+func machine(id string, port int) string {
+	return fmt.Sprintf(`
+  [[apps.machines]]
+  id = %q
+  address = "127.0.0.1"
+  ports = { 8080 = %d }
+`, id, port)
+}
+
+const httpService = `
+  [apps.http_service]
+  internal_port = 8080
+    [apps.http_service.tls_options]
+    default_self_signed = true
+`
+
+func TestForwardingHeadersAndSpoofing(t *testing.T) {
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	spoof := map[string]string{
+		"Fly-Client-IP": "6.6.6.6", "Fly-Region": "evil", "Fly-Forwarded-Port": "1",
+		"X-Forwarded-Proto": "gopher", "X-Forwarded-Port": "2", "X-Forwarded-Ssl": "maybe",
+		"Fly-Request-Id": "forged", "X-Forwarded-For": "10.9.9.9",
+	}
+	for _, tc := range []struct {
+		port        int
+		scheme, ssl string
+	}{{80, "http", "off"}, {443, "https", "on"}} {
+		resp, rep := get(t, p.Client(tc.port, true), tc.scheme+"://app.test/", spoof)
+		h := http.Header(rep.Headers)
+		want := map[string]string{
+			"Fly-Client-Ip": "127.0.0.1", "Fly-Region": "local", "Fly-Forwarded-Port": fmt.Sprint(tc.port),
+			"X-Forwarded-Proto": tc.scheme, "X-Forwarded-Port": fmt.Sprint(tc.port), "X-Forwarded-Ssl": tc.ssl,
+			"X-Forwarded-For": "10.9.9.9, 127.0.0.1",
+		}
+		for k, v := range want {
+			if got := strings.Join(h.Values(k), ","); got != v {
+				t.Errorf("%s: %s = %q, want %q", tc.scheme, k, got, v)
+			}
+		}
+		id := h.Get("Fly-Request-Id")
+		if id == "" || id == "forged" || resp.Header.Get("Fly-Request-Id") != id {
+			t.Errorf("request id: machine saw %q, client got %q", id, resp.Header.Get("Fly-Request-Id"))
+		}
+		if !strings.Contains(h.Get("Via"), "edgeproxy") || !strings.Contains(resp.Header.Get("Via"), "edgeproxy") {
+			t.Errorf("Via missing: request %q response %q", h.Get("Via"), resp.Header.Get("Via"))
+		}
+		if resp.Header.Get("Server") != "edgeproxy" {
+			t.Errorf("Server = %q", resp.Header.Get("Server"))
+		}
+	}
+}
+
+func TestResponseHeaderOptions(t *testing.T) {
+	svc := `
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 80
+    handlers = ["http"]
+      [apps.services.ports.http_options.response]
+      pristine = true
+      headers = { X-Added = "yes", Demo-Machine-Id = false, X-Multi = ["1", "2"] }
+`
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), svc), proxytest.Options{})
+	resp, err := p.Client(80, false).Get("http://app.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := resp.Header
+	if h.Get("X-Added") != "yes" || h.Get("Demo-Machine-Id") != "" || len(h.Values("X-Multi")) != 2 {
+		t.Errorf("response headers not applied: %v", h)
+	}
+	if h.Get("Via") != "" || h.Get("Fly-Request-Id") != "" || h.Get("Server") != "" {
+		t.Errorf("pristine response got proxy headers: %v", h)
+	}
+}
+
+func TestForceHTTPS(t *testing.T) {
+	svc := strings.Replace(httpService, "internal_port = 8080", "internal_port = 8080\n  force_https = true", 1)
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), svc), proxytest.Options{})
+	resp, err := p.Client(80, false).Get("http://app.test/x?y=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 301 || resp.Header.Get("Location") != "https://app.test/x?y=1" {
+		t.Errorf("force_https: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp2, rep := get(t, p.Client(443, false), "https://app.test/", nil)
+	if resp2.StatusCode != 200 || rep.MachineID != "m1" {
+		t.Errorf("https after redirect: %d", resp2.StatusCode)
+	}
+}
+
+func TestStreamingFlushedAsItComes(t *testing.T) {
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	for _, h2 := range []bool{false, true} {
+		// The second chunk comes a long time after the first: if the proxy
+		// buffered, the first line could not arrive before the deadline.
+		resp, err := p.Client(443, h2).Get("https://app.test/stream?n=2&interval=8s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || line != "chunk 1\n" {
+			t.Errorf("h2=%v: first chunk %q %v", h2, line, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+func TestNoStartedMachine(t *testing.T) {
+	cfg := singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService)
+	cfg = strings.Replace(cfg, `id = "m1"`, "id = \"m1\"\n  state = \"stopped\"", 1)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	resp, _ := get(t, p.Client(80, false), "http://app.test/", nil)
+	if resp.StatusCode != 503 || resp.Header.Get("Edgeproxy-Error-Code") != "PR01" {
+		t.Errorf("stopped machine: %d %q", resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code"))
+	}
+}

@@ -1,0 +1,143 @@
+package server_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
+)
+
+func tcpApp(port int, handlers, extra string) string {
+	return fmt.Sprintf(`
+[[apps]]
+name = "tcp"
+hostnames = ["tcp.test"]
+  [[apps.services]]
+  internal_port = 9000
+    [[apps.services.ports]]
+    port = 5000
+    handlers = %s
+    %s
+  [[apps.machines]]
+  id = "m1"
+  address = "127.0.0.1"
+  ports = { 9000 = %d }
+`, handlers, extra, port)
+}
+
+// TestTCPEchoClientHalfClose: the client sends, half-closes, and still
+// receives every echoed byte and then EOF (the machine's own half-close
+// passed back).
+func TestTCPEchoClientHalfClose(t *testing.T) {
+	for _, tc := range []struct {
+		handlers, extra string
+		tls             bool
+	}{{"[]", "", false}, {`["tls"]`, "tls_options = { default_self_signed = true }", true}} {
+		p := proxytest.Start(t, tcpApp(proxytest.Machine(t, "m1"), tc.handlers, tc.extra), proxytest.Options{})
+		var c net.Conn
+		var err error
+		if tc.tls {
+			c, err = tls.Dial("tcp", p.Addr(5000), &tls.Config{ServerName: "tcp.test", InsecureSkipVerify: true})
+		} else {
+			c, err = net.Dial("tcp", p.Addr(5000))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		payload := bytes.Repeat([]byte("0123456789"), 100_000) // 1 MB, more than any buffer
+		go func() {
+			c.Write(payload)
+			c.(interface{ CloseWrite() error }).CloseWrite()
+		}()
+		got, err := io.ReadAll(c)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Errorf("tls=%v: echoed %d of %d bytes, err %v", tc.tls, len(got), len(payload), err)
+		}
+		c.Close()
+	}
+}
+
+// TestTCPServerHalfClose: the machine sends a greeting and half-closes
+// first; the client sees EOF yet can keep sending, and the machine gets it.
+func TestTCPServerHalfClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("greeting"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	p := proxytest.Start(t, tcpApp(ln.Addr().(*net.TCPAddr).Port, "[]", ""), proxytest.Options{})
+	c, err := net.Dial("tcp", p.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	greet, err := io.ReadAll(c)
+	if err != nil || string(greet) != "greeting" {
+		t.Fatalf("greeting %q %v", greet, err)
+	}
+	c.Write([]byte("after your EOF"))
+	c.(*net.TCPConn).CloseWrite()
+	if s := <-got; s != "after your EOF" {
+		t.Errorf("machine received %q", s)
+	}
+}
+
+// TestTCPProxyProto parses the header with go-proxyproto on the machine side.
+func TestTCPProxyProto(t *testing.T) {
+	for _, ver := range []string{"v1", "v2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl := &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+		type seen struct{ src, dst string }
+		res := make(chan seen, 1)
+		go func() {
+			c, err := pl.Accept()
+			if err != nil {
+				res <- seen{src: err.Error()}
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 4)
+			io.ReadFull(c, buf) // reading makes the listener parse the header
+			res <- seen{c.RemoteAddr().String(), c.LocalAddr().String()}
+		}()
+		p := proxytest.Start(t, tcpApp(ln.Addr().(*net.TCPAddr).Port, `["proxy_proto"]`, fmt.Sprintf("proxy_proto_options = { version = %q }", ver)), proxytest.Options{})
+		c, err := net.Dial("tcp", p.Addr(5000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("ping"))
+		s := <-res
+		c.Close()
+		pl.Close()
+		if s.src != c.LocalAddr().String() || s.dst != "127.0.0.1:5000" {
+			t.Errorf("%s: machine saw source %q (client %s) destination %q", ver, s.src, c.LocalAddr(), s.dst)
+		}
+	}
+}
