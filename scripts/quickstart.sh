@@ -26,7 +26,7 @@ cat <<'MSG'
 
 edgeproxy is running (logs in bin/). Try, from another terminal:
 
-  curl -s http://127.0.0.1:18080/                     # HTTP/1.1; run it twice to see both machines
+  curl -s http://127.0.0.1:18080/                     # HTTP/1.1; repeat it to see both machines answer
   curl -sk https://hello.localhost:18443/ --resolve hello.localhost:18443:127.0.0.1
   curl -sk --http2 https://127.0.0.1:18443/ -o /dev/null -w '%{http_version}\n'
   curl -sk https://127.0.0.1:18443/stream?n=5        # a streamed response, flushed as it comes

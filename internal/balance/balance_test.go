@@ -150,7 +150,7 @@ func TestPick(t *testing.T) {
 		},
 		{
 			"no hard limit never Full",
-			[]Candidate{u(0, 1 << 50, 20, 0)},
+			[]Candidate{u(0, 1<<50, 20, 0)},
 			Result{Index: 0, Band: OverSoft, Ties: 1},
 		},
 	}

@@ -34,22 +34,33 @@ func (l *Load) Release() { l.n.Add(-1) }
 // Waiters lets work that found every machine full wait for a release
 // instead of polling.
 type Waiters struct {
-	mu sync.Mutex
-	ch chan struct{}
+	// waiting counts callers between Chan and Done, so releases skip the
+	// lock when nobody waits, which is nearly always.
+	waiting atomic.Int32
+	mu      sync.Mutex
+	ch      chan struct{}
 }
 
 func newWaiters() *Waiters { return &Waiters{ch: make(chan struct{})} }
 
 // Chan returns a channel closed at the next Wake. Take it before checking
-// for capacity so a release in between is not missed.
+// for capacity so a release in between is not missed, and call Done once
+// no longer waiting.
 func (w *Waiters) Chan() <-chan struct{} {
+	w.waiting.Add(1)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ch
 }
 
+// Done ends a wait begun with Chan.
+func (w *Waiters) Done() { w.waiting.Add(-1) }
+
 // Wake wakes everyone waiting.
 func (w *Waiters) Wake() {
+	if w.waiting.Load() == 0 {
+		return
+	}
 	w.mu.Lock()
 	close(w.ch)
 	w.ch = make(chan struct{})

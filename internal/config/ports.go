@@ -115,7 +115,13 @@ func (c *checker) tlsOptions(src *source, key string, o *TLSOptions) {
 }
 
 func (c *checker) httpOptions(src *source, key string, o *HTTPOptions) {
-	if o == nil || o.Response == nil {
+	if o == nil {
+		return
+	}
+	if o.Compress != nil && *o.Compress {
+		c.note(src, key+".compress", "compress has no effect yet: responses pass through as the app sends them")
+	}
+	if o.Response == nil {
 		return
 	}
 	for name, v := range o.Response.Headers {

@@ -156,6 +156,9 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		c.concurrency(src, k+".concurrency", h.Concurrency)
 		c.tlsOptions(src, k+".tls_options", h.TLSOptions)
 		c.httpOptions(src, k+".http_options", h.HTTPOptions)
+		if len(h.Processes) > 0 {
+			c.note(src, k+".processes", "processes has no effect: every machine of the app serves every service")
+		}
 		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.Checks)+len(h.MachineChecks))
 	}
 	ids := map[string]bool{}
@@ -201,6 +204,9 @@ func (c *checker) validateService(s *Service, key string, src *source) {
 		c.validatePort(&s.Ports[j], fmt.Sprintf("%s.ports[%d]", key, j), src)
 	}
 	c.concurrency(src, key+".concurrency", s.Concurrency)
+	if len(s.Processes) > 0 {
+		c.note(src, key+".processes", "processes has no effect: every machine of the app serves every service")
+	}
 	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, len(s.TCPChecks)+len(s.HTTPChecks))
 }
 

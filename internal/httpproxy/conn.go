@@ -26,6 +26,9 @@ import (
 // Env is what one runtime (one loaded config) gives the handler.
 type Env struct {
 	Region string
+	// HTTPSPort is the local port public port 443 listens on, for
+	// force_https redirects (0 or 443 means the default port).
+	HTTPSPort int
 	Dialer *upstream.Dialer
 	Log    *slog.Logger
 	// Pools are shared by every runtime so upstream connections survive

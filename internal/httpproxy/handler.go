@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
@@ -83,17 +85,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if st.entry.ForceHTTPS && !c.TLS {
-		redirectHTTPS(w, r)
+		redirectHTTPS(w, r, c.Env.HTTPSPort)
 		return
 	}
 	h.proxy.ServeHTTP(w, r)
 }
 
-func redirectHTTPS(w http.ResponseWriter, r *http.Request) {
+// redirectHTTPS sends the client to the same URL over https. httpsPort is
+// where public port 443 really listens: it differs only when port_map
+// moves it for a local run, and then the redirect must name it.
+func redirectHTTPS(w http.ResponseWriter, r *http.Request, httpsPort int) {
 	host := route.NormalizeHost(r.Host)
 	if host == "" {
 		writeError(w, r, perr.New(perr.MalformedRequest, fmt.Errorf("cannot redirect to https: bad Host %q", r.Host)))
 		return
+	}
+	if httpsPort != 0 && httpsPort != 443 {
+		host = net.JoinHostPort(host, strconv.Itoa(httpsPort))
 	}
 	w.Header().Set("Fly-Request-Id", stateFrom(r.Context()).id)
 	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
@@ -133,6 +141,8 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	out.Header.Add("Via", via(pr.In.ProtoMajor))
 	out.Header.Set("Fly-Request-Id", st.id)
+	// Apps measure queueing time from this, as on the platform.
+	out.Header.Set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
 }
 
 func via(major int) string {

@@ -155,6 +155,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
+	var failed []*catalog.Machine
 	if svc.Unit == catalog.Connections {
 		if pin := st.conn.pinned(svc); pin != nil {
 			resp, err := send(pin)
@@ -165,9 +166,10 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 			st.conn.unpin(pin)
+			failed = append(failed, pin.Machine)
 		}
 	}
-	resp, lease, err := upstream.Retry(req.Context(), st.conn.Env.Dialer, svc, send)
+	resp, lease, err := upstream.Retry(req.Context(), st.conn.Env.Dialer, svc, failed, send)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,7 @@ const (
 	InstanceRefused        Code = "PC01"
 	ConnectTimeout         Code = "PC02"
 	InstanceClosed         Code = "PC03"
+	ConnectFailed          Code = "PC04"
 	MachineUnreachable     Code = "PM05"
 	ResponseTimeout        Code = "PU01"
 	MalformedResponse      Code = "PU02"
@@ -117,6 +118,11 @@ var registry = map[Code]Info{
 		Source: SourceUpstream, Status: http.StatusBadGateway,
 		Msg:  "connection closed by instance before response",
 		Hint: "the app closed or reset the connection while handling the request; check its logs for crashes or its own timeouts",
+	},
+	ConnectFailed: {
+		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
+		Msg:  "failed to connect to instance",
+		Hint: "the machine's address could not be reached (no route, network down); the wrapped error names the system error",
 	},
 	MachineUnreachable: {
 		Source: SourceUpstream, Status: http.StatusBadGateway,

@@ -84,7 +84,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 	exported := []Code{
 		InternalError, MalformedRequest, RequestHeadersTooLarge, ClientClosed,
 		NoHealthyInstances, NoCandidate, NoCandidateTimeout, UnknownHost,
-		InstanceRefused, ConnectTimeout, InstanceClosed, MachineUnreachable,
+		InstanceRefused, ConnectTimeout, InstanceClosed, ConnectFailed, MachineUnreachable,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
 		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
 		ReplayBodyTooLarge, TooManyReplays,

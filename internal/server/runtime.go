@@ -82,7 +82,7 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		Routes:     route.Build(snap),
 		Certs:      certs,
 		Dialer:     dialer,
-		Env:        &httpproxy.Env{Region: p.Region, Dialer: dialer, Log: d.Log, Pools: d.Pools},
+		Env:        &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools},
 		selfSigned: selfSigned,
 	}, nil
 }

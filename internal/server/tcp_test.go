@@ -141,3 +141,39 @@ func TestTCPProxyProto(t *testing.T) {
 		}
 	}
 }
+
+// TestPgTLSHandshake speaks PostgreSQL's SSLRequest, then TLS, then bytes
+// that reach the machine (a TCP echo here; psql itself is exercised with
+// the routing issue's PostgreSQL tests).
+func TestPgTLSHandshake(t *testing.T) {
+	p := proxytest.Start(t, tcpApp(proxytest.Machine(t, "m1"), `["pg_tls"]`, "tls_options = { default_self_signed = true }"), proxytest.Options{})
+	c, err := net.Dial("tcp", p.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}) // length 8, code 80877103
+	var answer [1]byte
+	if _, err := io.ReadFull(c, answer[:]); err != nil || answer[0] != 'S' {
+		t.Fatalf("SSLRequest answer %q %v", answer, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "tcp.test", InsecureSkipVerify: true})
+	tc.Write([]byte("startup"))
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(tc, buf); err != nil || string(buf) != "startup" {
+		t.Fatalf("after TLS: %q %v", buf, err)
+	}
+
+	// A client that skips SSLRequest is refused, not proxied in plaintext.
+	c2, err := net.Dial("tcp", p.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(10 * time.Second))
+	c2.Write([]byte{0, 0, 0, 9, 0, 3, 0, 0, 0})
+	if n, err := c2.Read(make([]byte, 1)); err == nil {
+		t.Errorf("plaintext startup got %d bytes back", n)
+	}
+}

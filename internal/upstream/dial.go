@@ -54,10 +54,7 @@ func ClassifyDial(err error) *perr.Error {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return perr.New(perr.ConnectTimeout, err)
 	default:
-		e := perr.New(perr.MachineUnreachable, err)
-		// Nothing was sent, so trying another machine is safe.
-		e.Retryable = true
-		return e
+		return perr.New(perr.ConnectFailed, err)
 	}
 }
 
@@ -65,17 +62,19 @@ func ClassifyDial(err error) *perr.Error {
 // machines when a connect fails, within Attempts. On success the caller
 // owns the connection and must Release the lease when done.
 func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *Lease, error) {
-	return Retry(ctx, d, svc, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, l.Addr) })
+	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, l.Addr) })
 }
 
 // Retry runs try on machine after machine until it succeeds, fails with an
 // error that is not retryable, runs out of machines or of attempts. The
 // lease of the successful try is returned held; all others are released.
-func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, try func(*Lease) (T, error)) (T, *Lease, error) {
+// failed lists machines already tried by the caller, which are skipped and
+// count as attempts.
+func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, failed []*catalog.Machine, try func(*Lease) (T, error)) (T, *Lease, error) {
 	var zero T
-	var tried []*catalog.Machine
+	tried := failed
 	var last *perr.Error
-	for attempt := 0; attempt < d.Attempts; attempt++ {
+	for attempt := len(failed); attempt < d.Attempts; attempt++ {
 		lease, err := d.Picker.Acquire(ctx, svc, tried)
 		if err != nil {
 			if last != nil {
@@ -100,8 +99,17 @@ func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, try func
 	return zero, nil, attemptsError(last, d.Attempts)
 }
 
+// attemptsError reports failed attempts: one failure keeps its own code
+// (PC01's hint is what a one-machine app needs); several become PM05,
+// carrying the last cause.
 func attemptsError(last *perr.Error, attempts int) error {
-	e := *last
-	e.Err = fmt.Errorf("after %d attempt(s): %w", attempts, last.Err)
-	return &e
+	if last == nil {
+		return perr.New(perr.MachineUnreachable, fmt.Errorf("after %d attempt(s)", attempts))
+	}
+	if attempts <= 1 {
+		e := *last
+		e.Retryable = false
+		return &e
+	}
+	return perr.New(perr.MachineUnreachable, fmt.Errorf("after %d attempts: %w", attempts, last))
 }

@@ -67,46 +67,81 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, exclude []*c
 	var deadline <-chan time.Time
 	cands := make([]balance.Candidate, len(svc.App.Machines))
 	for {
-		// Take the wake channel before looking so a release that happens
-		// while we look is not missed.
-		wake := svc.Waiters().Chan()
-		for i, m := range svc.App.Machines {
-			cands[i] = balance.Candidate{
-				Distance: p.distance(m.Region),
-				Load:     svc.Load(m).Value(),
-				Soft:     svc.Soft,
-				Hard:     svc.Hard,
-				Usable:   m.Started() && !excluded(exclude, m),
-			}
+		// Once queued, take the wake channel before looking so a release
+		// that happens while we look is not missed. Work that finds a
+		// machine at once never registers, so the common path takes no
+		// lock.
+		var wake <-chan struct{}
+		if deadline != nil {
+			wake = svc.Waiters().Chan()
 		}
-		res := balance.Pick(cands, p.Intn)
-		if res.Index >= 0 {
-			m := svc.App.Machines[res.Index]
-			load := svc.Load(m)
-			if load.TryAcquire(svc.Hard) {
-				return &Lease{Machine: m, Addr: m.AddrFor(svc.InternalPort), Band: res.Band,
-					Candidates: len(cands), Ties: res.Ties, load: load, svc: svc}, nil
+		lease, full, err := p.try(svc, exclude, cands)
+		if lease != nil || err != nil || !full {
+			if wake != nil {
+				svc.Waiters().Done()
 			}
-			continue // lost a race for the last slot; look again
-		}
-		if !res.Full {
-			if len(exclude) > 0 {
-				return nil, perr.New(perr.NoCandidate, fmt.Errorf("within %d attempts", len(exclude)))
+			if lease == nil && err == nil {
+				continue // lost a race for the last slot; look again
 			}
-			return nil, perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no started machine", svc.App.Name))
+			return lease, err
 		}
 		if deadline == nil {
+			// First time full: arm the queue timer and look once more with
+			// a wake channel held.
 			t := time.NewTimer(p.QueueTimeout)
 			defer t.Stop()
 			deadline = t.C
+			continue
 		}
-		select {
-		case <-wake:
-		case <-deadline:
-			return nil, perr.New(perr.QueueTimeout, fmt.Errorf("every machine of %s at hard limit %d for %s", svc.App.Name, svc.Hard, p.QueueTimeout))
-		case <-ctx.Done():
-			return nil, perr.New(perr.ClientClosed, ctx.Err())
+		if err := waitWake(ctx, svc, wake, deadline); err != nil {
+			return nil, err
 		}
+	}
+}
+
+// try makes one balancing decision. It returns a lease, or full when every
+// usable machine is at its hard limit, or an error when none is usable;
+// all three empty means the chosen machine filled up meanwhile.
+func (p *Picker) try(svc *catalog.Service, exclude []*catalog.Machine, cands []balance.Candidate) (*Lease, bool, error) {
+	for i, m := range svc.App.Machines {
+		cands[i] = balance.Candidate{
+			Distance: p.distance(m.Region),
+			Load:     svc.Load(m).Value(),
+			Soft:     svc.Soft,
+			Hard:     svc.Hard,
+			Usable:   m.Started() && !excluded(exclude, m),
+		}
+	}
+	res := balance.Pick(cands, p.Intn)
+	if res.Index >= 0 {
+		m := svc.App.Machines[res.Index]
+		load := svc.Load(m)
+		if !load.TryAcquire(svc.Hard) {
+			return nil, false, nil
+		}
+		return &Lease{Machine: m, Addr: m.AddrFor(svc.InternalPort), Band: res.Band,
+			Candidates: len(cands), Ties: res.Ties, load: load, svc: svc}, false, nil
+	}
+	if res.Full {
+		return nil, true, nil
+	}
+	if len(exclude) > 0 {
+		return nil, false, perr.New(perr.NoCandidate, fmt.Errorf("within %d attempts", len(exclude)))
+	}
+	return nil, false, perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no started machine", svc.App.Name))
+}
+
+// waitWake waits for a release, the queue deadline or the caller leaving,
+// and ends the wait registered by Chan.
+func waitWake(ctx context.Context, svc *catalog.Service, wake <-chan struct{}, deadline <-chan time.Time) error {
+	defer svc.Waiters().Done()
+	select {
+	case <-wake:
+		return nil
+	case <-deadline:
+		return perr.New(perr.QueueTimeout, fmt.Errorf("every machine of %s at hard limit %d", svc.App.Name, svc.Hard))
+	case <-ctx.Done():
+		return perr.New(perr.ClientClosed, ctx.Err())
 	}
 }
 
