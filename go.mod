@@ -1,6 +1,6 @@
 module github.com/edgeproxy/edgeproxy
 
-go 1.26.0
+go 1.26
 
 toolchain go1.27.3
 
@@ -10,4 +10,4 @@ require (
 	go.uber.org/goleak v1.3.0
 )
 
-require pgregory.net/rapid v1.3.0 // indirect
+require pgregory.net/rapid v1.3.0

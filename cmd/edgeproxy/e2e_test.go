@@ -2,284 +2,26 @@
 
 package main
 
-// The end-to-end suite: it builds the real edgeproxy binary once, runs it
-// and two demo machines as subprocesses, and talks to the proxy with real
-// clients (curl, openssl s_client), so what is tested is what an operator
-// runs, down to flag parsing, logging and signal handling. The in-process
-// tests of this package (validate_test.go) run in the same test binary.
-// It is built on Unix only: it stops subprocesses with SIGTERM.
+// The end-to-end suite: the real edgeproxy binary and two demo machines
+// run as subprocesses (see e2e_harness_test.go) and real clients, curl and
+// openssl s_client, talk to the proxy, so what is tested is what an
+// operator runs, down to flag parsing, certificate files and logging.
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
-	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 )
-
-const (
-	// buildTimeout bounds "go build", which may have to compile the whole
-	// module on a cold cache.
-	buildTimeout = 5 * time.Minute
-	// procLifetime bounds every long-running subprocess, so one that a
-	// crashed test fails to stop still dies on its own.
-	procLifetime = 2 * time.Minute
-	// stopGrace is how long a subprocess gets to exit after SIGTERM before
-	// it is killed; the proxy and the demo machine both stop at once.
-	stopGrace = 5 * time.Second
-	// readyTimeout bounds waiting for a subprocess to say it listens.
-	readyTimeout = 10 * time.Second
-	// clientTimeout bounds one curl or openssl run.
-	clientTimeout = 10 * time.Second
-)
-
-var (
-	// binPath is the built binary; buildErr says why there is none.
-	binPath  string
-	buildErr error
-)
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(runTests(m))
-}
-
-// runTests is TestMain's body, so the deferred cleanup of the build
-// directory runs before os.Exit.
-func runTests(m *testing.M) int {
-	if testing.Short() {
-		buildErr = errors.New("not built in -short mode")
-		return m.Run()
-	}
-	dir, err := os.MkdirTemp("", "edgeproxy-e2e-")
-	if err != nil {
-		buildErr = err
-		return m.Run()
-	}
-	defer os.RemoveAll(dir)
-	binPath, buildErr = buildBinary(dir)
-	return m.Run()
-}
-
-// buildBinary runs "go build" on this package. The environment, including
-// GOTOOLCHAIN, is inherited unchanged so the binary is built with the
-// toolchain the tests themselves were built with.
-func buildBinary(dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	out := filepath.Join(dir, "edgeproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, ".")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, b)
-	}
-	return out, nil
-}
-
-// binary returns the built edgeproxy, skipping in -short mode and failing
-// when the build failed (the in-process tests still ran).
-func binary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end tests build and run the binary; skipped in -short mode")
-	}
-	if buildErr != nil {
-		t.Fatalf("edgeproxy binary not built: %v", buildErr)
-	}
-	return binPath
-}
-
-// requireTool finds an external client. CI must install it, so there a
-// missing tool fails; on a developer machine the test is skipped instead.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is required in CI for the end-to-end tests: %v", name, err)
-	}
-	t.Skipf("%s not installed; skipping (CI installs it)", name)
-	return ""
-}
-
-// procLog collects a subprocess's output and wakes waiters on each write,
-// so readiness is awaited without sleeping.
-type procLog struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{} // closed and replaced on every write
-}
-
-func newProcLog() *procLog { return &procLog{changed: make(chan struct{})} }
-
-func (l *procLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *procLog) snapshot() (string, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String(), l.changed
-}
-
-func (l *procLog) String() string {
-	s, _ := l.snapshot()
-	return s
-}
-
-// proc is a running edgeproxy subprocess.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *procLog
-	done chan struct{} // closed once Wait returned
-}
-
-// startProc runs the binary with args until the test ends. Cleanup sends
-// SIGTERM, as an operator stopping it would, and kills the process if it
-// is not gone after stopGrace; either way it waits for the process, so
-// none outlives the test.
-func startProc(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	bin := binary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), procLifetime)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = stopGrace
-	killWithParent(cmd)
-	p := &proc{name: name, cmd: cmd, log: newProcLog(), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		_ = cmd.Wait() // the outcome is read from ProcessState
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		exitedEarly := false
-		select {
-		case <-p.done:
-			exitedEarly = true
-		default:
-		}
-		cancel()
-		<-p.done
-		switch st := cmd.ProcessState; {
-		case exitedEarly:
-			t.Errorf("%s exited before the test ended: %v", name, st)
-		case !st.Success():
-			// A graceful stop exits 0; anything else means SIGTERM was
-			// not handled or the process had to be killed.
-			t.Errorf("%s did not exit cleanly on SIGTERM: %v", name, st)
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.log)
-		}
-	})
-	return p
-}
-
-// logRecord is one JSON log line of a subprocess.
-type logRecord map[string]any
-
-// waitLog waits until match has accepted a JSON log line of p, feeding it
-// every complete line seen so far each time output arrives. It fails the
-// test if the process exits or readyTimeout passes first.
-func (p *proc) waitLog(t *testing.T, what string, match func(logRecord) bool) {
-	t.Helper()
-	timer := time.NewTimer(readyTimeout)
-	defer timer.Stop()
-	for {
-		text, changed := p.log.snapshot()
-		// Output arrives in arbitrary chunks; a last line without its
-		// newline is read again, whole, after the next write.
-		complete := text[:strings.LastIndexByte(text, '\n')+1]
-		for line := range strings.Lines(complete) {
-			var r logRecord
-			if json.Unmarshal([]byte(line), &r) == nil && match(r) {
-				return
-			}
-		}
-		select {
-		case <-changed:
-		case <-p.done:
-			t.Fatalf("%s exited while waiting for %s: %v\n%s", p.name, what, p.cmd.ProcessState, p.log)
-		case <-timer.C:
-			t.Fatalf("%s: no %s within %v\n%s", p.name, what, readyTimeout, p.log)
-		}
-	}
-}
-
-// listenAddr reads an "addr" field of a log record as a loopback address.
-func listenAddr(t *testing.T, r logRecord) netip.AddrPort {
-	t.Helper()
-	s, _ := r["addr"].(string)
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		t.Fatalf("log record %v: bad addr: %v", r, err)
-	}
-	return ap
-}
-
-// startDemoMachine runs "edgeproxy demo-machine" on a port the kernel
-// picks: the machine logs the address it bound, so there is no window in
-// which another process could take a port chosen in advance.
-func startDemoMachine(t *testing.T, id string) int {
-	t.Helper()
-	p := startProc(t, "demo-machine "+id, "demo-machine", "-listen", "127.0.0.1:0", "-id", id)
-	var addr netip.AddrPort
-	p.waitLog(t, "listening log line", func(r logRecord) bool {
-		if r["msg"] != "demo machine listening" {
-			return false
-		}
-		addr = listenAddr(t, r)
-		return true
-	})
-	return int(addr.Port())
-}
-
-// waitAccepting polls until addr accepts TCP connections. The proxy logs
-// a port only after binding it, so this normally succeeds at once; it
-// guards against the log and the socket ever drifting apart.
-func waitAccepting(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not accepting connections after %v: %v", addr, readyTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // e2eConfig: apps a and b share public port 443 (tls + http, routed by
 // SNI) and port 80 (http, routed by Host). port_map sends both public
@@ -316,7 +58,7 @@ hostnames = [%q]
 
 // e2eEnv is a running proxy with its two demo machines.
 type e2eEnv struct {
-	dir      string
+	proxy    *proc
 	certFile string
 	// httpsPort and httpPort are the local ports of public 443 and 80.
 	httpsPort, httpPort int
@@ -326,7 +68,7 @@ func startE2E(t *testing.T) *e2eEnv {
 	t.Helper()
 	bin := binary(t)
 	dir := t.TempDir()
-	env := &e2eEnv{dir: dir, certFile: filepath.Join(dir, "cert.pem")}
+	env := &e2eEnv{certFile: filepath.Join(dir, "cert.pem")}
 
 	// The certificate comes from the binary too, as the quick start makes it.
 	out, err := runClient(t, bin, "gen-cert", "-cert", env.certFile, "-key", filepath.Join(dir, "key.pem"), "a.test", "b.test")
@@ -343,6 +85,7 @@ func startE2E(t *testing.T) *e2eEnv {
 	}
 
 	p := startProc(t, "edgeproxy run", "run", "-config", path)
+	env.proxy = p
 	addrs := map[float64]netip.AddrPort{}
 	p.waitLog(t, "listening log lines for ports 80 and 443", func(r logRecord) bool {
 		if r["msg"] == "listening" {
@@ -358,22 +101,6 @@ func startE2E(t *testing.T) *e2eEnv {
 	waitAccepting(t, addrs[443].String())
 	waitAccepting(t, addrs[80].String())
 	return env
-}
-
-// runClient runs a short-lived command bounded by clientTimeout and
-// returns its combined output. Running out of time fails the test: a
-// client that hangs means the proxy hung.
-func runClient(t *testing.T, name string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), clientTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("%s %s did not finish within %v: %v\n%s", name, strings.Join(args, " "), clientTimeout, ctx.Err(), out)
-	}
-	return string(out), err
 }
 
 // curl runs curl with settings that keep the user's environment out of
@@ -526,6 +253,11 @@ func TestE2E(t *testing.T) {
 		if err == nil && !strings.Contains(out, "alert") {
 			t.Errorf("s_client succeeded without an alert:\n%s", out)
 		}
+		// Refused for the right reason: no app has the name (PR05), not
+		// a missing certificate or a broken handshake.
+		env.proxy.waitLog(t, "a PR05 handshake refusal", func(r logRecord) bool {
+			return r["msg"] == "tls handshake refused" && r["code"] == "PR05"
+		})
 		// The refused handshake must not have hurt the listener.
 		waitAccepting(t, fmt.Sprintf("127.0.0.1:%d", env.httpsPort))
 	})

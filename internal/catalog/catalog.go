@@ -193,13 +193,13 @@ func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Servic
 			svc.Soft = c.SoftLimit
 		}
 		svc.Hard = c.HardLimit
-	}
-	var old *Service
-	if prev != nil {
-		if pa := prev.App(app.Name); pa != nil && idx < len(pa.Services) && pa.Services[idx].InternalPort == cs.InternalPort {
-			old = pa.Services[idx]
+		if c.SoftLimit == 0 && svc.Hard > 0 && svc.Hard < svc.Soft {
+			// A hard limit under the default soft one: soft follows it, so
+			// machines still pass through the over-soft band.
+			svc.Soft = svc.Hard
 		}
 	}
+	old := previousService(prev, app.Name, idx, cs.InternalPort)
 	svc.waits = newWaiters()
 	if old != nil {
 		svc.waits = old.waits
@@ -219,6 +219,28 @@ func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Servic
 		svc.Ports = append(svc.Ports, p)
 	}
 	return svc, nil
+}
+
+// previousService finds the service a new one continues across a reload:
+// same app and internal port, preferring the same position, so adding a
+// service does not reset the others' load counters.
+func previousService(prev *Snapshot, app string, idx, internalPort int) *Service {
+	if prev == nil {
+		return nil
+	}
+	pa := prev.App(app)
+	if pa == nil {
+		return nil
+	}
+	if idx < len(pa.Services) && pa.Services[idx].InternalPort == internalPort {
+		return pa.Services[idx]
+	}
+	for _, s := range pa.Services {
+		if s.InternalPort == internalPort {
+			return s
+		}
+	}
+	return nil
 }
 
 func buildPort(svc *Service, cp config.Port) (*Port, error) {

@@ -300,8 +300,8 @@ func TestLoadsFreshWhenServiceChanges(t *testing.T) {
 	for _, svc := range web.Services {
 		svc.Load(web.Machines[0]).TryAcquire(0)
 	}
-	// Service 0 changes internal_port; the http_service moves from index 1
-	// to index 2 because a service is added before it.
+	// Service 0 changes internal_port and a new service comes before the
+	// http_service, which moves from index 1 to index 2.
 	next := build(t, `
 [[apps]]
 name = "web"
@@ -320,12 +320,18 @@ name = "web"
   address = "127.0.0.1"
 `, old)
 	nweb := next.App("web")
-	for i, svc := range nweb.Services {
+	for i, svc := range nweb.Services[:2] {
 		if got := svc.Load(nweb.Machines[0]).Value(); got != 0 {
 			t.Errorf("service %d (internal %d): load %d carried over, want fresh", i, svc.InternalPort, got)
 		}
 		if svc.Waiters() == web.Services[0].Waiters() || svc.Waiters() == web.Services[1].Waiters() {
 			t.Errorf("service %d: waiters shared with a different old service", i)
 		}
+	}
+	// The http_service moved position but kept its internal port: it is the
+	// same service, and its load carries over.
+	moved := nweb.Services[2]
+	if got := moved.Load(nweb.Machines[0]).Value(); got != 1 || moved.Waiters() != web.Services[1].Waiters() {
+		t.Errorf("moved http_service: load %d, waiters shared %v; want 1 and true", got, moved.Waiters() == web.Services[1].Waiters())
 	}
 }

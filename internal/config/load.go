@@ -84,7 +84,8 @@ func (s *source) problem(key, msg string) Problem {
 func Load(path string) (*Config, []Problem, error) {
 	c := &checker{}
 	cfg, srcs := c.decode(path)
-	if cfg != nil && len(c.problems) == 0 {
+	// Unknown keys do not stop validation: one run shows every problem.
+	if cfg != nil {
 		applyDefaults(cfg)
 		c.validate(cfg, srcs)
 	}
@@ -126,8 +127,9 @@ func (c *checker) decode(path string) (*Config, map[int]*source) {
 		}
 		if s := c.readFlyToml(main, key, cfg.resolve(app.FlyToml), app, fmt.Sprintf("apps[%d]", i)); s != nil {
 			srcs[i] = s
-		} else if len(c.problems) == 0 {
-			c.at(main, key, "cannot use fly.toml %q", app.FlyToml)
+		} else {
+			// Already reported; do not also complain that it has no services.
+			app.flyTomlFailed = true
 		}
 	}
 	srcs[-1] = main

@@ -213,6 +213,9 @@ func (c *checker) portClash(cfg *Config, port int, bs []binding) {
 	seenApp := map[int]bool{}
 	for _, b := range bs {
 		other := cfg.Apps[first.app].Name
+		if b.app == first.app {
+			other = cfg.Apps[bs[1].app].Name
+		}
 		switch {
 		case b.handlers != first.handlers:
 			c.at(b.src, b.key, "port %d is also used by app %q with handlers [%s]; apps share a port only with the same handlers", port, other, first.handlers)

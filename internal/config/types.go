@@ -78,7 +78,8 @@ type App struct {
 	Machines    []Machine    `toml:"machines"`
 
 	// fromFlyToml records, for diagnostics, where services came from.
-	fromFlyToml string
+	fromFlyToml   string
+	flyTomlFailed bool
 }
 
 // Service is a fly.toml [[services]] section.

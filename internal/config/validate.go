@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
 
 // Defaults, documented in docs/config.md.
@@ -74,15 +77,7 @@ func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 	main := srcs[-1]
 	c.validateProxy(cfg, main)
 	for i, cert := range cfg.Certificates {
-		key := fmt.Sprintf("certificates[%d]", i)
-		for _, f := range []struct{ name, path string }{{"cert_file", cert.CertFile}, {"key_file", cert.KeyFile}} {
-			if f.path == "" {
-				c.at(main, key+"."+f.name, "required")
-			} else if _, err := os.Stat(cfg.resolve(f.path)); err != nil {
-				c.at(main, key+"."+f.name, "cannot read %s: %v", f.name, err)
-			}
-		}
-		c.hostnames(main, key+".hostnames", cert.Hostnames)
+		c.certificate(cfg, main, i, cert)
 	}
 	if len(cfg.Apps) == 0 {
 		c.at(main, "apps", "no [[apps]] configured: edgeproxy would serve nothing")
@@ -104,6 +99,48 @@ func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 		c.validateApp(a, key, srcs[i], main)
 	}
 	c.validatePorts(cfg, srcs)
+}
+
+// certificate checks one [[certificates]] entry, contents included, so
+// validate reports a bad PEM alongside every other problem.
+func (c *checker) certificate(cfg *Config, s *source, i int, cert Certificate) {
+	key := fmt.Sprintf("certificates[%d]", i)
+	c.hostnames(s, key+".hostnames", cert.Hostnames)
+	files := map[string]string{}
+	for _, f := range []struct{ name, path string }{{"cert_file", cert.CertFile}, {"key_file", cert.KeyFile}} {
+		if f.path == "" {
+			c.at(s, key+"."+f.name, "required")
+			return
+		}
+		if _, err := os.Stat(cfg.resolve(f.path)); err != nil {
+			c.at(s, key+"."+f.name, "cannot read %s: %v", f.name, err)
+			return
+		}
+		files[cfg.resolve(f.path)] = f.name
+	}
+	_, err := tlsterm.Load([]tlsterm.CertSpec{{CertFile: cfg.resolve(cert.CertFile), KeyFile: cfg.resolve(cert.KeyFile), Hostnames: cert.Hostnames}})
+	for _, e := range unjoin(err) {
+		k := key
+		var ce *tlsterm.CertError
+		if errors.As(e, &ce) {
+			if name, ok := files[ce.File]; ok {
+				k += "." + name
+			}
+			e = ce.Err
+		}
+		c.at(s, k, "%v", e)
+	}
+}
+
+// unjoin splits an errors.Join result into its parts.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 func (c *checker) validateProxy(cfg *Config, s *source) {
@@ -144,7 +181,7 @@ func (c *checker) hostnames(s *source, key string, hs []string) {
 }
 
 func (c *checker) validateApp(a *App, key string, src, main *source) {
-	if len(a.Services) == 0 && a.HTTPService == nil {
+	if len(a.Services) == 0 && a.HTTPService == nil && !a.flyTomlFailed {
 		c.at(src, key+".services", "app %q has no [[services]] and no [http_service]", a.Name)
 	}
 	for j := range a.Services {

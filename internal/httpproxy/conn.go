@@ -29,8 +29,8 @@ type Env struct {
 	// HTTPSPort is the local port public port 443 listens on, for
 	// force_https redirects (0 or 443 means the default port).
 	HTTPSPort int
-	Dialer *upstream.Dialer
-	Log    *slog.Logger
+	Dialer    *upstream.Dialer
+	Log       *slog.Logger
 	// Pools are shared by every runtime so upstream connections survive
 	// reloads.
 	Pools *Pools

@@ -41,14 +41,6 @@ func checkNormalized(in, out string) []string {
 	return bad
 }
 
-// knownBug recognises the two ways NormalizeHost's output is known to break
-// its contract (reported; see TestNormalizeHostKnownBugs), so the fuzzer
-// keeps looking for new ones. Delete it once NormalizeHost is fixed.
-func knownBug(out string) bool {
-	_, _, err := net.SplitHostPort(out)
-	return strings.HasSuffix(out, ".") || err == nil
-}
-
 func FuzzNormalizeHost(f *testing.F) {
 	for _, s := range []string{
 		"", "example.com", "Example.COM.", "example.com:443", "[::1]:443", "[::1]",
@@ -58,15 +50,14 @@ func FuzzNormalizeHost(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		out := route.NormalizeHost(in)
-		if bad := checkNormalized(in, out); len(bad) > 0 && !knownBug(out) {
+		if bad := checkNormalized(in, out); len(bad) > 0 {
 			t.Fatalf("NormalizeHost(%q) = %q: %s", in, out, strings.Join(bad, "; "))
 		}
 	})
 }
 
-// TestNormalizeHostKnownBugs records inputs whose output breaks the
-// contract. It skips rather than fails while the bug is open; once
-// NormalizeHost is fixed, remove the Skip (and knownBug above).
+// TestNormalizeHostKnownBugs keeps inputs that once broke the contract
+// (extra trailing dots, brackets around names with colons).
 func TestNormalizeHostKnownBugs(t *testing.T) {
 	var broken []string
 	for _, in := range []string{
@@ -82,6 +73,6 @@ func TestNormalizeHostKnownBugs(t *testing.T) {
 		}
 	}
 	if len(broken) > 0 {
-		t.Skipf("known NormalizeHost bugs (reported, not fixed here):\n%s", strings.Join(broken, "\n"))
+		t.Errorf("NormalizeHost breaks its contract:\n%s", strings.Join(broken, "\n"))
 	}
 }

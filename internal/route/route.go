@@ -5,7 +5,7 @@
 package route
 
 import (
-	"net"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -102,21 +102,45 @@ func (p *Port) Lookup(name string) *catalog.Port {
 	return nil
 }
 
-// NormalizeHost lowercases a name, drops a port and a trailing dot, and
-// returns "" for anything that is not a plausible host name.
+// NormalizeHost lowercases a name, drops a numeric port, the brackets of
+// an IPv6 literal and one trailing dot, and returns "" for anything that
+// is not a plausible host name. Its output normalizes to itself.
 func NormalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+	if strings.HasPrefix(h, "[") {
+		// An IPv6 literal, with or without a port.
+		end := strings.IndexByte(h, ']')
+		if end < 0 || (end+1 < len(h) && !isPort(h[end+1:])) {
+			return ""
+		}
+		a, err := netip.ParseAddr(h[1:end])
+		if err != nil || !a.Is6() {
+			return ""
+		}
+		return a.String()
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		if strings.Count(h, ":") > 1 {
+			// A bare IPv6 address (an h2 :authority never has one, but a
+			// Host header might).
+			if a, err := netip.ParseAddr(h); err == nil && a.Is6() {
+				return a.String()
+			}
+			return ""
+		}
+		if !isPort(h[i:]) {
+			return ""
+		}
+		h = h[:i]
 	}
 	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
+	if h == "" || len(h) > 253 || h[0] == '.' || h[len(h)-1] == '.' || strings.Contains(h, "..") {
 		return ""
 	}
 	upper := false
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == ':':
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == '_':
 		case 'A' <= c && c <= 'Z':
 			upper = true
 		default:
@@ -127,4 +151,18 @@ func NormalizeHost(h string) string {
 		return strings.ToLower(h)
 	}
 	return h
+}
+
+// isPort reports whether s is ":" followed by up to 5 digits (RFC 3986
+// allows an empty port).
+func isPort(s string) bool {
+	if len(s) < 1 || len(s) > 6 || s[0] != ':' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

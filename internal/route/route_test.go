@@ -235,7 +235,7 @@ func TestNormalizeHost(t *testing.T) {
 		{"", ""},
 		{".", ""},
 		{":443", ""},
-		{"[::1]", ""},
+		{"[::1]", "::1"}, // an IPv6 literal Host, brackets dropped
 		{"exa mple.com", ""},
 		{"exa\tmple.com", ""},
 		{"example.com\r\n", ""},

@@ -49,6 +49,9 @@ func ClassifyDial(err error) *perr.Error {
 	}
 	var ne net.Error
 	switch {
+	case errors.Is(err, context.Canceled):
+		// The client left; no machine is at fault and none should be tried.
+		return perr.New(perr.ClientClosed, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return perr.New(perr.InstanceRefused, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
@@ -72,9 +75,12 @@ func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *
 // count as attempts.
 func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, failed []*catalog.Machine, try func(*Lease) (T, error)) (T, *Lease, error) {
 	var zero T
-	tried := failed
+	tried := append([]*catalog.Machine(nil), failed...)
 	var last *perr.Error
 	for attempt := len(failed); attempt < d.Attempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return zero, nil, perr.New(perr.ClientClosed, err)
+		}
 		lease, err := d.Picker.Acquire(ctx, svc, tried)
 		if err != nil {
 			if last != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
@@ -42,7 +43,7 @@ func TestClassifyDial(t *testing.T) {
 		{"refused wrapped", fmt.Errorf("dialing: %w", refused), perr.InstanceRefused, true},
 		{"deadline", context.DeadlineExceeded, perr.ConnectTimeout, true},
 		{"net timeout", &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}, perr.ConnectTimeout, true},
-		{"unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, perr.MachineUnreachable, true},
+		{"unreachable", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, perr.ConnectFailed, true},
 		{"already classified", already, perr.InstanceClosed, false},
 	}
 	for _, tt := range tests {
@@ -58,12 +59,28 @@ func TestClassifyDial(t *testing.T) {
 	}
 }
 
+// TestConnectRefused dials a loopback port nothing listens on. The dial
+// error itself is PC01 and retryable (no byte reached an app); once
+// Connect has used its only attempt it keeps the code, so the user sees
+// PC01's hint, but no outer loop may retry it further.
 func TestConnectRefused(t *testing.T) {
-	svc := service(t, 0, mach{id: "dead", port: deadPort(t)})
-	_, _, err := dialer(firstTie, 1).Connect(context.Background(), svc)
+	port := deadPort(t)
+	svc := service(t, 0, mach{id: "dead", port: port})
+	d := dialer(firstTie, 1)
+
+	_, err := d.Dial(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
 	pe := wantCode(t, err, perr.InstanceRefused)
 	if !pe.Retryable || pe.Source != perr.SourceUpstream {
-		t.Errorf("PC01 retryable %v source %v, want true upstream", pe.Retryable, pe.Source)
+		t.Errorf("Dial: PC01 retryable %v source %v, want true upstream", pe.Retryable, pe.Source)
+	}
+
+	c, lease, err := d.Connect(context.Background(), svc)
+	if c != nil || lease != nil {
+		t.Error("conn or lease returned with an error")
+	}
+	pe = wantCode(t, err, perr.InstanceRefused)
+	if pe.Source != perr.SourceUpstream {
+		t.Errorf("Connect: source %v, want upstream", pe.Source)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("cause %v is not ECONNREFUSED", err)
@@ -147,10 +164,16 @@ func TestConnectAllDead(t *testing.T) {
 	if lease != nil {
 		t.Error("lease returned with an error")
 	}
-	// The user needs why the machines failed (PC01), not that none is
-	// left to try (PR03).
-	wantCode(t, err, perr.InstanceRefused)
-	if !strings.Contains(err.Error(), "after 2 attempt(s)") {
+	// Several failed machines are reported as PM05 carrying the last
+	// refusal, never as "no candidate left" (PR03), which would hide why.
+	pe := wantCode(t, err, perr.MachineUnreachable)
+	if pe.Retryable {
+		t.Error("the final error must not invite another retry")
+	}
+	if inner, ok := perr.As(pe.Err); !ok || inner.Code != perr.InstanceRefused || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("error %v does not carry the PC01 refusal", err)
+	}
+	if !strings.Contains(err.Error(), "after 2 attempts") {
 		t.Errorf("error %q does not count the 2 attempts made", err)
 	}
 	for _, id := range []string{"d1", "d2"} {
@@ -174,11 +197,11 @@ func TestConnectAttemptsBound(t *testing.T) {
 		return nd.DialContext(ctx, network, addr)
 	}
 	_, _, err := d.Connect(context.Background(), svc)
-	wantCode(t, err, perr.InstanceRefused)
+	wantCode(t, err, perr.MachineUnreachable)
 	if dials != 2 {
 		t.Errorf("%d dials, want Attempts = 2", dials)
 	}
-	if !strings.Contains(err.Error(), "after 2 attempt(s)") {
+	if !strings.Contains(err.Error(), "after 2 attempts") {
 		t.Errorf("error %q does not count attempts", err)
 	}
 }
@@ -192,8 +215,8 @@ func TestConnectTimeout(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	_, _, err := d.Connect(context.Background(), svc)
-	pe := wantCode(t, err, perr.ConnectTimeout)
-	if !pe.Retryable {
+	wantCode(t, err, perr.ConnectTimeout)
+	if pe := upstream.ClassifyDial(context.DeadlineExceeded); !pe.Retryable {
 		t.Error("PC02 must be retryable")
 	}
 	if got := loadOf(t, svc, "slow"); got != 0 {
@@ -214,7 +237,7 @@ func TestRetryStopsOnNonRetryable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := service(t, 0, mach{id: "a"}, mach{id: "b"})
 			calls := 0
-			_, lease, err := upstream.Retry(context.Background(), dialer(firstTie, 3), svc, func(l *upstream.Lease) (int, error) {
+			_, lease, err := upstream.Retry(context.Background(), dialer(firstTie, 3), svc, nil, func(l *upstream.Lease) (int, error) {
 				calls++
 				return 0, tt.err
 			})
@@ -234,7 +257,7 @@ func TestRetryStopsOnNonRetryable(t *testing.T) {
 func TestRetryReturnsHeldLease(t *testing.T) {
 	svc := service(t, 0, mach{id: "a"}, mach{id: "b"})
 	var seen []string
-	v, lease, err := upstream.Retry(context.Background(), dialer(firstTie, 3), svc, func(l *upstream.Lease) (string, error) {
+	v, lease, err := upstream.Retry(context.Background(), dialer(firstTie, 3), svc, nil, func(l *upstream.Lease) (string, error) {
 		seen = append(seen, l.Machine.ID)
 		if len(seen) == 1 {
 			return "", perr.New(perr.InstanceRefused, syscall.ECONNREFUSED)
@@ -250,6 +273,26 @@ func TestRetryReturnsHeldLease(t *testing.T) {
 	}
 	if v != "ok from "+lease.Machine.ID || svc.Load(lease.Machine).Value() != 1 {
 		t.Errorf("value %q, lease %s load %d", v, lease.Machine.ID, svc.Load(lease.Machine).Value())
+	}
+}
+
+// TestRetrySkipsCallerFailures: machines the caller already tried (an
+// HTTP request whose pinned connection failed) are skipped and count
+// against Attempts.
+func TestRetrySkipsCallerFailures(t *testing.T) {
+	svc := service(t, 0, mach{id: "a"}, mach{id: "b"}, mach{id: "c"})
+	failed := []*catalog.Machine{machine(t, svc, "a")}
+	var seen []string
+	_, _, err := upstream.Retry(context.Background(), dialer(firstTie, 2), svc, failed, func(l *upstream.Lease) (int, error) {
+		seen = append(seen, l.Machine.ID)
+		return 0, perr.New(perr.InstanceRefused, syscall.ECONNREFUSED)
+	})
+	if len(seen) != 1 || seen[0] == "a" {
+		t.Errorf("tried %v, want one machine other than a", seen)
+	}
+	wantCode(t, err, perr.MachineUnreachable)
+	if len(failed) != 1 || failed[0].ID != "a" {
+		t.Errorf("caller's list changed: %v", failed)
 	}
 }
 
@@ -281,12 +324,13 @@ func TestConnectClientGone(t *testing.T) {
 	}
 	pe, _ := perr.As(err)
 	if pe == nil || pe.Code != perr.ClientClosed || dials > 1 {
-		t.Skipf("known bug (reported): cancelled caller got %v after %d dial(s); want PH03 after at most 1", err, dials)
+		t.Errorf("cancelled caller got %v after %d dial(s); want PH03 after at most 1", err, dials)
 	}
 }
 
 // TestDialerZeroAttempts: a Dialer built without Attempts (zero value)
-// must fail cleanly rather than crash the connection's goroutine.
+// must fail cleanly rather than crash the connection's goroutine (it
+// dereferenced a nil error before 3c3978f).
 func TestDialerZeroAttempts(t *testing.T) {
 	svc := service(t, 0, mach{id: "a", port: deadPort(t)})
 	d := dialer(firstTie, 0)
@@ -297,7 +341,7 @@ func TestDialerZeroAttempts(t *testing.T) {
 		return nil
 	}()
 	if panicked != nil {
-		t.Skipf("known bug (reported): Connect with Attempts 0 panics: %v", panicked)
+		t.Fatalf("Connect with Attempts 0 panicked: %v", panicked)
 	}
 	if err == nil {
 		t.Error("Connect with no attempts succeeded")
