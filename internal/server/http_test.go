@@ -286,3 +286,12 @@ func TestNoStartedMachine(t *testing.T) {
 		t.Errorf("stopped machine: %d %q", resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code"))
 	}
 }
+
+func TestResponseTimeout(t *testing.T) {
+	cfg := "[proxy]\nresponse_header_timeout = \"200ms\"\n" + singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	resp, _ := get(t, p.Client(80, false), "http://app.test/sleep?d=3s", nil)
+	if resp.StatusCode != 504 || resp.Header.Get("Edgeproxy-Error-Code") != "PU01" {
+		t.Errorf("slow machine: %d %q", resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code"))
+	}
+}
