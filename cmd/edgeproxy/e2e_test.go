@@ -33,6 +33,9 @@ bind = "127.0.0.1"
 port_map = { 80 = 0, 443 = 0 }
 log_level = "debug"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[certificates]]
 cert_file = "cert.pem"
 key_file = "key.pem"

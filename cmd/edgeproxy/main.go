@@ -41,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runDemoMachine(args[1:])
 	case "gen-cert":
 		err = runGenCert(args[1:], stdout)
+	case "storm":
+		err = runStorm(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
@@ -72,5 +74,6 @@ commands:
   version                             print the version
   demo-machine -listen ADDR -id ID    run a demo backend (HTTP and TCP echo)
   gen-cert -cert FILE -key FILE NAME... write a self-signed certificate for local runs
+  storm -target HOST:PORT -sni NAME   reproduce the incident's connection shapes at volume
 `)
 }

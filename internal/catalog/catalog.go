@@ -101,8 +101,10 @@ type TLSOptions struct {
 
 // HTTPOptions is a port's http_options with defaults applied.
 type HTTPOptions struct {
-	H2Backend   bool
-	IdleTimeout time.Duration
+	H2Backend bool
+	// AbortOnClose cancels requests when the client half-closes.
+	AbortOnClose bool
+	IdleTimeout  time.Duration
 	// Pristine adds no headers to responses.
 	Pristine bool
 	// AddHeaders and RemoveHeaders are response.headers.

@@ -28,6 +28,7 @@ func (h *HTTPOptions) from(o *config.HTTPOptions) {
 		return
 	}
 	h.H2Backend = o.H2Backend
+	h.AbortOnClose = o.AbortOnClose
 	h.IdleTimeout = o.IdleTimeout.D()
 	if r := o.Response; r != nil {
 		h.Pristine = r.Pristine

@@ -7,9 +7,13 @@ package config
 
 // Config is the whole edgeproxy configuration file.
 type Config struct {
-	Proxy        Proxy         `toml:"proxy"`
-	Certificates []Certificate `toml:"certificates"`
-	Apps         []App         `toml:"apps"`
+	Proxy         Proxy         `toml:"proxy"`
+	Limits        Limits        `toml:"limits"`
+	ProxyProtocol ProxyProtocol `toml:"proxy_protocol"`
+	Guard         Guard         `toml:"guard"`
+	Admin         Admin         `toml:"admin"`
+	Certificates  []Certificate `toml:"certificates"`
+	Apps          []App         `toml:"apps"`
 
 	// File is the path the config was read from; relative paths inside the
 	// file (certificates, fly_toml) are resolved against its directory.
@@ -55,8 +59,68 @@ type Proxy struct {
 	ResponseHeaderTimeout Duration `toml:"response_header_timeout"`
 	// MaxHeaderBytes caps a client request's header block.
 	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// HalfClosedTimeout ends a raw TCP connection this long after either
+	// side ended its stream while the other keeps it open (HAProxy's
+	// client-fin and server-fin).
+	HalfClosedTimeout Duration `toml:"half_closed_timeout"`
+	// LingeringTimeout bounds how long a closing client connection is
+	// drained so that unread bytes do not turn the close into a reset that
+	// destroys the tail of a response.
+	LingeringTimeout Duration `toml:"lingering_timeout"`
+	// LingeringMaxBytes caps what a lingering close reads and discards.
+	LingeringMaxBytes int `toml:"lingering_max_bytes"`
+	// MaxConnectionAge is the absolute cap on one connection's life.
+	MaxConnectionAge Duration `toml:"max_connection_age"`
+	// SniffMaxBytes caps the bytes read to detect the protocol.
+	SniffMaxBytes int `toml:"sniff_max_bytes"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+}
+
+// Limits is admission control: connections beyond a limit are refused at
+// once and counted by scope. 0 means unlimited.
+type Limits struct {
+	MaxConnections        int     `toml:"max_connections"`
+	MaxConnectionsPerApp  int     `toml:"max_connections_per_app"`
+	MaxConnectionsPerPort int     `toml:"max_connections_per_port"`
+	MaxConnectionsPerIP   int     `toml:"max_connections_per_ip"`
+	IPAcceptRate          float64 `toml:"ip_accept_rate"`
+	IPAcceptBurst         int     `toml:"ip_accept_burst"`
+}
+
+// ProxyProtocol is the inbound PROXY protocol: a load balancer in front of
+// edgeproxy tells it the real client address.
+type ProxyProtocol struct {
+	// Mode is off (never read a header), optional (read one when a trusted
+	// source sends it) or required (trusted sources must send one).
+	Mode string `toml:"mode"`
+	// Trusted lists the CIDRs allowed to send headers; a header from any
+	// other source closes the connection.
+	Trusted []string `toml:"trusted"`
+	// Timeout bounds reading the header.
+	Timeout Duration `toml:"timeout"`
+}
+
+// Guard tunes the spin detector of INCIDENT.md.
+type Guard struct {
+	// ZeroProgressReads kills a connection after this many consecutive
+	// reads that returned no bytes and no error.
+	ZeroProgressReads int `toml:"zero_progress_reads"`
+	// ReadsAfterEOF kills a connection read this many times after a
+	// terminal error.
+	ReadsAfterEOF int `toml:"reads_after_eof"`
+	// MaxCallsPerSecond kills a connection making more calls than this per
+	// second without moving a byte, sustained for a second.
+	MaxCallsPerSecond int `toml:"max_calls_per_second"`
+}
+
+// Admin is the local admin listener (metrics, profiles).
+type Admin struct {
+	// Listen is the admin address; "off" disables it.
+	Listen string `toml:"listen"`
+	// Token is the bearer token; TokenFile reads it from a file.
+	Token     string `toml:"token"`
+	TokenFile string `toml:"token_file"`
 }
 
 // Certificate is one [[certificates]] entry.
@@ -121,10 +185,14 @@ type TLSOptions struct {
 
 // HTTPOptions is fly.toml's http_options.
 type HTTPOptions struct {
-	H2Backend   bool            `toml:"h2_backend"`
-	IdleTimeout Duration        `toml:"idle_timeout"`
-	Compress    *bool           `toml:"compress"`
-	Response    *ResponseOption `toml:"response"`
+	H2Backend bool `toml:"h2_backend"`
+	// AbortOnClose cancels a request when its client half-closes; by
+	// default a client that ends its stream after a complete request still
+	// gets the response (an edgeproxy extension, HAProxy's abortonclose).
+	AbortOnClose bool            `toml:"abort_on_close"`
+	IdleTimeout  Duration        `toml:"idle_timeout"`
+	Compress     *bool           `toml:"compress"`
+	Response     *ResponseOption `toml:"response"`
 }
 
 // ResponseOption is http_options.response: headers to add (a string or a

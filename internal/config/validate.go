@@ -25,6 +25,18 @@ const (
 	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultSoftLimit             = 20
+	DefaultHalfClosedTimeout     = 60 * time.Second
+	DefaultLingeringTimeout      = 5 * time.Second
+	DefaultLingeringMaxBytes     = 256 << 10
+	DefaultMaxConnectionAge      = 24 * time.Hour
+	DefaultSniffMaxBytes         = 16 << 10
+	DefaultMaxConnections        = 100000
+	DefaultMaxConnectionsPerApp  = 2048
+	DefaultProxyProtocolTimeout  = 5 * time.Second
+	DefaultGuardZeroProgress     = 100
+	DefaultGuardReadsAfterEOF    = 100
+	DefaultGuardCallsPerSecond   = 100000
+	DefaultAdminListen           = "127.0.0.1:9901"
 	// MaxListeners caps how many public ports one config may open, so a
 	// typo in a port range cannot exhaust file descriptors.
 	MaxListeners = 4096
@@ -52,6 +64,22 @@ func applyDefaults(c *Config) {
 	if p.MaxHeaderBytes == 0 {
 		p.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	setDur(&p.HalfClosedTimeout, DefaultHalfClosedTimeout)
+	setDur(&p.LingeringTimeout, DefaultLingeringTimeout)
+	setDur(&p.MaxConnectionAge, DefaultMaxConnectionAge)
+	setInt(&p.LingeringMaxBytes, DefaultLingeringMaxBytes)
+	setInt(&p.SniffMaxBytes, DefaultSniffMaxBytes)
+	l := &c.Limits
+	setInt(&l.MaxConnections, DefaultMaxConnections)
+	setInt(&l.MaxConnectionsPerApp, DefaultMaxConnectionsPerApp)
+	pp := &c.ProxyProtocol
+	setStr(&pp.Mode, "off")
+	setDur(&pp.Timeout, DefaultProxyProtocolTimeout)
+	g := &c.Guard
+	setInt(&g.ZeroProgressReads, DefaultGuardZeroProgress)
+	setInt(&g.ReadsAfterEOF, DefaultGuardReadsAfterEOF)
+	setInt(&g.MaxCallsPerSecond, DefaultGuardCallsPerSecond)
+	setStr(&c.Admin.Listen, DefaultAdminListen)
 	for i := range c.Apps {
 		a := &c.Apps[i]
 		for j := range a.Machines {
@@ -67,6 +95,14 @@ func setStr(s *string, d string) {
 	}
 }
 
+// setInt defaults a zero int; a limit that should be unlimited is written
+// as -1 by the user and normalised to 0 by validation.
+func setInt(v *int, d int) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
 func setDur(v *Duration, d time.Duration) {
 	if *v == 0 {
 		*v = Duration(d)
@@ -76,6 +112,7 @@ func setDur(v *Duration, d time.Duration) {
 func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 	main := srcs[-1]
 	c.validateProxy(cfg, main)
+	c.validateLimits(cfg, main)
 	for i, cert := range cfg.Certificates {
 		c.certificate(cfg, main, i, cert)
 	}

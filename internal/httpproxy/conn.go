@@ -13,6 +13,7 @@ package httpproxy
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -34,6 +35,9 @@ type Env struct {
 	// Pools are shared by every runtime so upstream connections survive
 	// reloads.
 	Pools *Pools
+	// WrapUpstream, if set, wraps each new upstream connection (the
+	// server puts its progress guard there).
+	WrapUpstream func(net.Conn) net.Conn
 }
 
 // Conn describes the client connection requests arrive on.
@@ -48,6 +52,11 @@ type Conn struct {
 	TLS   bool
 	// SNIEntry is the app service the TLS server name chose, if any.
 	SNIEntry *catalog.Port
+	// AdmitApp charges the connection to an app's connection limit, for
+	// connections whose app is known only from a request's Host.
+	AdmitApp func(app string) error
+	// AbortOnClose cancels in-flight requests when the client half-closes.
+	AbortOnClose bool
 
 	mu sync.Mutex
 	// pin is the machine a client connection holds for services whose
@@ -57,6 +66,43 @@ type Conn struct {
 	// own holds upstream transports private to this client connection,
 	// for ports that send a PROXY header naming the client.
 	own map[transportKey]*http.Transport
+
+	// inflight counts requests being served; idle is closed when it drops
+	// to zero while someone waits (see WaitIdle).
+	inflight int
+	idle     chan struct{}
+}
+
+// begin and end bracket a request.
+func (c *Conn) begin() {
+	c.mu.Lock()
+	c.inflight++
+	c.mu.Unlock()
+}
+
+func (c *Conn) end() {
+	c.mu.Lock()
+	c.inflight--
+	if c.inflight == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+	c.mu.Unlock()
+}
+
+// Idle returns nil when no request is in flight, else a channel closed
+// when the last one ends. The server uses it to hold back a client's
+// half-close until its responses are written.
+func (c *Conn) Idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight == 0 {
+		return nil
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	return c.idle
 }
 
 type connKey struct{}

@@ -76,6 +76,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "edgeproxy: request without connection state", http.StatusInternalServerError)
 		return
 	}
+	// A request in flight holds back the client's half-close (see
+	// Conn.Idle). An upgraded connection is a tunnel that carries the
+	// half-close itself, so it is not counted.
+	if r.Header.Get("Upgrade") == "" {
+		c.begin()
+		defer c.end()
+	}
 	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
 	r = r.WithContext(ctx)
@@ -83,6 +90,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.entry == nil {
 		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, c.Port.Public)))
 		return
+	}
+	if c.AdmitApp != nil {
+		if err := c.AdmitApp(st.entry.Service.App.Name); err != nil {
+			writeError(w, r, perr.New(perr.AppConnLimit, err))
+			return
+		}
 	}
 	if st.entry.ForceHTTPS && !c.TLS {
 		redirectHTTPS(w, r, c.Env.HTTPSPort)

@@ -71,6 +71,9 @@ func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transp
 			if err != nil {
 				return nil, err
 			}
+			if w := st.conn.Env.WrapUpstream; w != nil {
+				c = w(c)
+			}
 			if header != nil {
 				if err := header(c); err != nil {
 					c.Close()

@@ -29,7 +29,17 @@ type DuplexOptions struct {
 	// peer that stops reading stalls our writes, which counts as idle: it
 	// must not hold a connection forever.
 	IdleTimeout time.Duration
+	// HalfClosedTimeout, if positive, ends the duplex with
+	// ErrHalfClosedTimeout this long after the first direction finished
+	// cleanly, if the other has not finished by then: a peer that
+	// half-closes must not let the other side hold the connection forever
+	// (HAProxy's client-fin / server-fin timeouts).
+	HalfClosedTimeout time.Duration
 }
+
+// ErrHalfClosedTimeout ends a Duplex whose second direction outlived
+// DuplexOptions.HalfClosedTimeout after the first one finished.
+var ErrHalfClosedTimeout = errors.New("iox: duplex half-closed timeout")
 
 // halfCloser is the optional half-close of *net.TCPConn, *net.UnixConn and
 // *tls.Conn. Wrappers around those (metering, permits) should expose it, or
@@ -51,7 +61,7 @@ type halfCloser interface {
 // On a clean end both connections are left open, half-closed, because the
 // caller decides how to close them (a lingering close, for instance).
 func Duplex(a, b net.Conn, opts DuplexOptions) (aToB, bToA int64, err error) {
-	d := &duplex{a: a, b: b, pool: opts.Pool}
+	d := &duplex{a: a, b: b, pool: opts.Pool, halfClosed: opts.HalfClosedTimeout}
 
 	// Activity flags exist only with an idle timeout, so a duplex without
 	// one pays nothing for it.
@@ -75,6 +85,11 @@ func Duplex(a, b net.Conn, opts DuplexOptions) (aToB, bToA int64, err error) {
 		close(stopIdle)
 		<-idleDone
 	}
+	d.mu.Lock()
+	if d.halfTimer != nil {
+		d.halfTimer.Stop()
+	}
+	d.mu.Unlock()
 	return aToB, bToA, d.firstErr()
 }
 
@@ -83,8 +98,12 @@ type duplex struct {
 	a, b net.Conn
 	pool *BufferPool
 
-	mu  sync.Mutex
-	err error
+	halfClosed time.Duration
+
+	mu        sync.Mutex
+	err       error
+	finished  int // directions that ended cleanly
+	halfTimer *time.Timer
 
 	closeOnce sync.Once
 }
@@ -108,8 +127,21 @@ func (d *duplex) pipe(dst, src net.Conn, moved *atomic.Bool) int64 {
 	}
 	if err != nil {
 		d.fail(err)
+	} else {
+		d.finish()
 	}
 	return n
+}
+
+// finish notes a direction that ended cleanly; the first one starts the
+// half-closed timer for the other.
+func (d *duplex) finish() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.finished++
+	if d.finished == 1 && d.halfClosed > 0 {
+		d.halfTimer = time.AfterFunc(d.halfClosed, func() { d.fail(ErrHalfClosedTimeout) })
+	}
 }
 
 // fail records err if it is the first, then closes both connections. The

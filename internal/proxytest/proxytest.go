@@ -90,6 +90,9 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		t.Fatalf("config: %v", err)
 	}
 	c.Proxy.Bind = "127.0.0.1"
+	if c.Admin.Listen == "127.0.0.1:9901" {
+		c.Admin.Listen = "127.0.0.1:0" // tests run side by side
+	}
 	c.Proxy.PortMap = map[string]int{}
 	for i := range c.Apps {
 		for _, s := range c.Apps[i].AllServices() {

@@ -3,232 +3,349 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
-	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/listen"
+	"github.com/edgeproxy/edgeproxy/internal/meter"
+	"github.com/edgeproxy/edgeproxy/internal/peek"
+	"github.com/edgeproxy/edgeproxy/internal/permit"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
-	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 )
 
 // serveConn is the data path of one accepted connection, in order:
-// TLS termination with routing by server name, then either the HTTP
-// stage (which routes each request by Host) or a raw TCP duplex to a
-// machine chosen by the balancer.
+//
+//	PROXY-in -> permit -> guard+peek -> meter -> sniff -> TLS -> app permit
+//	         -> HTTP (routes each request by Host) or raw TCP duplex
+//
+// Every layer from the socket up is wrapped by the progress guard, every
+// stage runs under a deadline, and every exit goes through finish, which
+// settles the meter, releases permits and closes with a lingering close.
 func (s *Server) serveConn(ps *portServer, raw net.Conn) {
+	c := s.accept(ps, raw)
+	if c == nil {
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.finish()
+		}
+	}()
+
+	// A trusted load balancer's PROXY header names the real client; it is
+	// read first because permits count that client, not the balancer.
+	if !c.proxyIn() {
+		return
+	}
+	if !c.admit() {
+		return
+	}
+	c.wrapLayers() // guard(tcp) -> peek -> meter -> guard(wire)
+
+	// Sniff what the client speaks, under the handshake deadline: the
+	// ClientHello's server name on TLS ports, an HTTP request line or h2
+	// preface on plain HTTP ports. Raw TCP ports do not wait for the
+	// client, since some protocols have the server speak first.
+	entry := c.pr.Lookup("") // the only app of an unshared port
+	switch h := c.pr.Handlers; {
+	case h.PgTLS:
+		if !c.pgSSLRequest() {
+			return
+		}
+		fallthrough
+	case h.TLS:
+		if !c.sniffTLS() {
+			return
+		}
+		if entry = c.terminateTLS(); entry == nil {
+			return
+		}
+	case h.HTTP:
+		if !c.sniffHTTP() {
+			return
+		}
+	}
+	if entry != nil && !c.admitApp(entry.Service.App.Name) {
+		return
+	}
+
+	if c.pr.Handlers.HTTP {
+		handedOff = true
+		ps.httpLn.push(c.httpConn(entry))
+		return
+	}
+	c.proxyTCP(entry)
+}
+
+// conn is one client connection's state across the stages.
+type conn struct {
+	s     *Server
+	rt    *Runtime
+	ps    *portServer
+	pr    *route.Port
+	id    uint64
+	start time.Time
+	log   *slog.Logger
+
+	raw    net.Conn       // the socket
+	prefix []byte         // bytes read while looking for a PROXY header
+	client netip.AddrPort // the real client (PROXY header or socket)
+	local  netip.AddrPort // where the client connected, public port
+
+	guard   *iox.Guard
+	peek    *peek.Conn
+	meter   *meter.Conn
+	tls     *tls.Conn
+	top     net.Conn // outermost layer so far
+	permit  *permit.Permit
+	app     string
+	settled [2]int64
+
+	ageTimer   *time.Timer
+	finishOnce sync.Once
+	reason     string // why the connection ended, for metrics
+}
+
+// accept registers a new connection; nil means it was refused (server
+// closing, or its port removed by a reload).
+func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 	rt := s.runtime() // this connection keeps this runtime to the end
 	pr := rt.Routes.Port(ps.public)
 	if pr == nil || !s.track(raw) {
 		raw.Close()
-		return
+		return nil
 	}
-	id := s.nextID.Add(1)
-	log := s.log.With("conn_id", id, "port", ps.public, "peer", raw.RemoteAddr().String())
-	conn := net.Conn(raw)
-	entry := pr.Lookup("") // the only app on an unshared port; nil when shared
+	ps.accepted.Inc()
+	ps.active.Inc()
+	c := &conn{s: s, rt: rt, ps: ps, pr: pr, id: s.nextID.Add(1), start: time.Now(), raw: raw, top: raw,
+		client: listen.AddrPort(raw.RemoteAddr()), reason: "done"}
+	c.local = netip.AddrPortFrom(listen.AddrPort(raw.LocalAddr()).Addr(), uint16(pr.Public))
+	c.log = s.log.With("conn_id", c.id, "port", pr.Public)
+	if age := rt.Config.Proxy.MaxConnectionAge.D(); age > 0 {
+		c.ageTimer = time.AfterFunc(age, func() {
+			c.reason = "max_age"
+			s.metrics.Timeouts.WithLabelValues("max_age").Inc()
+			raw.Close()
+		})
+	}
+	return c
+}
 
-	// TLS: pg_tls first answers PostgreSQL's SSLRequest in plaintext.
-	if pr.Handlers.PgTLS {
-		if err := acceptSSLRequest(conn, rt.Config.Proxy.HandshakeTimeout.D()); err != nil {
-			log.Info("pg_tls: no SSLRequest", "error", err.Error())
-			s.closeRaw(raw)
-			return
+// fail ends the connection for a reason counted in metrics.
+func (c *conn) fail(reason string, msg string, attrs ...any) {
+	c.reason = reason
+	if msg != "" {
+		c.log.Info(msg, append(attrs, "peer", c.client.String())...)
+	}
+}
+
+// admit takes the global, port, IP and accept-rate permits.
+func (c *conn) admit() bool {
+	p, err := c.s.permits.Admit(c.pr.Public, c.client.Addr())
+	if err != nil {
+		var r *permit.Refused
+		if errors.As(err, &r) {
+			c.s.metrics.Refused.WithLabelValues(string(r.Scope)).Inc()
 		}
+		c.fail("refused", "")
+		return false
 	}
-	if pr.Handlers.TLS || pr.Handlers.PgTLS {
-		tc, e, err := s.terminateTLS(rt, pr, conn)
-		if err != nil {
-			pe, _ := perr.As(err)
-			log.Info("tls handshake refused", "code", string(pe.Code), "error", err.Error())
-			s.closeRaw(raw)
-			return
-		}
-		conn, entry = tc, e
-	}
+	c.permit = p
+	return true
+}
 
-	// HTTP: net/http parses requests on this connection; the handler
-	// routes each one by Host and proxies it.
-	if pr.Handlers.HTTP {
-		info := &httpproxy.Conn{ID: id, Env: rt.Env, Port: pr, Client: listen.AddrPort(raw.RemoteAddr()),
-			Local: publicAddr(raw, pr.Public), TLS: pr.Handlers.TLS, SNIEntry: entry}
-		ps.httpLn.push(s.wrapHTTP(conn, raw, info))
-		return
+// admitApp charges the connection to its app once routing names it.
+func (c *conn) admitApp(app string) bool {
+	c.app = app
+	if err := c.permit.AdmitApp(app); err != nil && !errors.Is(err, permit.ErrOtherApp) {
+		c.s.metrics.Refused.WithLabelValues(string(permit.ScopeApp)).Inc()
+		c.fail("refused", "app connection limit reached", "app", app, "code", string(perr.AppConnLimit))
+		return false
 	}
+	return true
+}
 
-	// Raw TCP: pick a machine, connect, announce the client with a PROXY
-	// header if asked, then copy both ways with half-close passed on.
-	defer s.closeRaw(raw)
-	defer conn.Close()
+// wrapLayers builds guard(tcp) -> peek -> meter -> guard(wire).
+func (c *conn) wrapLayers() {
+	c.guard = iox.NewGuard(c.raw, c.rt.guardLimits, c.s.guardStats, c.onKill)
+	var sock net.Conn = c.raw
+	if len(c.prefix) > 0 {
+		sock = &replayConn{Conn: c.raw, prefix: c.prefix}
+	}
+	c.peek = peek.New(c.guard.Wrap("tcp", sock), c.rt.Config.Proxy.SniffMaxBytes)
+	c.meter = meter.New(c.peek)
+	c.top = c.guard.Wrap("wire", c.meter)
+}
+
+// onKill logs a spin kill once, with what an operator needs to find the
+// culprit: the connection, its age and bytes, the counters and the chain
+// of layer types.
+func (c *conn) onKill(k iox.Kill) {
+	c.reason = "spin_killed"
+	var in, out int64
+	if c.meter != nil {
+		in, out = c.meter.Bytes()
+	}
+	c.log.Error("spin detector killed a connection", "layer", k.Layer, "reason", string(k.Reason),
+		"peer", c.client.String(), "app", c.app, "age", time.Since(c.start).String(),
+		"bytes_in", in, "bytes_out", out, "counters", k.Counts.String(), "chain", k.Chain)
+}
+
+// handshakeDeadline bounds everything before the first request: sniffing,
+// the TLS handshake and the request line.
+func (c *conn) handshakeDeadline() time.Time {
+	return c.start.Add(c.rt.Config.Proxy.HandshakeTimeout.D())
+}
+
+// timedOut counts a deadline that ended a stage.
+func (c *conn) timedOut(kind string, err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.s.metrics.Timeouts.WithLabelValues(kind).Inc()
+		c.fail("timeout", "")
+		return true
+	}
+	return false
+}
+
+// proxyTCP connects to a machine and copies both ways, half-closes passed
+// on, under the idle and half-closed timeouts.
+func (c *conn) proxyTCP(entry *catalog.Port) {
 	if entry == nil {
 		return
 	}
-	up, lease, err := rt.Dialer.Connect(context.Background(), entry.Service)
+	p := c.rt.Config.Proxy
+	up, lease, err := c.rt.Dialer.Connect(context.Background(), entry.Service)
 	if err != nil {
 		pe, _ := perr.As(err)
-		log.Warn("tcp connect failed", "app", entry.Service.App.Name, "code", string(pe.Code), "error", err.Error())
+		c.fail("upstream_error", "tcp connect failed", "app", entry.Service.App.Name, "code", string(pe.Code), "error", err.Error())
 		return
 	}
 	defer lease.Release()
+	upGuard := iox.NewGuard(up, c.rt.guardLimits, c.s.guardStats, c.onKill)
+	upConn := upGuard.Wrap("upstream", up)
 	defer up.Close()
 	if entry.ProxyProto > 0 {
-		hdr, err := proxyproto.Header(entry.ProxyProto, raw.RemoteAddr(), net.TCPAddrFromAddrPort(publicAddr(raw, pr.Public)))
-		if err == nil {
-			_, err = up.Write(hdr)
-		}
-		if err != nil {
-			log.Warn("proxy header not sent", "error", err.Error())
+		if err := c.sendProxyHeader(up, entry.ProxyProto); err != nil {
+			c.fail("upstream_error", "proxy header not sent", "error", err.Error())
 			return
 		}
 	}
-	in, out, err := iox.Duplex(conn, up, iox.DuplexOptions{Pool: s.bufs, IdleTimeout: rt.Config.Proxy.IdleTimeout.D()})
-	log.Debug("tcp connection done", "app", entry.Service.App.Name, "machine", lease.Machine.ID,
+	in, out, err := iox.Duplex(c.top, upConn, iox.DuplexOptions{Pool: c.s.bufs,
+		IdleTimeout: p.IdleTimeout.D(), HalfClosedTimeout: p.HalfClosedTimeout.D()})
+	switch {
+	case errors.Is(err, iox.ErrIdleTimeout):
+		c.s.metrics.Timeouts.WithLabelValues("idle").Inc()
+		c.reason = "timeout"
+	case errors.Is(err, iox.ErrHalfClosedTimeout):
+		c.s.metrics.Timeouts.WithLabelValues("half_closed").Inc()
+		c.reason = "timeout"
+	}
+	c.log.Debug("tcp connection done", "app", entry.Service.App.Name, "machine", lease.Machine.ID,
 		"bytes_in", in, "bytes_out", out, "error", errString(err))
 }
 
-// publicAddr is the address a client connected to as the app sees it:
-// the local IP with the public port, which port_map may have moved.
-func publicAddr(c net.Conn, public int) netip.AddrPort {
-	return netip.AddrPortFrom(listen.AddrPort(c.LocalAddr()).Addr(), uint16(public))
-}
-
-func (s *Server) closeRaw(raw net.Conn) {
-	raw.Close()
-	s.untrack(raw)
-}
-
-// terminateTLS runs the handshake, choosing app and certificate from the
-// server name. An unknown name or a name without certificate ends the
-// handshake with an alert rather than a hang.
-func (s *Server) terminateTLS(rt *Runtime, pr *route.Port, c net.Conn) (*tls.Conn, *catalog.Port, error) {
-	tc := tls.Server(c, rt.baseTLS(pr, s.ticketKeys))
-	ctx, cancel := context.WithTimeout(context.Background(), rt.Config.Proxy.HandshakeTimeout.D())
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		if _, ok := perr.As(err); !ok {
-			err = perr.New(perr.TLSHandshakeFailed, err)
+// finish ends the connection exactly once: settle the meter, close with a
+// lingering close so unread bytes do not reset the tail of a response,
+// release permits and counters.
+func (c *conn) finish() {
+	c.finishOnce.Do(func() {
+		if c.ageTimer != nil {
+			c.ageTimer.Stop()
 		}
-		return nil, nil, err
-	}
-	// The same lookup GetConfigForClient made, so it finds the same app.
-	return tc, pr.Lookup(tc.ConnectionState().ServerName), nil
-}
-
-func (s *Server) newHTTPServer(rt *Runtime, pr *route.Port) *http.Server {
-	p := rt.Config.Proxy
-	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: p.HandshakeTimeout.D(),
-		IdleTimeout:       httpproxy.IdleTimeout(pr, p.IdleTimeout.D()),
-		MaxHeaderBytes:    p.MaxHeaderBytes,
-		ErrorLog:          slogLogger(s.log),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if hc, ok := c.(httpConn); ok {
-				return httpproxy.WithConn(ctx, hc.info())
-			}
-			return ctx
-		},
-	}
-	hs.Protocols = new(http.Protocols)
-	hs.Protocols.SetHTTP1(true)
-	hs.Protocols.SetHTTP2(true)
-	// Prior-knowledge h2c lets gRPC clients use plain-text ports too.
-	hs.Protocols.SetUnencryptedHTTP2(true)
-	return hs
-}
-
-// httpConn is a client connection handed to net/http with its facts.
-type httpConn interface {
-	net.Conn
-	info() *httpproxy.Conn
-}
-
-// plainHTTPConn and tlsHTTPConn carry the connection facts to the
-// handler. The TLS one embeds *tls.Conn so net/http sees its
-// ConnectionState and serves HTTP/2 when ALPN chose h2.
-type plainHTTPConn struct {
-	net.Conn
-	closer
-}
-
-type tlsHTTPConn struct {
-	*tls.Conn
-	closer
-}
-
-type closer struct {
-	conn  *httpproxy.Conn
-	once  *sync.Once
-	after func()
-}
-
-func (c closer) info() *httpproxy.Conn { return c.conn }
-
-func (c *plainHTTPConn) Close() error { return c.close(c.Conn) }
-func (c *tlsHTTPConn) Close() error   { return c.close(c.Conn) }
-
-func (c closer) close(inner net.Conn) error {
-	err := inner.Close()
-	c.once.Do(func() {
-		c.conn.Close()
-		c.after()
+		c.lingeringClose()
+		if c.meter != nil && c.app != "" {
+			c.meter.Settle(c.s.meters, c.app, &c.settled)
+		}
+		if c.permit != nil {
+			c.permit.Release()
+		}
+		c.s.untrack(c.raw)
+		c.ps.active.Dec()
+		c.s.metrics.Closed.WithLabelValues(c.reason).Inc()
 	})
-	return err
 }
 
-func (s *Server) wrapHTTP(conn, raw net.Conn, info *httpproxy.Conn) httpConn {
-	cl := closer{conn: info, once: new(sync.Once), after: func() { s.closeRaw(raw) }}
-	if tc, ok := conn.(*tls.Conn); ok {
-		return &tlsHTTPConn{Conn: tc, closer: cl}
+// lingeringClose sends close_notify and a FIN, then reads and discards
+// what the client still sends, bounded in time and bytes, before closing:
+// closing a socket with unread bytes makes Linux send a reset, and a
+// client that gets one may lose the end of the response it was reading.
+func (c *conn) lingeringClose() {
+	if c.guard != nil && c.guard.Killed() {
+		c.raw.Close()
+		return
 	}
-	return &plainHTTPConn{Conn: conn, closer: cl}
-}
-
-// connQueue is a net.Listener fed by serveConn, so net/http serves
-// connections the server already accepted and terminated.
-type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) push(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
-		c.Close()
+	p := c.rt.Config.Proxy
+	if c.tls != nil {
+		c.tls.SetWriteDeadline(time.Now().Add(time.Second))
+		c.tls.CloseWrite() // close_notify
 	}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
+	tcp, ok := c.raw.(*net.TCPConn)
+	if !ok || p.LingeringTimeout.D() <= 0 || tcp.CloseWrite() != nil {
+		c.raw.Close()
+		return
 	}
+	tcp.SetReadDeadline(time.Now().Add(p.LingeringTimeout.D()))
+	n, err := io.Copy(io.Discard, io.LimitReader(tcp, int64(p.LingeringMaxBytes)+1))
+	outcome := "clean"
+	switch {
+	case n > int64(p.LingeringMaxBytes):
+		outcome = "limit"
+	case err != nil && c.timedOutQuietly(err):
+		outcome = "timeout"
+	case err != nil:
+		outcome = "error"
+	}
+	c.s.metrics.Lingering.WithLabelValues(outcome).Inc()
+	c.raw.Close()
 }
 
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
-	return nil
+func (c *conn) timedOutQuietly(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
 
 func errString(err error) string {
 	if err == nil {
 		return ""
 	}
 	return err.Error()
+}
+
+func portLabel(p int) string { return strconv.Itoa(p) }
+
+// replayConn returns bytes already taken off the socket before reading it
+// again (the few a PROXY header check consumed from a client that sent
+// none).
+type replayConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(p, r.prefix)
+		r.prefix = r.prefix[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+func (r *replayConn) Unwrap() net.Conn { return r.Conn }
+
+func (r *replayConn) CloseWrite() error {
+	if hc, ok := r.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
 }

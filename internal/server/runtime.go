@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
@@ -27,6 +30,9 @@ type Runtime struct {
 	Dialer *upstream.Dialer
 	Env    *httpproxy.Env
 
+	guardLimits  iox.GuardLimits
+	proxyTrusted []netip.Prefix
+
 	selfSigned *tlsterm.SelfSigner
 	tlsConfigs sync.Map // tlsKey -> *tls.Config
 	baseTLSs   sync.Map // *route.Port -> *tls.Config
@@ -39,6 +45,8 @@ type Deps struct {
 	SelfSigned *tlsterm.SelfSigner
 	// Intn breaks balancing ties; nil uses math/rand/v2.
 	Intn func(int) int
+	// GuardStats collects the progress guard's counters.
+	GuardStats *iox.Stats
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -76,14 +84,31 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 	if selfSigned == nil {
 		selfSigned = tlsterm.NewSelfSigner()
 	}
+	g := cfg.Guard
+	limits := iox.GuardLimits{ZeroProgressReads: g.ZeroProgressReads, ReadsAfterEOF: g.ReadsAfterEOF, MaxCallsPerSecond: g.MaxCallsPerSecond}
+	stats := d.GuardStats
+	if stats == nil {
+		stats = &iox.Stats{}
+	}
+	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
+		WrapUpstream: func(c net.Conn) net.Conn {
+			// Upstream connections are guarded too; a spin there is logged
+			// by the guard with the chain and counted like any other.
+			return iox.NewGuard(c, limits, stats, func(k iox.Kill) {
+				d.Log.Error("spin detector killed an upstream connection", "layer", k.Layer, "reason", string(k.Reason),
+					"machine", c.RemoteAddr().String(), "counters", k.Counts.String(), "chain", k.Chain)
+			}).Wrap("upstream", c)
+		}}
 	return &Runtime{
-		Config:     cfg,
-		Snap:       snap,
-		Routes:     route.Build(snap),
-		Certs:      certs,
-		Dialer:     dialer,
-		Env:        &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools},
-		selfSigned: selfSigned,
+		Config:       cfg,
+		Snap:         snap,
+		Routes:       route.Build(snap),
+		Certs:        certs,
+		Dialer:       dialer,
+		Env:          env,
+		guardLimits:  limits,
+		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
+		selfSigned:   selfSigned,
 	}, nil
 }
 

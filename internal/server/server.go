@@ -17,10 +17,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeproxy/edgeproxy/internal/admin"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/listen"
+	"github.com/edgeproxy/edgeproxy/internal/meter"
+	"github.com/edgeproxy/edgeproxy/internal/permit"
+	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
 
@@ -37,6 +43,14 @@ type Server struct {
 	// sessions resume across reloads.
 	ticketKeys [][32]byte
 
+	// Shared state every runtime uses: admission counts, the guard's and
+	// the meter's accumulators, and the metrics that export them.
+	permits    *permit.Limiter
+	guardStats *iox.Stats
+	meters     *meter.Apps
+	metrics    *telemetry.Metrics
+	admin      *admin.Server
+
 	mu     sync.Mutex
 	ports  map[int]*portServer // by public port
 	active map[net.Conn]struct{}
@@ -51,6 +65,9 @@ type portServer struct {
 	ln     net.Listener
 	httpLn *connQueue
 	http   *http.Server
+	// per-port metric children, looked up once
+	accepted prometheus.Counter
+	active   prometheus.Gauge
 }
 
 // Options configure a Server beyond its config file.
@@ -69,19 +86,23 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	p := cfg.Proxy
 	pools := httpproxy.NewPools(httpproxy.PoolOptions{ResponseHeaderTimeout: p.ResponseHeaderTimeout.D()})
 	s := &Server{
-		log:     log,
-		pools:   pools,
-		handler: httpproxy.NewHandler(pools, log),
-		bufs:    iox.NewBufferPool(32 << 10),
-		ports:   map[int]*portServer{},
-		active:  map[net.Conn]struct{}{},
+		log:        log,
+		pools:      pools,
+		handler:    httpproxy.NewHandler(pools, log),
+		bufs:       iox.NewBufferPool(32 << 10),
+		ports:      map[int]*portServer{},
+		active:     map[net.Conn]struct{}{},
+		permits:    permit.New(permitLimits(cfg.Limits), time.Now),
+		guardStats: &iox.Stats{},
+		meters:     &meter.Apps{},
 	}
+	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, err
 	}
 	s.ticketKeys = [][32]byte{key}
-	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn}
+	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats}
 	rt, err := BuildRuntime(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
@@ -95,10 +116,23 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
 
-// Start opens every public port and starts serving. It returns once all
-// listeners are bound, or the first bind error (closing what it opened).
+// Start opens every public port and the admin listener and starts
+// serving. It returns once all listeners are bound, or the first bind
+// error (closing what it opened).
 func (s *Server) Start() error {
 	rt := s.runtime()
+	if a := rt.Config.Admin; a.Listen != "off" {
+		unauthorized := prometheus.NewCounter(prometheus.CounterOpts{Name: telemetry.AdminUnauthorized,
+			Help: "Admin API requests refused for a missing or wrong token."})
+		s.metrics.Registry.MustRegister(unauthorized)
+		adm, err := admin.Start(admin.Options{Listen: a.Listen, Token: rt.Config.AdminToken(),
+			Registry: s.metrics.Registry, Unauthorized: unauthorized, Log: s.log})
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		s.admin = adm
+		s.log.Info("admin listening", "addr", adm.Addr().String())
+	}
 	for _, public := range rt.Routes.Ports() {
 		local := rt.Config.Proxy.LocalPort(public)
 		ln, err := listen.Bind(rt.Config.Proxy.Bind, local)
@@ -108,11 +142,35 @@ func (s *Server) Start() error {
 		}
 		s.addPort(rt, public, ln)
 	}
+	if s.admin != nil {
+		s.admin.SetReady(true)
+	}
 	return nil
 }
 
+// AdminAddr is the admin listener's address, or nil when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.Addr()
+}
+
+// GuardStats are the progress guard's counters, for tests and the CLI.
+func (s *Server) GuardStats() *iox.Stats { return s.guardStats }
+
+// Metrics is the server's metric registry.
+func (s *Server) Metrics() *telemetry.Metrics { return s.metrics }
+
+func permitLimits(l config.Limits) permit.Limits {
+	return permit.Limits{Global: l.MaxConnections, PerApp: l.MaxConnectionsPerApp, PerPort: l.MaxConnectionsPerPort,
+		PerIP: l.MaxConnectionsPerIP, IPRate: l.IPAcceptRate, IPBurst: l.IPAcceptBurst}
+}
+
 func (s *Server) addPort(rt *Runtime, public int, ln net.Listener) {
-	ps := &portServer{public: public, ln: ln}
+	ps := &portServer{public: public, ln: ln,
+		accepted: s.metrics.Accepted.WithLabelValues(portLabel(public)),
+		active:   s.metrics.Active.WithLabelValues(portLabel(public))}
 	pr := rt.Routes.Port(public)
 	if pr.Handlers.HTTP {
 		ps.httpLn = newConnQueue(ln.Addr())
@@ -195,6 +253,10 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	s.pools.Close()
+	if s.admin != nil {
+		s.admin.SetReady(false)
+		errs = append(errs, s.admin.Close())
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,122 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// validateLimits checks [limits], [proxy_protocol], [guard] and [admin].
+func (c *checker) validateLimits(cfg *Config, s *source) {
+	l := &cfg.Limits
+	for _, f := range []struct {
+		key string
+		v   *int
+	}{
+		{"limits.max_connections", &l.MaxConnections},
+		{"limits.max_connections_per_app", &l.MaxConnectionsPerApp},
+		{"limits.max_connections_per_port", &l.MaxConnectionsPerPort},
+		{"limits.max_connections_per_ip", &l.MaxConnectionsPerIP},
+		{"limits.ip_accept_burst", &l.IPAcceptBurst},
+	} {
+		switch {
+		case *f.v == -1:
+			*f.v = 0 // written -1: explicitly unlimited
+		case *f.v < 0:
+			c.at(s, f.key, "must be a positive number, or -1 for unlimited")
+		}
+	}
+	if l.IPAcceptRate < 0 {
+		c.at(s, "limits.ip_accept_rate", "must not be negative")
+	}
+	if l.IPAcceptRate > 0 && l.IPAcceptBurst == 0 {
+		l.IPAcceptBurst = max(1, int(l.IPAcceptRate))
+	}
+
+	p := &cfg.Proxy
+	if p.LingeringMaxBytes < 0 {
+		c.at(s, "proxy.lingering_max_bytes", "must not be negative")
+	}
+	if p.SniffMaxBytes < 1024 || p.SniffMaxBytes > 1<<20 {
+		c.at(s, "proxy.sniff_max_bytes", "must be between 1024 and 1048576, got %d", p.SniffMaxBytes)
+	}
+
+	pp := &cfg.ProxyProtocol
+	switch pp.Mode {
+	case "off", "optional", "required":
+	default:
+		c.at(s, "proxy_protocol.mode", "must be off, optional or required, got %q", pp.Mode)
+	}
+	for _, cidr := range pp.Trusted {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			if _, err2 := netip.ParseAddr(cidr); err2 != nil {
+				c.at(s, "proxy_protocol.trusted", "%q is not a CIDR or IP address", cidr)
+			}
+		}
+	}
+	if pp.Mode != "off" && len(pp.Trusted) == 0 {
+		c.at(s, "proxy_protocol.trusted", "PROXY protocol mode %q needs at least one trusted CIDR", pp.Mode)
+	}
+
+	g := &cfg.Guard
+	for _, f := range []struct {
+		key string
+		v   int
+		min int
+	}{{"guard.zero_progress_reads", g.ZeroProgressReads, 2}, {"guard.reads_after_eof", g.ReadsAfterEOF, 2}, {"guard.max_calls_per_second", g.MaxCallsPerSecond, 1000}} {
+		if f.v < f.min {
+			c.at(s, f.key, "must be at least %d, got %d", f.min, f.v)
+		}
+	}
+
+	a := &cfg.Admin
+	if a.Listen != "off" {
+		host, _, err := net.SplitHostPort(a.Listen)
+		ip, ipErr := netip.ParseAddr(host)
+		switch {
+		case err != nil || (ipErr != nil && host != "localhost"):
+			c.at(s, "admin.listen", "%q is not IP:PORT (or \"off\")", a.Listen)
+		case a.Token == "" && a.TokenFile == "" && host != "localhost" && !ip.IsLoopback():
+			c.at(s, "admin.listen", "the admin API on a non-loopback address needs token or token_file")
+		}
+	}
+	if a.Token != "" && a.TokenFile != "" {
+		c.at(s, "admin.token", "set token or token_file, not both")
+	}
+	if a.TokenFile != "" {
+		if b, err := os.ReadFile(cfg.resolve(a.TokenFile)); err != nil {
+			c.at(s, "admin.token_file", "cannot read token_file: %v", err)
+		} else if strings.TrimSpace(string(b)) == "" {
+			c.at(s, "admin.token_file", "token_file is empty")
+		}
+	}
+}
+
+// Prefixes returns the trusted PROXY protocol sources as prefixes (single
+// addresses become /32 or /128).
+func (pp *ProxyProtocol) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, cidr := range pp.Trusted {
+		if p, err := netip.ParsePrefix(cidr); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(cidr); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
+}
+
+// AdminToken returns the admin bearer token from token or token_file.
+func (c *Config) AdminToken() string {
+	if c.Admin.Token != "" {
+		return c.Admin.Token
+	}
+	if c.Admin.TokenFile != "" {
+		b, err := os.ReadFile(c.resolve(c.Admin.TokenFile))
+		if err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}

@@ -1,0 +1,114 @@
+package sniff
+
+// MaxRequestLine bounds an HTTP/1.x request line, CRLF included. A longer
+// line is NoMatch rather than NeedMore so that detection ends within a known
+// number of bytes; 8 KiB is nginx's large_client_header_buffers default,
+// beyond which it answers 414 anyway.
+const MaxRequestLine = 8 << 10
+
+// maxMethod bounds the method token. The longest registered method
+// (UPDATEREDIRECTREF) has 17 bytes; a long run of token bytes is far more
+// likely another text protocol than an extension method.
+const maxMethod = 24
+
+// h2Preface is the HTTP/2 client connection preface (RFC 9113 section 3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// RequestLine is what HTTP1 read from a matching request line. The strings
+// are copies, so they stay valid when the caller's buffer is reused.
+type RequestLine struct {
+	Method string // a token, as sent (methods are case-sensitive)
+	Target string // the request-target, as sent: origin, absolute, authority or "*" form
+	Proto  string // "HTTP/1.0", "HTTP/1.1", or another HTTP/1.x minor
+}
+
+// HTTP1 reports whether b starts with an HTTP/1.x request line:
+//
+//	method SP request-target SP "HTTP/1." DIGIT CRLF
+//
+// It is deliberately stricter than a server's parser, because a false Match
+// sends another protocol to the HTTP stack: the method is a token (RFC 9110
+// section 5.6.2) of at most 24 bytes, the target is visible ASCII, single
+// spaces separate the parts, and the line ends with CRLF (a bare LF is
+// NoMatch) within MaxRequestLine bytes. Leading empty lines are not skipped.
+//
+// It returns NoMatch at the first byte that rules the line out, NeedMore while
+// b is a valid prefix, and Match with the parts once the CRLF is seen.
+func HTTP1(b []byte) (Result, RequestLine) {
+	i := 0
+	for i < len(b) && i <= maxMethod && isTchar(b[i]) {
+		i++
+	}
+	method := i
+	switch {
+	case method > maxMethod:
+		return NoMatch, RequestLine{}
+	case i == len(b):
+		return NeedMore, RequestLine{}
+	case method == 0 || b[i] != ' ':
+		return NoMatch, RequestLine{}
+	}
+	i++
+
+	// The target must end early enough to leave room for " HTTP/1.x\r\n"
+	// (11 bytes), which keeps the whole line within MaxRequestLine.
+	const targetLimit = MaxRequestLine - 11
+	targetStart := i
+	for i < len(b) && b[i] > ' ' && b[i] < 0x7f {
+		if i == targetLimit {
+			return NoMatch, RequestLine{}
+		}
+		i++
+	}
+	targetEnd := i
+	switch {
+	case i == len(b):
+		return NeedMore, RequestLine{}
+	case targetEnd == targetStart || b[i] != ' ':
+		return NoMatch, RequestLine{}
+	}
+	i++
+
+	// "HTTP/1.x\r\n": a fixed pattern with one digit wildcard at index 7.
+	const version = "HTTP/1.?\r\n"
+	protoStart := i
+	for k := 0; k < len(version); k, i = k+1, i+1 {
+		if i == len(b) {
+			return NeedMore, RequestLine{}
+		}
+		if version[k] == '?' {
+			if b[i] < '0' || b[i] > '9' {
+				return NoMatch, RequestLine{}
+			}
+		} else if b[i] != version[k] {
+			return NoMatch, RequestLine{}
+		}
+	}
+	return Match, RequestLine{
+		Method: string(b[:method]),
+		Target: string(b[targetStart:targetEnd]),
+		Proto:  string(b[protoStart : i-2]),
+	}
+}
+
+// H2Preface reports whether b starts with the HTTP/2 client connection
+// preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": NeedMore for a proper prefix of
+// it, Match when it is complete, NoMatch at the first differing byte.
+func H2Preface(b []byte) Result {
+	return prefixOf(b, h2Preface)
+}
+
+// isTchar reports whether c may appear in an RFC 9110 token:
+// "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" /
+// "`" / "|" / "~" / DIGIT / ALPHA.
+func isTchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}

@@ -1,0 +1,35 @@
+// Package telemetry owns what edgeproxy tells operators about itself:
+// every metric name (all in this file), the metric registry, and the
+// shared counters the data path flushes into.
+package telemetry
+
+// Metric names. Every name the proxy exports is declared here and only
+// here, so docs/metrics.md and dashboards have one source. Labels are
+// bounded: layer, scope, reason, app and port come from code or config,
+// never from clients.
+const (
+	// Connections.
+	ConnectionsAccepted = "edgeproxy_connections_accepted_total" // {port}
+	ConnectionsActive   = "edgeproxy_connections_active"         // {port}
+	ConnectionsRefused  = "edgeproxy_connections_refused_total"  // {scope}
+	ConnectionsClosed   = "edgeproxy_connections_closed_total"   // {reason}
+
+	// Wire bytes per app, counted below TLS.
+	BytesIn  = "edgeproxy_app_bytes_in_total"  // {app}
+	BytesOut = "edgeproxy_app_bytes_out_total" // {app}
+
+	// Progress guard: the "spurious wakeup" counters of INCIDENT.md.
+	GuardReads             = "edgeproxy_guard_reads_total"               // {layer}
+	GuardZeroProgressReads = "edgeproxy_guard_zero_progress_reads_total" // {layer}
+	GuardReadsAfterEOF     = "edgeproxy_guard_reads_after_eof_total"     // {layer}
+	GuardZeroWrites        = "edgeproxy_guard_zero_byte_writes_total"    // {layer}
+	SpinKills              = "edgeproxy_spin_kills_total"                // {layer, reason}
+
+	// Deadlines and closes.
+	Timeouts         = "edgeproxy_timeouts_total"            // {kind}: handshake, idle, half_closed, sniff, proxy_header
+	LingeringCloses  = "edgeproxy_lingering_closes_total"    // {outcome}: clean, timeout, limit
+	ProxyHeaderFails = "edgeproxy_proxy_header_errors_total" // {reason}
+
+	// Admin API.
+	AdminUnauthorized = "edgeproxy_admin_unauthorized_total"
+)
