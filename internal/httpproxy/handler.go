@@ -203,7 +203,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			"request_id", st.id, "conn_id", st.conn.ID, "host", r.Host, "error", pe.Error())
 	}
 	if pe.Code == perr.ClientClosed {
-		return // nobody is listening for the answer
+		// Nobody is listening for the answer, and returning normally would
+		// make net/http send an empty 200: abort the response instead.
+		panic(http.ErrAbortHandler)
 	}
 	status := pe.HTTPStatus()
 	if status == 0 {

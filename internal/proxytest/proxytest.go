@@ -68,6 +68,8 @@ type Options struct {
 	Seed uint64
 	// Files are written next to the config before loading (name -> body).
 	Files map[string]string
+	// WrapWire is passed to server.Options.TestWrapWire.
+	WrapWire func(net.Conn) net.Conn
 }
 
 // Start writes cfg to a temp dir, loads and validates it exactly as
@@ -116,7 +118,7 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		return rng.IntN(n)
 	}
 	logs := &LogBuffer{}
-	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn})
+	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}

@@ -167,7 +167,9 @@ func (c *conn) admit() bool {
 // admitApp charges the connection to its app once routing names it.
 func (c *conn) admitApp(app string) bool {
 	c.app = app
-	if err := c.permit.AdmitApp(app); err != nil && !errors.Is(err, permit.ErrOtherApp) {
+	// A connection counts against the first app routing names (ErrOtherApp
+	// for later ones); ErrReleased means it is already closing.
+	if err := c.permit.AdmitApp(app); err != nil && !errors.Is(err, permit.ErrOtherApp) && !errors.Is(err, permit.ErrReleased) {
 		c.s.metrics.Refused.WithLabelValues(string(permit.ScopeApp)).Inc()
 		c.fail("refused", "app connection limit reached", "app", app, "code", string(perr.AppConnLimit))
 		return false
@@ -184,7 +186,11 @@ func (c *conn) wrapLayers() {
 	}
 	c.peek = peek.New(c.guard.Wrap("tcp", sock), c.rt.Config.Proxy.SniffMaxBytes)
 	c.meter = meter.New(c.peek)
-	c.top = c.guard.Wrap("wire", c.meter)
+	var wire net.Conn = c.meter
+	if c.s.wrapWire != nil {
+		wire = c.s.wrapWire(wire)
+	}
+	c.top = c.guard.Wrap("wire", wire)
 }
 
 // onKill logs a spin kill once, with what an operator needs to find the

@@ -32,13 +32,14 @@ import (
 
 // Server is a running edgeproxy.
 type Server struct {
-	log     *slog.Logger
-	rt      atomic.Pointer[Runtime]
-	pools   *httpproxy.Pools
-	handler *httpproxy.Handler
-	bufs    *iox.BufferPool
-	deps    Deps
-	nextID  atomic.Uint64
+	log      *slog.Logger
+	rt       atomic.Pointer[Runtime]
+	pools    *httpproxy.Pools
+	handler  *httpproxy.Handler
+	bufs     *iox.BufferPool
+	deps     Deps
+	nextID   atomic.Uint64
+	wrapWire func(net.Conn) net.Conn
 	// ticketKeys encrypt TLS session tickets; shared by every runtime so
 	// sessions resume across reloads.
 	ticketKeys [][32]byte
@@ -75,6 +76,10 @@ type Options struct {
 	Log *slog.Logger
 	// Intn breaks balancing ties; tests inject a deterministic one.
 	Intn func(int) int
+	// TestWrapWire, for tests only, inserts a layer between the meter and
+	// the wire guard of every client connection, so fault-injection tests
+	// can put a deliberately broken reader where the incident's was.
+	TestWrapWire func(net.Conn) net.Conn
 }
 
 // New builds a server for a loaded config without opening any socket.
@@ -97,6 +102,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		meters:     &meter.Apps{},
 	}
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
+	s.wrapWire = o.TestWrapWire
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, err

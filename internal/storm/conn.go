@@ -232,7 +232,8 @@ func errOutcome(err error, onEOF Outcome) Outcome {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return Refused
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, syscall.ECONNABORTED):
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.ENOTCONN):
+		// ENOTCONN is shutdown(2) on a socket the peer already reset.
 		return Reset
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():

@@ -131,7 +131,7 @@ func small(target string, shapes ...Shape) Config {
 		SNI:             "storm.test",
 		Count:           6,
 		Concurrency:     3,
-		Hold:            200 * time.Millisecond,
+		Hold:            time.Second, // servers that close end it early
 		Timeout:         5 * time.Second,
 		RequestsPerConn: 3,
 	}

@@ -100,6 +100,7 @@ func TestErrOutcome(t *testing.T) {
 		{opErr(syscall.ECONNREFUSED), Refused},
 		{opErr(syscall.ECONNRESET), Reset},
 		{opErr(syscall.EPIPE), Reset},
+		{opErr(syscall.ENOTCONN), Reset},
 		{&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, Timeout},
 		{io.EOF, ClosedEarly},
 		{io.ErrUnexpectedEOF, ClosedEarly},

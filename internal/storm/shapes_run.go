@@ -69,6 +69,7 @@ func (r *runner) one(ctx context.Context, shape Shape) result {
 		stop()
 	}
 	res.latency = time.Since(start)
+	if res.err != nil && shape == CNJunkFIN { println("DEBUG", shape, res.outcome, res.err.Error(), res.latency.String()) }
 	if ctx.Err() != nil && res.outcome != OK {
 		res.aborted = true
 	}
@@ -78,17 +79,39 @@ func (r *runner) one(ctx context.Context, shape Shape) result {
 	return res
 }
 
-// fail records a failed write or step: nothing was read, so the error alone
+// fail records a failure when no response byte arrived: the error alone
 // decides the outcome.
 func (res *result) fail(err error) {
 	res.outcome, res.err = errOutcome(err, ClosedEarly), err
 }
 
-func (res *result) sawResponse(resp response, onEOF Outcome) {
+// readAfter reads the response that follows the write steps of a shape.
+// A failed step does not decide alone: a server that answers and closes at
+// once makes a later FIN fail (ENOTCONN) while its response still waits in
+// the receive queue. But when nothing arrived, the step's error is the
+// better witness, because the kernel reports a reset once, to whichever
+// call comes first, and the read after it sees a plain EOF.
+func (res *result) readAfter(c *conn, stepErr error, onEOF Outcome) response {
+	resp := c.readResponse()
+	if stepErr != nil && !resp.got {
+		res.fail(stepErr)
+		return resp
+	}
 	if resp.status != 0 {
 		res.statuses = append(res.statuses, resp.status)
 	}
 	res.outcome, res.err = resp.outcome(onEOF), resp.err
+	return resp
+}
+
+// steps runs write steps in order and stops at the first failure.
+func steps(fns ...func() error) error {
+	for _, f := range fns {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cnJunk is the incident's shape: a complete request, close_notify, junk
@@ -98,44 +121,36 @@ func (res *result) sawResponse(resp response, onEOF Outcome) {
 // because a server that never notices the FIN (crypto/tls does not look
 // at the socket after close_notify) leaks the connection.
 func (r *runner) cnJunk(c *conn, shape Shape, res *result) {
-	if err := c.write(r.req.full); err != nil {
-		res.fail(err)
-		return
-	}
-	if err := c.closeNotify(); err != nil {
-		res.fail(err)
-		return
-	}
-	if err := c.writeJunk(r.req.junk); err != nil {
-		res.fail(err)
-		return
-	}
+	err := steps(
+		func() error { return c.write(r.req.full) },
+		c.closeNotify,
+		func() error { return c.writeJunk(r.req.junk) },
+	)
 	switch shape {
 	case CNJunkRST:
-		// The reset is the whole point; the outcome only says whether the
-		// shape could be delivered.
-		if err := c.reset(); err != nil {
+		// The reset is the point; the outcome says whether the shape could
+		// be delivered.
+		if err == nil {
+			err = c.reset()
+		}
+		if err != nil {
+			c.raw.Close()
 			res.fail(err)
 			return
 		}
 		res.outcome = OK
 	case CNJunkHold:
 		c.holdUntil(time.Now().Add(r.cfg.Hold))
-		resp := c.readResponse()
-		res.sawResponse(resp, ClosedEarly)
-		if resp.complete {
+		if resp := res.readAfter(c, err, ClosedEarly); resp.complete {
 			// Keep holding whatever the server does: the client side of
 			// the incident never let go.
 			c.drain()
 		}
 	case CNJunkFIN:
-		if err := c.fin(); err != nil {
-			res.fail(err)
-			return
+		if err == nil {
+			err = c.fin()
 		}
-		resp := c.readResponse()
-		res.sawResponse(resp, ClosedEarly)
-		if resp.complete {
+		if resp := res.readAfter(c, err, ClosedEarly); resp.complete {
 			if err := c.drain(); errOutcome(err, OK) == Timeout {
 				res.outcome, res.err = Timeout, err
 			}
@@ -147,46 +162,22 @@ func (r *runner) cnJunk(c *conn, shape Shape, res *result) {
 // reaction is ok: a complete error response, or a close without one. What
 // is not ok is a reset, a cut response, or silence until the timeout.
 func (r *runner) finMidBody(c *conn, res *result) {
-	if err := c.write(r.req.partial); err != nil {
-		res.fail(err)
-		return
-	}
-	if err := c.closeNotify(); err != nil {
-		res.fail(err)
-		return
-	}
-	if err := c.fin(); err != nil {
-		res.fail(err)
-		return
-	}
-	res.sawResponse(c.readResponse(), OK)
+	err := steps(func() error { return c.write(r.req.partial) }, c.closeNotify, c.fin)
+	res.readAfter(c, err, OK)
 }
 
 // completeCN half-closes after a complete request and wants the whole
 // response: net/http cancels such requests, and a proxy that follows it
 // answers 502 or nothing. Statuses in the report tell a 502 from a 200.
 func (r *runner) completeCN(c *conn, res *result) {
-	if err := c.write(r.req.full); err != nil {
-		res.fail(err)
-		return
-	}
-	if err := c.closeNotify(); err != nil {
-		res.fail(err)
-		return
-	}
-	res.sawResponse(c.readResponse(), ClosedEarly)
+	err := steps(func() error { return c.write(r.req.full) }, c.closeNotify)
+	res.readAfter(c, err, ClosedEarly)
 }
 
 // keepAlive is the control group: ordinary requests, each read fully.
 func (r *runner) keepAlive(c *conn, res *result) {
 	for range r.cfg.RequestsPerConn {
-		if err := c.write(r.req.full); err != nil {
-			res.fail(err)
-			return
-		}
-		resp := c.readResponse()
-		res.sawResponse(resp, ClosedEarly)
-		if !resp.complete {
+		if resp := res.readAfter(c, c.write(r.req.full), ClosedEarly); !resp.complete {
 			return
 		}
 	}

@@ -132,7 +132,7 @@ func TestHoldAndNeverClosingServer(t *testing.T) {
 	})
 	t.Cleanup(func() { close(stop) }) // runs before the server's cleanup
 	cfg := small(addr, CNJunkHold)
-	cfg.Count = 3
+	cfg.Count, cfg.Hold = 3, 300*time.Millisecond
 	rep := run(t, cfg)
 	wantOnly(t, rep, CNJunkHold, OK)
 	if p50 := rep.Shapes[CNJunkHold].Latency.P50; p50 < cfg.Hold {
