@@ -37,6 +37,18 @@ var documentedDefaults = map[string]struct {
 	"DefaultResponseHeaderTimeout": {"response_header_timeout", DefaultResponseHeaderTimeout},
 	"DefaultMaxHeaderBytes":        {"max_header_bytes", DefaultMaxHeaderBytes},
 	"DefaultSoftLimit":             {"soft_limit", DefaultSoftLimit},
+	"DefaultHalfClosedTimeout":     {"half_closed_timeout", DefaultHalfClosedTimeout},
+	"DefaultLingeringTimeout":      {"lingering_timeout", DefaultLingeringTimeout},
+	"DefaultLingeringMaxBytes":     {"lingering_max_bytes", DefaultLingeringMaxBytes},
+	"DefaultMaxConnectionAge":      {"max_connection_age", DefaultMaxConnectionAge},
+	"DefaultSniffMaxBytes":         {"sniff_max_bytes", DefaultSniffMaxBytes},
+	"DefaultMaxConnections":        {"max_connections", DefaultMaxConnections},
+	"DefaultMaxConnectionsPerApp":  {"max_connections_per_app", DefaultMaxConnectionsPerApp},
+	"DefaultProxyProtocolTimeout":  {"timeout", DefaultProxyProtocolTimeout},
+	"DefaultGuardZeroProgress":     {"zero_progress_reads", DefaultGuardZeroProgress},
+	"DefaultGuardReadsAfterEOF":    {"reads_after_eof", DefaultGuardReadsAfterEOF},
+	"DefaultGuardCallsPerSecond":   {"max_calls_per_second", DefaultGuardCallsPerSecond},
+	"DefaultAdminListen":           {"listen", DefaultAdminListen},
 }
 
 // literalDefaults are defaults applyDefaults writes without a named
@@ -44,6 +56,7 @@ var documentedDefaults = map[string]struct {
 var literalDefaults = []struct{ key, rendered string }{
 	{"log_level", `"info"`},
 	{"state", `"started"`},
+	{"mode", `"off"`},
 }
 
 // TestConfigDocKeys walks the schema by reflection and requires every TOML

@@ -79,8 +79,9 @@ func New(c net.Conn, maxBytes int) *Conn {
 // afterwards. Already buffered bytes are offered to decide first, so a second
 // Peek over a decided prefix does no I/O.
 //
-// The returned slice is valid until the next Read and must not be modified;
-// decide must not retain its argument. In every case the buffered bytes are
+// decide may be called with an empty slice and must not retain its argument.
+// The returned slice is valid until the next Read or Peek and must not be
+// modified. In every case the buffered bytes are
 // replayed by Read, so after a timeout the caller may still treat the
 // connection as opaque and pass everything through.
 func (c *Conn) Peek(deadline time.Time, decide func([]byte) sniff.Result) ([]byte, error) {

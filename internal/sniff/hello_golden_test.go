@@ -48,7 +48,7 @@ func goldens() []golden {
 	}
 }
 
-func readGolden(t *testing.T, name string) []byte {
+func readGolden(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", "hello", name))
 	if err != nil {

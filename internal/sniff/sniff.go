@@ -17,8 +17,9 @@
 // peek's decision must not depend on how the kernel happened to split reads.
 //
 // Work is linear in len(b) and allocation is bounded by len(b), never by a
-// length the peer declared; ClientHello allocates nothing until it matches
-// unless the hello is split over several TLS records.
+// length the peer declared. While the answer is NeedMore nothing is
+// allocated, except ClientHello's copy of the bytes of a hello split over
+// several TLS records.
 package sniff
 
 import "bytes"

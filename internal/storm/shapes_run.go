@@ -69,7 +69,6 @@ func (r *runner) one(ctx context.Context, shape Shape) result {
 		stop()
 	}
 	res.latency = time.Since(start)
-	if res.err != nil && shape == CNJunkFIN { println("DEBUG", shape, res.outcome, res.err.Error(), res.latency.String()) }
 	if ctx.Err() != nil && res.outcome != OK {
 		res.aborted = true
 	}
