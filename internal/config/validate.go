@@ -29,7 +29,7 @@ const (
 	DefaultLingeringTimeout      = 5 * time.Second
 	DefaultLingeringMaxBytes     = 256 << 10
 	DefaultMaxConnectionAge      = 24 * time.Hour
-	DefaultSniffMaxBytes         = 16 << 10
+	DefaultSniffMaxBytes         = 24 << 10 // the largest ClientHello, 16 KiB of body, plus its record headers
 	DefaultMaxConnections        = 100000
 	DefaultMaxConnectionsPerApp  = 2048
 	DefaultProxyProtocolTimeout  = 5 * time.Second

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,6 +265,23 @@ func TestSpinDetectorKillsBrokenLayer(t *testing.T) {
 	}
 	waitLog(t, p, `"chain":"*iox.Guarded -> *server_test.brokenReader -> *meter.Conn -> *peek.Conn -> *iox.Guarded -> *net.TCPConn"`)
 	waitMetric(t, p, `edgeproxy_spin_kills_total{layer="wire",reason="zero_progress"}`, 2)
+
+	// Nothing keeps spinning after the kills: over a quiet second the
+	// process uses a small fraction of one core (a spin costs all of it).
+	before := cpuTime(t)
+	time.Sleep(time.Second)
+	if used := cpuTime(t) - before; used > 100*time.Millisecond {
+		t.Errorf("process used %v of CPU in an idle second after the kills", used)
+	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func TestTCPIdleAndHalfClosedTimeouts(t *testing.T) {
