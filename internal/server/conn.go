@@ -302,23 +302,21 @@ func (c *conn) lingeringClose() {
 		return
 	}
 	tcp.SetReadDeadline(time.Now().Add(p.LingeringTimeout.D()))
-	n, err := io.Copy(io.Discard, io.LimitReader(tcp, int64(p.LingeringMaxBytes)+1))
+	buf := c.s.bufs.Get()
+	n, err := iox.Copy(io.Discard, io.LimitReader(tcp, int64(p.LingeringMaxBytes)+1), *buf)
+	c.s.bufs.Put(buf)
+	var ne net.Error
 	outcome := "clean"
 	switch {
 	case n > int64(p.LingeringMaxBytes):
 		outcome = "limit"
-	case err != nil && c.timedOutQuietly(err):
+	case errors.As(err, &ne) && ne.Timeout():
 		outcome = "timeout"
 	case err != nil:
 		outcome = "error"
 	}
 	c.s.metrics.Lingering.WithLabelValues(outcome).Inc()
 	c.raw.Close()
-}
-
-func (c *conn) timedOutQuietly(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func errString(err error) string {
