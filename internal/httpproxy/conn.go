@@ -12,11 +12,13 @@ package httpproxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -68,16 +70,60 @@ type Conn struct {
 	own map[transportKey]*http.Transport
 
 	// inflight counts requests being served; idle is closed when it drops
-	// to zero while someone waits (see WaitIdle).
+	// to zero while someone waits (see Idle). bodies counts those whose
+	// request body has not been read to its end.
 	inflight int
+	bodies   int
 	idle     chan struct{}
 }
 
-// begin and end bracket a request.
-func (c *Conn) begin() {
+// bodyDone marks a request body read to its end (or abandoned).
+func (c *Conn) bodyDone() {
+	c.mu.Lock()
+	c.bodies--
+	c.mu.Unlock()
+}
+
+// pendingBody wraps a request body to note when it has been read to its
+// end, so that a client's end of stream is held back only once its
+// requests are complete.
+type pendingBody struct {
+	io.ReadCloser
+	c    *Conn
+	once sync.Once
+	// failed records a read error other than the body's normal end: the
+	// client cut the body short, which is its error, not the machine's.
+	failed *atomic.Bool
+}
+
+func (b *pendingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		if err != io.EOF {
+			b.failed.Store(true)
+		}
+		b.once.Do(b.c.bodyDone)
+	}
+	return n, err
+}
+
+func (b *pendingBody) Close() error {
+	b.once.Do(b.c.bodyDone)
+	return b.ReadCloser.Close()
+}
+
+// begin and end bracket a request; begin also starts tracking its body.
+func (c *Conn) begin(r *http.Request, bodyFailed *atomic.Bool) {
 	c.mu.Lock()
 	c.inflight++
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody {
+		c.bodies++
+	}
 	c.mu.Unlock()
+	if hasBody {
+		r.Body = &pendingBody{ReadCloser: r.Body, c: c, failed: bodyFailed}
+	}
 }
 
 func (c *Conn) end() {
@@ -92,11 +138,13 @@ func (c *Conn) end() {
 
 // Idle returns nil when no request is in flight, else a channel closed
 // when the last one ends. The server uses it to hold back a client's
-// half-close until its responses are written.
+// half-close until its responses are written. A request whose body is
+// still being read is not complete: the end of stream is that body's
+// truncation and must reach it, so Idle returns nil then too.
 func (c *Conn) Idle() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.inflight == 0 {
+	if c.inflight == 0 || c.bodies > 0 {
 		return nil
 	}
 	if c.idle == nil {

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -61,6 +62,8 @@ type reqState struct {
 	entry *catalog.Port
 	id    string
 	lease *upstream.Lease
+	// bodyFailed is set when reading the client's request body failed.
+	bodyFailed atomic.Bool
 }
 
 type stateKey struct{}
@@ -79,11 +82,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A request in flight holds back the client's half-close (see
 	// Conn.Idle). An upgraded connection is a tunnel that carries the
 	// half-close itself, so it is not counted.
+	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
 	if r.Header.Get("Upgrade") == "" {
-		c.begin()
+		c.begin(r, &st.bodyFailed)
 		defer c.end()
 	}
-	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
 	r = r.WithContext(ctx)
 	st.entry = c.route(r.Host)
@@ -198,6 +201,10 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	st := stateFrom(r.Context())
+	if st != nil && st.bodyFailed.Load() && pe.Source != perr.SourceClient {
+		// The machine saw a cut request because the client cut it.
+		pe = perr.New(perr.RequestBodyIncomplete, err)
+	}
 	if st != nil && st.conn.Env.Log != nil {
 		st.conn.Env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
 			"request_id", st.id, "conn_id", st.conn.ID, "host", r.Host, "error", pe.Error())

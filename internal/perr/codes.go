@@ -26,6 +26,7 @@ const (
 	MalformedRequest       Code = "PH01"
 	RequestHeadersTooLarge Code = "PH02"
 	ClientClosed           Code = "PH03"
+	RequestBodyIncomplete  Code = "PH04"
 	NoHealthyInstances     Code = "PR01"
 	NoCandidate            Code = "PR03"
 	NoCandidateTimeout     Code = "PR04"
@@ -82,6 +83,11 @@ var registry = map[Code]Info{
 		Source: SourceClient, Status: 499,
 		Msg:  "client closed the connection before the response was sent",
 		Hint: "the client gave up (timeout, navigation, cancelled call); not an app failure",
+	},
+	RequestBodyIncomplete: {
+		Source: SourceClient, Status: http.StatusBadRequest,
+		Msg:  "client ended the request body early",
+		Hint: "the client closed or half-closed its connection before sending the whole body it announced",
 	},
 	NoHealthyInstances: {
 		Source: SourceInternal, Status: http.StatusServiceUnavailable,

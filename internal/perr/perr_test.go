@@ -82,7 +82,7 @@ func TestSourceString(t *testing.T) {
 // callers can name must have a registry entry.
 func TestExportedCodesRegistered(t *testing.T) {
 	exported := []Code{
-		InternalError, MalformedRequest, RequestHeadersTooLarge, ClientClosed,
+		InternalError, MalformedRequest, RequestHeadersTooLarge, ClientClosed, RequestBodyIncomplete,
 		NoHealthyInstances, NoCandidate, NoCandidateTimeout, UnknownHost,
 		InstanceRefused, ConnectTimeout, InstanceClosed, ConnectFailed, MachineUnreachable,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,

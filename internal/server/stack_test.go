@@ -359,3 +359,26 @@ func TestSlowHandshakeTimesOut(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestFinMidBody: a client that half-closes in the middle of the body it
+// announced gets a 400 PH04 promptly (its end of stream is not held back,
+// since the request is not complete), and the machine is not blamed.
+func TestFinMidBody(t *testing.T) {
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	for _, port := range []int{80, 443} {
+		c, raw := dialApp(t, p, port)
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4096\r\n\r\n%s", strings.Repeat("b", 2048))
+		if tc, ok := c.(*tls.Conn); ok {
+			tc.CloseWrite()
+		}
+		raw.CloseWrite()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("port %d: %v", port, err)
+		}
+		if resp.StatusCode != 400 || resp.Header.Get("Edgeproxy-Error-Code") != "PH04" {
+			t.Errorf("port %d: %d %q", port, resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code"))
+		}
+		c.Close()
+	}
+}

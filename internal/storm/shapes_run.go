@@ -50,7 +50,7 @@ func (r *runner) one(ctx context.Context, shape Shape) result {
 	res := result{shape: shape}
 	c, err := dial(ctx, r.addrs, r.tlsConf, start.Add(r.cfg.Timeout))
 	if err != nil {
-		res.outcome, res.err = errOutcome(err, ClosedEarly), err
+		res.fail(err)
 	} else {
 		stop := context.AfterFunc(ctx, func() { c.raw.Close() })
 		switch shape {
