@@ -201,8 +201,10 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	st := stateFrom(r.Context())
-	if st != nil && st.bodyFailed.Load() && pe.Source != perr.SourceClient {
-		// The machine saw a cut request because the client cut it.
+	if st != nil && st.bodyFailed.Load() {
+		// The client cut its body short: whatever the upstream side saw
+		// (a cancelled request, a machine that gave up) follows from that.
+		// The client may still be reading, having only half-closed.
 		pe = perr.New(perr.RequestBodyIncomplete, err)
 	}
 	if st != nil && st.conn.Env.Log != nil {
