@@ -30,7 +30,7 @@ func runProxy(args []string, stderr io.Writer) error {
 	for _, n := range notices {
 		log.Info("config note", "file", n.File, "line", n.Line, "key", n.Key, "note", n.Msg)
 	}
-	srv, err := server.New(cfg, server.Options{Log: log})
+	srv, err := server.New(cfg, server.Options{Log: log, Version: version})
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@ package config
 import (
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // validateLimits checks [limits], [proxy_protocol], [guard] and [admin].
@@ -90,6 +92,36 @@ func (c *checker) validateLimits(cfg *Config, s *source) {
 		} else if strings.TrimSpace(string(b)) == "" {
 			c.at(s, "admin.token_file", "token_file is empty")
 		}
+	}
+}
+
+// validateTelemetry checks [log], [tracing] and [tripwire].
+func (c *checker) validateTelemetry(cfg *Config, s *source) {
+	if al := cfg.Log.AccessLog; al == "" {
+		c.at(s, "log.access_log", "must be stdout, stderr, off or a file path")
+	}
+	tr := cfg.Tracing
+	if tr.SampleRatio < 0 || tr.SampleRatio > 1 {
+		c.at(s, "tracing.sample_ratio", "must be between 0 and 1, got %v", tr.SampleRatio)
+	}
+	if tr.Enabled {
+		u, err := url.Parse(tr.Endpoint)
+		if tr.Endpoint == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			c.at(s, "tracing.endpoint", "tracing needs an OTLP/HTTP endpoint URL such as http://127.0.0.1:4318, got %q", tr.Endpoint)
+		}
+	}
+	tw := cfg.Tripwire
+	if tw.Threshold <= 0 || tw.Threshold > 1 {
+		c.at(s, "tripwire.threshold", "must be above 0 and at most 1 (a share of GOMAXPROCS), got %v", tw.Threshold)
+	}
+	if tw.Samples < 1 || tw.Samples > 600 {
+		c.at(s, "tripwire.samples", "must be between 1 and 600, got %d", tw.Samples)
+	}
+	if d := tw.ProfileDuration.D(); d < time.Second || d > 5*time.Minute {
+		c.at(s, "tripwire.profile_duration", "must be between 1s and 5m, got %s", d)
+	}
+	if tw.MaxFiles < 1 {
+		c.at(s, "tripwire.max_files", "must be at least 1, got %d", tw.MaxFiles)
 	}
 }
 

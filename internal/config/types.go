@@ -12,6 +12,9 @@ type Config struct {
 	ProxyProtocol ProxyProtocol `toml:"proxy_protocol"`
 	Guard         Guard         `toml:"guard"`
 	Admin         Admin         `toml:"admin"`
+	Log           Log           `toml:"log"`
+	Tracing       Tracing       `toml:"tracing"`
+	Tripwire      Tripwire      `toml:"tripwire"`
 	Certificates  []Certificate `toml:"certificates"`
 	Apps          []App         `toml:"apps"`
 
@@ -113,6 +116,47 @@ type Guard struct {
 	// second without moving a byte, sustained for a second.
 	MaxCallsPerSecond int `toml:"max_calls_per_second"`
 }
+
+// Log is where the access log goes (the process log level is
+// proxy.log_level).
+type Log struct {
+	// AccessLog is "stdout", "stderr", "off" or a file path: one JSON line
+	// per HTTP request and per TCP connection.
+	AccessLog string `toml:"access_log"`
+}
+
+// Tracing is OpenTelemetry tracing, exported with OTLP over HTTP.
+type Tracing struct {
+	Enabled bool `toml:"enabled"`
+	// Endpoint is the OTLP/HTTP collector URL, e.g. http://127.0.0.1:4318.
+	Endpoint string `toml:"endpoint"`
+	// SampleRatio is the share of new traces recorded (0 to 1); traces
+	// continued from a client follow the client's sampling decision.
+	SampleRatio float64 `toml:"sample_ratio"`
+	// ServiceName is the service.name resource attribute.
+	ServiceName string `toml:"service_name"`
+}
+
+// Tripwire captures a CPU profile and a goroutine dump when the process
+// burns CPU for several seconds in a row (INCIDENT.md).
+type Tripwire struct {
+	// Enabled is true unless set to false.
+	Enabled *bool `toml:"enabled"`
+	// Threshold is the CPU use that trips it, as a share of GOMAXPROCS.
+	Threshold float64 `toml:"threshold"`
+	// Samples is how many consecutive one-second samples must exceed it.
+	Samples int `toml:"samples"`
+	// ProfileDuration is the length of the CPU profile captured.
+	ProfileDuration Duration `toml:"profile_duration"`
+	// Dir is where profiles are written; MaxFiles caps how many are kept.
+	Dir      string `toml:"dir"`
+	MaxFiles int    `toml:"max_files"`
+	// Cooldown is the least time between two captures.
+	Cooldown Duration `toml:"cooldown"`
+}
+
+// TripwireEnabled reports whether the tripwire runs (default true).
+func (t Tripwire) TripwireEnabled() bool { return t.Enabled == nil || *t.Enabled }
 
 // Admin is the local admin listener (metrics, profiles).
 type Admin struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,6 +38,15 @@ const (
 	DefaultGuardReadsAfterEOF    = 100
 	DefaultGuardCallsPerSecond   = 100000
 	DefaultAdminListen           = "127.0.0.1:9901"
+	DefaultAccessLog             = "stdout"
+	DefaultTracingSampleRatio    = 0.1
+	DefaultTracingServiceName    = "edgeproxy"
+	DefaultTripwireThreshold     = 0.8
+	DefaultTripwireSamples       = 3
+	DefaultTripwireProfile       = 10 * time.Second
+	DefaultTripwireDir           = "edgeproxy-profiles" // under the system temp dir
+	DefaultTripwireMaxFiles      = 20
+	DefaultTripwireCooldown      = 10 * time.Minute
 	// MaxListeners caps how many public ports one config may open, so a
 	// typo in a port range cannot exhaust file descriptors.
 	MaxListeners = 4096
@@ -80,6 +90,21 @@ func applyDefaults(c *Config) {
 	setInt(&g.ReadsAfterEOF, DefaultGuardReadsAfterEOF)
 	setInt(&g.MaxCallsPerSecond, DefaultGuardCallsPerSecond)
 	setStr(&c.Admin.Listen, DefaultAdminListen)
+	setStr(&c.Log.AccessLog, DefaultAccessLog)
+	tr := &c.Tracing
+	if tr.SampleRatio == 0 {
+		tr.SampleRatio = DefaultTracingSampleRatio
+	}
+	setStr(&tr.ServiceName, DefaultTracingServiceName)
+	tw := &c.Tripwire
+	if tw.Threshold == 0 {
+		tw.Threshold = DefaultTripwireThreshold
+	}
+	setInt(&tw.Samples, DefaultTripwireSamples)
+	setDur(&tw.ProfileDuration, DefaultTripwireProfile)
+	setStr(&tw.Dir, filepath.Join(os.TempDir(), DefaultTripwireDir))
+	setInt(&tw.MaxFiles, DefaultTripwireMaxFiles)
+	setDur(&tw.Cooldown, DefaultTripwireCooldown)
 	for i := range c.Apps {
 		a := &c.Apps[i]
 		for j := range a.Machines {
@@ -113,6 +138,7 @@ func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 	main := srcs[-1]
 	c.validateProxy(cfg, main)
 	c.validateLimits(cfg, main)
+	c.validateTelemetry(cfg, main)
 	for i, cert := range cfg.Certificates {
 		c.certificate(cfg, main, i, cert)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
 
@@ -40,6 +41,9 @@ type Env struct {
 	// WrapUpstream, if set, wraps each new upstream connection (the
 	// server puts its progress guard there).
 	WrapUpstream func(net.Conn) net.Conn
+	// Metrics and AccessLog record each request; either may be nil.
+	Metrics   *telemetry.Metrics
+	AccessLog *slog.Logger
 }
 
 // Conn describes the client connection requests arrive on.
@@ -59,6 +63,9 @@ type Conn struct {
 	AdmitApp func(app string) error
 	// AbortOnClose cancels in-flight requests when the client half-closes.
 	AbortOnClose bool
+	// RequestDone, if set, runs after each request (the server settles
+	// the connection's byte counts into its app's totals there).
+	RequestDone func(app string)
 
 	mu sync.Mutex
 	// pin is the machine a client connection holds for services whose
@@ -68,92 +75,25 @@ type Conn struct {
 	// own holds upstream transports private to this client connection,
 	// for ports that send a PROXY header naming the client.
 	own map[transportKey]*http.Transport
-
-	// inflight counts requests being served; idle is closed when it drops
-	// to zero while someone waits (see Idle). bodies counts those whose
-	// request body has not been read to its end.
-	inflight int
-	bodies   int
-	idle     chan struct{}
 }
 
-// bodyDone marks a request body read to its end (or abandoned).
-func (c *Conn) bodyDone() {
-	c.mu.Lock()
-	c.bodies--
-	c.mu.Unlock()
-}
+type connKey struct{}
 
-// pendingBody wraps a request body to note when it has been read to its
-// end, so that a client's end of stream is held back only once its
-// requests are complete.
+// pendingBody notes a request body the client cut short (a read error
+// other than its normal end): that is the client's error, not the
+// machine's, whatever the upstream side reports.
 type pendingBody struct {
 	io.ReadCloser
-	c    *Conn
-	once sync.Once
-	// failed records a read error other than the body's normal end: the
-	// client cut the body short, which is its error, not the machine's.
 	failed *atomic.Bool
 }
 
 func (b *pendingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		if err != io.EOF {
-			b.failed.Store(true)
-		}
-		b.once.Do(b.c.bodyDone)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
 	}
 	return n, err
 }
-
-func (b *pendingBody) Close() error {
-	b.once.Do(b.c.bodyDone)
-	return b.ReadCloser.Close()
-}
-
-// begin and end bracket a request; begin also starts tracking its body.
-func (c *Conn) begin(r *http.Request, bodyFailed *atomic.Bool) {
-	c.mu.Lock()
-	c.inflight++
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	if hasBody {
-		c.bodies++
-	}
-	c.mu.Unlock()
-	if hasBody {
-		r.Body = &pendingBody{ReadCloser: r.Body, c: c, failed: bodyFailed}
-	}
-}
-
-func (c *Conn) end() {
-	c.mu.Lock()
-	c.inflight--
-	if c.inflight == 0 && c.idle != nil {
-		close(c.idle)
-		c.idle = nil
-	}
-	c.mu.Unlock()
-}
-
-// Idle returns nil when no request is in flight, else a channel closed
-// when the last one ends. The server uses it to hold back a client's
-// half-close until its responses are written. A request whose body is
-// still being read is not complete: the end of stream is that body's
-// truncation and must reach it, so Idle returns nil then too.
-func (c *Conn) Idle() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inflight == 0 || c.bodies > 0 {
-		return nil
-	}
-	if c.idle == nil {
-		c.idle = make(chan struct{})
-	}
-	return c.idle
-}
-
-type connKey struct{}
 
 // WithConn puts c in ctx; the server's ConnContext calls it.
 func WithConn(ctx context.Context, c *Conn) context.Context {

@@ -64,6 +64,8 @@ type reqState struct {
 	lease *upstream.Lease
 	// bodyFailed is set when reading the client's request body failed.
 	bodyFailed atomic.Bool
+	// code is the error code the request ended with, if any.
+	code string
 }
 
 type stateKey struct{}
@@ -79,15 +81,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "edgeproxy: request without connection state", http.StatusInternalServerError)
 		return
 	}
-	// A request in flight holds back the client's half-close (see
-	// Conn.Idle). An upgraded connection is a tunnel that carries the
-	// half-close itself, so it is not counted.
 	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
-	if r.Header.Get("Upgrade") == "" {
-		c.begin(r, &st.bodyFailed)
-		defer c.end()
+	rec := &recorder{ResponseWriter: w}
+	w = rec
+	defer observe(c.Env, st, r, rec, time.Now())
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &pendingBody{ReadCloser: r.Body, failed: &st.bodyFailed}
 	}
-	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	ctx := r.Context()
+	if !c.AbortOnClose && r.ProtoMajor == 1 {
+		// net/http cancels a request when its client's stream ends, but a
+		// client that sends a complete request and then half-closes (FIN or
+		// close_notify) is legal and expects its answer (INCIDENT.md); only
+		// a failed write ends it. HTTP/2 streams keep their cancellation: a
+		// reset stream is an explicit "stop".
+		ctx = context.WithoutCancel(ctx)
+	}
+	ctx = context.WithValue(ctx, stateKey{}, st)
 	r = r.WithContext(ctx)
 	st.entry = c.route(r.Host)
 	if st.entry == nil {
@@ -201,6 +211,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	st := stateFrom(r.Context())
+	defer func() {
+		if st != nil {
+			st.code = string(pe.Code)
+		}
+	}()
 	if st != nil && st.bodyFailed.Load() {
 		// The client cut its body short: whatever the upstream side saw
 		// (a cancelled request, a machine that gave up) follows from that.

@@ -67,7 +67,7 @@ func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transp
 			if st == nil || err != nil {
 				return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
 			}
-			c, err := st.conn.Env.Dialer.Dial(ctx, ap)
+			c, err := st.conn.Env.Dialer.Dial(ctx, st.entry.Service.App.Name, ap)
 			if err != nil {
 				return nil, err
 			}

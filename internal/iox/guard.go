@@ -162,8 +162,9 @@ func (g *Guard) kill(l *Guarded, reason KillReason, counts Counts) {
 }
 
 // Guarded is one guarded layer. Read fields belong to the reading
-// goroutine and write fields to the writing one: net.Conn allows one of
-// each at a time, so they need no synchronisation.
+// goroutine: every reader of a proxied connection (a copy loop, net/http's
+// connection reader) reads from one goroutine at a time with
+// synchronisation between hand-offs, so they need no atomics.
 type Guarded struct {
 	net.Conn
 	g     *Guard
@@ -178,8 +179,10 @@ type Guarded struct {
 	noProgress                 int
 	windowStart                time.Time
 
-	// writer-owned
-	zeroWrites, consecZeroWrites int64
+	// Writes may come from several goroutines (net.Conn allows concurrent
+	// writers, and an upgraded connection changes hands), so the write
+	// side uses atomics, touched only when a write moves nothing.
+	zeroWrites, consecZeroWrites atomic.Int64
 }
 
 // Unwrap returns the guarded layer, for Chain.
@@ -266,21 +269,20 @@ func (l *Guarded) Write(p []byte) (int, error) {
 	n, err := l.Conn.Write(p)
 	if n == 0 && err == nil && len(p) > 0 {
 		// Rare by construction, so counted straight into the shared stats.
-		l.zeroWrites++
-		l.consecZeroWrites++
+		total := l.zeroWrites.Add(1)
 		l.stats.ZeroWrites.Add(1)
-		if l.consecZeroWrites >= int64(l.g.limits.ZeroProgressReads) {
-			l.g.kill(l, KillZeroWrites, Counts{ZeroWrites: l.zeroWrites})
+		if l.consecZeroWrites.Add(1) >= int64(l.g.limits.ZeroProgressReads) {
+			l.g.kill(l, KillZeroWrites, Counts{ZeroWrites: total})
 			return 0, ErrSpinKilled
 		}
-	} else if n > 0 {
-		l.consecZeroWrites = 0
+	} else if n > 0 && l.consecZeroWrites.Load() != 0 {
+		l.consecZeroWrites.Store(0)
 	}
 	return n, err
 }
 
 func (l *Guarded) counts() Counts {
-	return Counts{Reads: l.reads, ZeroProgressReads: l.zeroReads, ReadsAfterEOF: l.afterEOF, ZeroWrites: l.zeroWrites}
+	return Counts{Reads: l.reads, ZeroProgressReads: l.zeroReads, ReadsAfterEOF: l.afterEOF, ZeroWrites: l.zeroWrites.Load()}
 }
 
 // flush adds what was counted since the last flush to the shared stats.

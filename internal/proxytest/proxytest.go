@@ -118,7 +118,7 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		return rng.IntN(n)
 	}
 	logs := &LogBuffer{}
-	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire})
+	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire, AccessLog: logs})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}

@@ -102,18 +102,23 @@ type conn struct {
 	client netip.AddrPort // the real client (PROXY header or socket)
 	local  netip.AddrPort // where the client connected, public port
 
-	guard   *iox.Guard
-	peek    *peek.Conn
-	meter   *meter.Conn
-	tls     *tls.Conn
-	top     net.Conn // outermost layer so far
-	permit  *permit.Permit
-	app     string
-	settled [2]int64
+	guard    *iox.Guard
+	peek     *peek.Conn
+	meter    *meter.Conn
+	tls      *tls.Conn
+	top      net.Conn // outermost layer so far
+	permit   *permit.Permit
+	app      string
+	settled  [2]int64
+	settleMu sync.Mutex // settlements come from h2 streams concurrently
 
 	ageTimer   *time.Timer
 	finishOnce sync.Once
 	reason     string // why the connection ended, for metrics
+	code       perr.Code
+	// for the raw TCP access log line
+	tcp     bool
+	machine *catalog.Machine
 }
 
 // accept registers a new connection; nil means it was refused (server
@@ -166,7 +171,11 @@ func (c *conn) admit() bool {
 
 // admitApp charges the connection to its app once routing names it.
 func (c *conn) admitApp(app string) bool {
-	c.app = app
+	c.settleMu.Lock()
+	if c.app == "" {
+		c.app = app // the first app routed owns the connection's bytes
+	}
+	c.settleMu.Unlock()
 	// A connection counts against the first app routing names (ErrOtherApp
 	// for later ones); ErrReleased means it is already closing.
 	if err := c.permit.AdmitApp(app); err != nil && !errors.Is(err, permit.ErrOtherApp) && !errors.Is(err, permit.ErrReleased) {
@@ -231,12 +240,15 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 		return
 	}
 	p := c.rt.Config.Proxy
+	c.tcp = true
 	up, lease, err := c.rt.Dialer.Connect(context.Background(), entry.Service)
 	if err != nil {
 		pe, _ := perr.As(err)
+		c.code = pe.Code
 		c.fail("upstream_error", "tcp connect failed", "app", entry.Service.App.Name, "code", string(pe.Code), "error", err.Error())
 		return
 	}
+	c.machine = lease.Machine
 	defer lease.Release()
 	upGuard := iox.NewGuard(up, c.rt.guardLimits, c.s.guardStats, c.onKill)
 	upConn := upGuard.Wrap("upstream", up)
@@ -270,16 +282,55 @@ func (c *conn) finish() {
 			c.ageTimer.Stop()
 		}
 		c.lingeringClose()
+		c.settleMu.Lock()
 		if c.meter != nil && c.app != "" {
 			c.meter.Settle(c.s.meters, c.app, &c.settled)
 		}
+		c.settleMu.Unlock()
 		if c.permit != nil {
 			c.permit.Release()
 		}
 		c.s.untrack(c.raw)
 		c.ps.active.Dec()
 		c.s.metrics.Closed.WithLabelValues(c.reason).Inc()
+		if c.code != "" {
+			c.s.metrics.Errors.WithLabelValues(string(c.code)).Inc()
+		}
+		if c.tcp {
+			c.accessLog()
+		}
 	})
+}
+
+// accessLog writes the one line a raw TCP connection gets.
+func (c *conn) accessLog() {
+	l := c.s.accessLog
+	if l == nil {
+		return
+	}
+	var in, out int64
+	if c.meter != nil {
+		in, out = c.meter.Bytes()
+	}
+	attrs := []slog.Attr{
+		slog.String("type", "tcp"),
+		slog.Uint64("conn_id", c.id),
+		slog.String("app", c.app),
+		slog.String("region", c.rt.Config.Proxy.Region),
+		slog.String("client", c.client.Addr().String()),
+		slog.Int("port", c.pr.Public),
+		slog.Int64("bytes_in", in),
+		slog.Int64("bytes_out", out),
+		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
+		slog.String("end", c.reason),
+	}
+	if c.machine != nil {
+		attrs = append(attrs, slog.String("machine", c.machine.ID), slog.String("machine_region", c.machine.Region))
+	}
+	if c.code != "" {
+		attrs = append(attrs, slog.String("error_code", string(c.code)))
+	}
+	l.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
 
 // lingeringClose sends close_notify and a FIN, then reads and discards

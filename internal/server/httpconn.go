@@ -3,14 +3,11 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
@@ -18,23 +15,12 @@ import (
 )
 
 // httpConn is a client connection handed to net/http. It carries the
-// connection's facts to the handler, finishes the connection (lingering
-// close, permits) when net/http closes it, and holds back a client's
-// half-close while its requests are in flight: net/http takes the EOF of
-// a client that sent a complete request and then close_notify or FIN as
-// "client gone" and cancels the request, but such a client is legal and
-// expects its response (INCIDENT.md). Unless the app opts into
-// abort_on_close, the EOF is delivered once the responses are written.
+// connection's facts to the handler and finishes the connection
+// (lingering close, permits, counters) when net/http closes it.
 type httpConn struct {
 	net.Conn
 	c    *conn
 	info *httpproxy.Conn
-
-	eof bool // reader-owned: the client has ended its stream
-
-	mu    sync.Mutex
-	rdl   time.Time     // read deadline as last set by net/http
-	rdlCh chan struct{} // closed when the read deadline changes
 }
 
 // tlsHTTPConn adds what net/http needs to serve TLS (and h2 by ALPN) on a
@@ -63,7 +49,18 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 			return nil
 		}
 	}
-	h := &httpConn{Conn: c.top, c: c, info: info, rdlCh: make(chan struct{})}
+	// Settle the wire bytes after each request, so long keep-alive and h2
+	// connections show up in the app's totals before they close. The
+	// connection's app is the first one routed (as for permits).
+	info.RequestDone = func(app string) {
+		c.settleMu.Lock()
+		if c.app == "" {
+			c.app = app
+		}
+		c.meter.Settle(c.s.meters, c.app, &c.settled)
+		c.settleMu.Unlock()
+	}
+	h := &httpConn{Conn: c.top, c: c, info: info}
 	if c.tls != nil {
 		return &tlsHTTPConn{httpConn: h, state: c.tls.ConnectionState()}
 	}
@@ -75,70 +72,6 @@ var errAppLimit = &appLimitError{}
 type appLimitError struct{}
 
 func (*appLimitError) Error() string { return "app connection limit reached" }
-
-func (h *httpConn) Read(p []byte) (int, error) {
-	if h.eof {
-		return 0, io.EOF
-	}
-	n, err := h.Conn.Read(p)
-	if err == io.EOF && !h.info.AbortOnClose {
-		h.eof = true
-		if werr := h.waitIdle(); werr != nil {
-			return n, werr
-		}
-	}
-	return n, err
-}
-
-// waitIdle blocks until no request is in flight, or until the read
-// deadline passes (net/http moves it into the past to abort a background
-// read, and it must see that read end).
-func (h *httpConn) waitIdle() error {
-	for {
-		idle := h.info.Idle()
-		if idle == nil {
-			return nil
-		}
-		h.mu.Lock()
-		dl, changed := h.rdl, h.rdlCh
-		h.mu.Unlock()
-		var timeout <-chan time.Time
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			t := time.NewTimer(d)
-			defer t.Stop()
-			timeout = t.C
-		}
-		select {
-		case <-idle:
-			return nil
-		case <-changed:
-		case <-timeout:
-			return os.ErrDeadlineExceeded
-		}
-	}
-}
-
-func (h *httpConn) SetReadDeadline(t time.Time) error {
-	h.noteDeadline(t)
-	return h.Conn.SetReadDeadline(t)
-}
-
-func (h *httpConn) SetDeadline(t time.Time) error {
-	h.noteDeadline(t)
-	return h.Conn.SetDeadline(t)
-}
-
-func (h *httpConn) noteDeadline(t time.Time) {
-	h.mu.Lock()
-	h.rdl = t
-	close(h.rdlCh)
-	h.rdlCh = make(chan struct{})
-	h.mu.Unlock()
-}
 
 // Close finishes the connection: net/http calls it when it is done, and
 // so does an upgraded (WebSocket) connection's proxy when the tunnel ends.

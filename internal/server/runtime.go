@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
@@ -16,6 +17,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
@@ -47,6 +49,9 @@ type Deps struct {
 	Intn func(int) int
 	// GuardStats collects the progress guard's counters.
 	GuardStats *iox.Stats
+	// Metrics and AccessLog record traffic; either may be nil.
+	Metrics   *telemetry.Metrics
+	AccessLog *slog.Logger
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -80,6 +85,14 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		Timeout:  p.ConnectTimeout.D(),
 		Attempts: p.ConnectAttempts,
 	}
+	if m := d.Metrics; m != nil {
+		dialer.Observe = func(app string, took time.Duration, err *perr.Error) {
+			m.UpstreamConnectDuration.WithLabelValues(app).Observe(took.Seconds())
+			if err != nil {
+				m.UpstreamConnectFailures.WithLabelValues(app, string(err.Code)).Inc()
+			}
+		}
+	}
 	selfSigned := d.SelfSigned
 	if selfSigned == nil {
 		selfSigned = tlsterm.NewSelfSigner()
@@ -91,6 +104,7 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		stats = &iox.Stats{}
 	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
+		Metrics: d.Metrics, AccessLog: d.AccessLog,
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
 			// by the guard with the chain and counted like any other.

@@ -5,14 +5,19 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgeproxy/edgeproxy/internal/admin"
+	"github.com/edgeproxy/edgeproxy/internal/balance"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
@@ -32,14 +38,17 @@ import (
 
 // Server is a running edgeproxy.
 type Server struct {
-	log      *slog.Logger
-	rt       atomic.Pointer[Runtime]
-	pools    *httpproxy.Pools
-	handler  *httpproxy.Handler
-	bufs     *iox.BufferPool
-	deps     Deps
-	nextID   atomic.Uint64
-	wrapWire func(net.Conn) net.Conn
+	log     *slog.Logger
+	rt      atomic.Pointer[Runtime]
+	pools   *httpproxy.Pools
+	handler *httpproxy.Handler
+	bufs    *iox.BufferPool
+	deps    Deps
+	nextID  atomic.Uint64
+	// accessLog gets one line per request and per TCP connection (nil: off).
+	accessLog      *slog.Logger
+	closeAccessLog func() error
+	wrapWire       func(net.Conn) net.Conn
 	// ticketKeys encrypt TLS session tickets; shared by every runtime so
 	// sessions resume across reloads.
 	ticketKeys [][32]byte
@@ -76,6 +85,11 @@ type Options struct {
 	Log *slog.Logger
 	// Intn breaks balancing ties; tests inject a deterministic one.
 	Intn func(int) int
+	// Version names the build in edgeproxy_build_info.
+	Version string
+	// AccessLog, if set, receives the access log instead of the
+	// destination in the config (tests collect it).
+	AccessLog io.Writer
 	// TestWrapWire, for tests only, inserts a layer between the meter and
 	// the wire guard of every client connection, so fault-injection tests
 	// can put a deliberately broken reader where the incident's was.
@@ -102,13 +116,25 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		meters:     &meter.Apps{},
 	}
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
+	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
+	s.metrics.SetMachines(s.machineStats)
 	s.wrapWire = o.TestWrapWire
+	accessLog, closeLog, err := openAccessLog(cfg.Log.AccessLog)
+	if err != nil {
+		return nil, err
+	}
+	if o.AccessLog != nil {
+		closeLog()
+		accessLog, closeLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil)), func() error { return nil }
+	}
+	s.accessLog, s.closeAccessLog = accessLog, closeLog
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, err
 	}
 	s.ticketKeys = [][32]byte{key}
-	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats}
+	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
+		Metrics: s.metrics, AccessLog: s.accessLog}
 	rt, err := BuildRuntime(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
@@ -128,11 +154,8 @@ func (s *Server) runtime() *Runtime { return s.rt.Load() }
 func (s *Server) Start() error {
 	rt := s.runtime()
 	if a := rt.Config.Admin; a.Listen != "off" {
-		unauthorized := prometheus.NewCounter(prometheus.CounterOpts{Name: telemetry.AdminUnauthorized,
-			Help: "Admin API requests refused for a missing or wrong token."})
-		s.metrics.Registry.MustRegister(unauthorized)
 		adm, err := admin.Start(admin.Options{Listen: a.Listen, Token: rt.Config.AdminToken(),
-			Registry: s.metrics.Registry, Unauthorized: unauthorized, Log: s.log})
+			Registry: s.metrics.Registry, Unauthorized: s.metrics.AdminUnauthorized, Log: s.log})
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
@@ -263,6 +286,7 @@ func (s *Server) Close() error {
 		s.admin.SetReady(false)
 		errs = append(errs, s.admin.Close())
 	}
+	errs = append(errs, s.closeAccessLog())
 	return errors.Join(errs...)
 }
 
@@ -294,6 +318,41 @@ func (s *Server) Loads(app string) map[string]int64 {
 	for _, m := range a.Machines {
 		for _, svc := range a.Services {
 			out[m.ID] += svc.Load(m).Value()
+		}
+	}
+	return out
+}
+
+// openAccessLog opens where access log lines go: stdout, stderr, a file
+// (appended), or nowhere ("off").
+func openAccessLog(dest string) (*slog.Logger, func() error, error) {
+	noop := func() error { return nil }
+	switch dest {
+	case "off":
+		return nil, noop, nil
+	case "stdout":
+		return slog.New(slog.NewJSONHandler(os.Stdout, nil)), noop, nil
+	case "stderr":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), noop, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access log: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), f.Close, nil
+}
+
+// machineStats lists every machine's load per service for the machine
+// gauges, read from the current runtime at scrape time.
+func (s *Server) machineStats() []telemetry.MachineStat {
+	var out []telemetry.MachineStat
+	for _, app := range s.runtime().Snap.Apps {
+		for _, svc := range app.Services {
+			for _, m := range app.Machines {
+				load := svc.Load(m).Value()
+				out = append(out, telemetry.MachineStat{App: app.Name, Service: strconv.Itoa(svc.InternalPort), Machine: m.ID,
+					Load: load, Band: int(balance.BandOf(load, svc.Soft, svc.Hard))})
+			}
 		}
 	}
 	return out

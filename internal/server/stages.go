@@ -162,9 +162,10 @@ func (c *conn) terminateTLS() *catalog.Port {
 	tc := tls.Server(c.top, c.rt.baseTLS(c.pr, c.s.ticketKeys))
 	ctx, cancel := context.WithDeadline(context.Background(), c.handshakeDeadline())
 	defer cancel()
+	start := time.Now()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		c.s.metrics.TLSHandshakes.WithLabelValues("none", "failed").Inc()
 		if c.timedOut("handshake", err) || errors.Is(err, context.DeadlineExceeded) {
-			c.s.metrics.Timeouts.WithLabelValues("handshake").Inc()
 			c.fail("timeout", "")
 			return nil
 		}
@@ -172,13 +173,17 @@ func (c *conn) terminateTLS() *catalog.Port {
 		if !ok {
 			pe = perr.New(perr.TLSHandshakeFailed, err)
 		}
+		c.code = pe.Code
 		c.fail("tls_error", "tls handshake refused", "code", string(pe.Code), "error", err.Error())
 		return nil
 	}
+	c.s.metrics.TLSHandshakeDuration.Observe(time.Since(start).Seconds())
+	st := tc.ConnectionState()
+	c.s.metrics.TLSHandshakes.WithLabelValues(tls.VersionName(st.Version), "ok").Inc()
 	c.tls = tc
 	c.top = c.guard.Wrap("tls", tc)
 	// The same lookup GetConfigForClient made, so it finds the same app.
-	return c.pr.Lookup(tc.ConnectionState().ServerName)
+	return c.pr.Lookup(st.ServerName)
 }
 
 // pgSSLRequest answers PostgreSQL's SSLRequest on a pg_tls port.

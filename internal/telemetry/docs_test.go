@@ -75,14 +75,11 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	stats := &iox.Stats{}
 	apps := &meter.Apps{}
 	m := NewMetrics(stats, apps)
-	// The server registers the admin counter only when the admin listener
-	// is on; mimic it.
-	m.Registry.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: AdminUnauthorized,
-		Help: "Admin API requests refused for a missing or wrong token."}))
-	// The guard and app collectors emit samples only for layers and apps
-	// that exist.
+	// The guard, app and machine collectors emit samples only for layers,
+	// apps and machines that exist.
 	stats.Layer("tcp")
 	apps.Totals("app")
+	m.SetMachines(func() []MachineStat { return []MachineStat{{App: "app", Service: "0", Machine: "m1"}} })
 
 	descs := describe(t, m.Registry)
 	touchVecs(t, m, descs)

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -22,7 +24,36 @@ type Metrics struct {
 	Timeouts          *prometheus.CounterVec
 	Lingering         *prometheus.CounterVec
 	ProxyHeaderErrors *prometheus.CounterVec
+
+	TLSHandshakes           *prometheus.CounterVec
+	TLSHandshakeDuration    prometheus.Histogram
+	HTTPRequests            *prometheus.CounterVec
+	HTTPRequestDuration     *prometheus.HistogramVec
+	UpstreamConnectDuration *prometheus.HistogramVec
+	UpstreamConnectFailures *prometheus.CounterVec
+	Errors                  *prometheus.CounterVec
+	TripwireTrips           prometheus.Counter
+	AdminUnauthorized       prometheus.Counter
+	BuildInfo               *prometheus.GaugeVec
+
+	machines *machineCollector
 }
+
+// MachineStat is one machine's load on one service, for the machine
+// gauges.
+type MachineStat struct {
+	App, Service, Machine string
+	Load                  int64
+	Band                  int
+}
+
+// SetMachines installs the function that lists machine loads at scrape
+// time (the server's current runtime).
+func (m *Metrics) SetMachines(list func() []MachineStat) { m.machines.list.Store(&list) }
+
+// latencyBuckets suit a proxy: sub-millisecond handshakes on loopback up
+// to minute-long streams.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 // NewMetrics registers every metric. guard and apps are the shared
 // counters flushed by connections.
@@ -44,11 +75,73 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Lingering closes, by how the drain ended."}, []string{"outcome"}),
 		ProxyHeaderErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ProxyHeaderFails,
 			Help: "Connections closed for an inbound PROXY header problem, by reason."}, []string{"reason"}),
+		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: TLSHandshakes,
+			Help: "TLS handshakes with clients, by negotiated version (or none) and outcome."}, []string{"version", "outcome"}),
+		TLSHandshakeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: TLSHandshakeDuration,
+			Help: "Time to complete a TLS handshake with a client.", Buckets: latencyBuckets}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HTTPRequests,
+			Help: "HTTP requests answered, by app and status class."}, []string{"app", "status"}),
+		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: HTTPRequestDuration,
+			Help: "Time from request to the end of the response, by app.", Buckets: latencyBuckets}, []string{"app"}),
+		UpstreamConnectDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: UpstreamConnectDuration,
+			Help: "Time to connect to a machine, by app.", Buckets: latencyBuckets}, []string{"app"}),
+		UpstreamConnectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: UpstreamConnectFailures,
+			Help: "Failed connects to machines, by app and error code."}, []string{"app", "code"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Errors,
+			Help: "Errors clients saw or connections ended with, by error code (docs/errors.md)."}, []string{"code"}),
+		TripwireTrips: prometheus.NewCounter(prometheus.CounterOpts{Name: TripwireTrips,
+			Help: "Times the CPU tripwire fired and captured a profile."}),
+		AdminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{Name: AdminUnauthorized,
+			Help: "Admin API requests refused for a missing or wrong token."}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: BuildInfo,
+			Help: "Always 1; the labels name the running build."}, []string{"version", "goversion"}),
+		machines: &machineCollector{},
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors,
+		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
+		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&guardCollector{stats: guard}, &appCollector{apps: apps})
+		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)
 	return m
+}
+
+var (
+	machineLoadDesc = prometheus.NewDesc(MachineLoad, "Live load of a machine for a service: connections or requests, per the service's concurrency type.",
+		[]string{"app", "service", "machine"}, nil)
+	machineBandDesc = prometheus.NewDesc(MachineBand, "Load band of a machine for a service: 0 under soft_limit, 1 at or over it, 2 at hard_limit.",
+		[]string{"app", "service", "machine"}, nil)
+)
+
+// machineCollector reads machine loads from the current runtime at
+// scrape time.
+type machineCollector struct {
+	list atomic.Pointer[func() []MachineStat]
+}
+
+func (c *machineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- machineLoadDesc
+	ch <- machineBandDesc
+}
+
+func (c *machineCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.list.Load()
+	if f == nil {
+		return
+	}
+	for _, ml := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(machineLoadDesc, prometheus.GaugeValue, float64(ml.Load), ml.App, ml.Service, ml.Machine)
+		ch <- prometheus.MustNewConstMetric(machineBandDesc, prometheus.GaugeValue, float64(ml.Band), ml.App, ml.Service, ml.Machine)
+	}
+}
+
+// StatusClass groups a status code for the requests counter ("2xx").
+func StatusClass(code int) string {
+	switch {
+	case code >= 100 && code < 600:
+		return string(rune('0'+code/100)) + "xx"
+	default:
+		return "other"
+	}
 }
 
 var (

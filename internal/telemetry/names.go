@@ -30,6 +30,32 @@ const (
 	LingeringCloses  = "edgeproxy_lingering_closes_total"    // {outcome}: clean, timeout, limit
 	ProxyHeaderFails = "edgeproxy_proxy_header_errors_total" // {reason}
 
+	// TLS.
+	TLSHandshakes        = "edgeproxy_tls_handshakes_total"           // {version, outcome}
+	TLSHandshakeDuration = "edgeproxy_tls_handshake_duration_seconds" // histogram
+
+	// HTTP.
+	HTTPRequests        = "edgeproxy_http_requests_total"           // {app, status}: 2xx..5xx
+	HTTPRequestDuration = "edgeproxy_http_request_duration_seconds" // {app} histogram
+
+	// Upstream.
+	UpstreamConnectDuration = "edgeproxy_upstream_connect_duration_seconds" // {app} histogram
+	UpstreamConnectFailures = "edgeproxy_upstream_connect_failures_total"   // {app, code}
+
+	// Errors a client saw or a connection ended with, by code.
+	Errors = "edgeproxy_errors_total" // {code}
+
+	// Machines: live load and band per service (app, machine, service are
+	// from config).
+	MachineLoad = "edgeproxy_machine_load" // {app, service, machine}
+	MachineBand = "edgeproxy_machine_band" // {app, service, machine}: 0 under soft, 1 over soft, 2 at hard
+
+	// CPU tripwire.
+	TripwireTrips = "edgeproxy_tripwire_trips_total"
+
+	// Build.
+	BuildInfo = "edgeproxy_build_info" // {version, goversion}
+
 	// Admin API.
 	AdminUnauthorized = "edgeproxy_admin_unauthorized_total"
 )

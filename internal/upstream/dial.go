@@ -22,12 +22,15 @@ type Dialer struct {
 	Attempts int
 	// DialContext opens TCP connections; nil uses a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Observe, if set, is told of every connect: for which app, how long it
+	// took and how it failed (nil on success).
+	Observe func(app string, took time.Duration, err *perr.Error)
 }
 
 // Dial makes one connection to addr and classifies its failure: refused
 // (PC01) and timed out (PC02) are retryable on another machine because no
 // byte of the client's work has reached any app.
-func (d *Dialer) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+func (d *Dialer) Dial(ctx context.Context, app string, addr netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
 	defer cancel()
 	dial := d.DialContext
@@ -35,11 +38,19 @@ func (d *Dialer) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error
 		var nd net.Dialer
 		dial = nd.DialContext
 	}
+	start := time.Now()
 	c, err := dial(ctx, "tcp", addr.String())
-	if err == nil {
-		return c, nil
+	var pe *perr.Error
+	if err != nil {
+		pe = ClassifyDial(err)
 	}
-	return nil, ClassifyDial(err)
+	if d.Observe != nil {
+		d.Observe(app, time.Since(start), pe)
+	}
+	if pe != nil {
+		return nil, pe
+	}
+	return c, nil
 }
 
 // ClassifyDial turns a connect error into a coded error.
@@ -65,7 +76,7 @@ func ClassifyDial(err error) *perr.Error {
 // machines when a connect fails, within Attempts. On success the caller
 // owns the connection and must Release the lease when done.
 func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *Lease, error) {
-	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, l.Addr) })
+	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, svc.App.Name, l.Addr) })
 }
 
 // Retry runs try on machine after machine until it succeeds, fails with an

@@ -68,7 +68,7 @@ func TestConnectRefused(t *testing.T) {
 	svc := service(t, 0, mach{id: "dead", port: port})
 	d := dialer(firstTie, 1)
 
-	_, err := d.Dial(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
+	_, err := d.Dial(context.Background(), "app", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
 	pe := wantCode(t, err, perr.InstanceRefused)
 	if !pe.Retryable || pe.Source != perr.SourceUpstream {
 		t.Errorf("Dial: PC01 retryable %v source %v, want true upstream", pe.Retryable, pe.Source)
