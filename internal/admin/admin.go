@@ -8,11 +8,13 @@ package admin
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,16 @@ type Options struct {
 	// Unauthorized counts requests refused for a missing or wrong token.
 	Unauthorized prometheus.Counter
 	Log          *slog.Logger
+	// Views feed the /v1 endpoints.
+	Views Views
+}
+
+// Views are the server's JSON views the /v1 endpoints serve.
+type Views struct {
+	Apps        func() any
+	Machines    func() any
+	Connections func(limit int, by string) any
+	Config      func() json.RawMessage
 }
 
 // Start listens on o.Listen and serves until Close.
@@ -64,6 +76,26 @@ func Start(o Options) (*Server, error) {
 	private.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	private.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	private.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if v := o.Views; v.Apps != nil {
+		private.HandleFunc("GET /v1/apps", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, v.Apps()) })
+		private.HandleFunc("GET /v1/machines", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, v.Machines()) })
+		private.HandleFunc("GET /v1/connections", func(w http.ResponseWriter, r *http.Request) {
+			limit := 50
+			if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
+				limit = min(n, 10000)
+			}
+			by := r.URL.Query().Get("sort")
+			if by != "" && by != "oldest" && by != "busiest" {
+				http.Error(w, `sort must be "oldest" or "busiest"`, http.StatusBadRequest)
+				return
+			}
+			writeJSON(w, v.Connections(limit, by))
+		})
+		private.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(v.Config())
+		})
+	}
 	mux.Handle("/", requireToken(o.Token, o.Unauthorized, private))
 	s.srv = &http.Server{
 		Handler:           mux,
@@ -93,6 +125,13 @@ func (s *Server) Close() error {
 		return s.srv.Close()
 	}
 	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 func requireToken(token string, unauthorized prometheus.Counter, next http.Handler) http.Handler {

@@ -108,7 +108,10 @@ type Kill struct {
 
 // Counts are one layer's calls on one connection.
 type Counts struct {
-	Reads, ZeroProgressReads, ReadsAfterEOF, ZeroWrites int64
+	Reads             int64 `json:"reads"`
+	ZeroProgressReads int64 `json:"zero_progress_reads"`
+	ReadsAfterEOF     int64 `json:"reads_after_eof"`
+	ZeroWrites        int64 `json:"zero_byte_writes"`
 }
 
 func (c Counts) String() string {
@@ -128,6 +131,37 @@ type Guard struct {
 	// top is the outermost layer wrapped so far; a kill logs the chain
 	// from there down.
 	top atomic.Pointer[Guarded]
+
+	mu     sync.Mutex
+	layers []*Guarded
+}
+
+// LayerCounts are one layer's counts as last flushed, for the admin API.
+type LayerCounts struct {
+	Layer  string `json:"layer"`
+	Counts Counts `json:"counts"`
+}
+
+// Snapshot returns each guarded layer's counts as of its last flush
+// (every 1024 reads and at the end of its stream), innermost first. It is
+// safe to call from any goroutine.
+func (g *Guard) Snapshot() []LayerCounts {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]LayerCounts, len(g.layers))
+	for i, l := range g.layers {
+		out[i] = LayerCounts{Layer: l.name, Counts: Counts{Reads: l.pubReads.Load(), ZeroProgressReads: l.pubZero.Load(),
+			ReadsAfterEOF: l.pubAfter.Load(), ZeroWrites: l.zeroWrites.Load()}}
+	}
+	return out
+}
+
+// Chain names the layers from the outermost guarded one down.
+func (g *Guard) Chain() string {
+	if t := g.top.Load(); t != nil {
+		return Chain(t)
+	}
+	return Chain(g.raw)
 }
 
 // NewGuard makes the guard of a connection whose socket is raw. onKill is
@@ -143,6 +177,9 @@ func (g *Guard) Killed() bool { return g.killed.Load() }
 func (g *Guard) Wrap(name string, c net.Conn) *Guarded {
 	l := &Guarded{Conn: c, g: g, name: name, stats: g.stats.Layer(name)}
 	g.top.Store(l)
+	g.mu.Lock()
+	g.layers = append(g.layers, l)
+	g.mu.Unlock()
 	return l
 }
 
@@ -178,6 +215,9 @@ type Guarded struct {
 	rerr                       error
 	noProgress                 int
 	windowStart                time.Time
+
+	// published copies of the read counts, for Snapshot
+	pubReads, pubZero, pubAfter atomic.Int64
 
 	// Writes may come from several goroutines (net.Conn allows concurrent
 	// writers, and an upgraded connection changes hands), so the write
@@ -298,6 +338,9 @@ func (l *Guarded) flush() {
 		l.stats.ReadsAfterEOF.Add(d)
 	}
 	l.flushed = c
+	l.pubReads.Store(c.Reads)
+	l.pubZero.Store(c.ZeroProgressReads)
+	l.pubAfter.Store(c.ReadsAfterEOF)
 }
 
 // terminal reports whether a read error ends the stream for good. Timeouts

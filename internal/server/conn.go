@@ -102,15 +102,15 @@ type conn struct {
 	client netip.AddrPort // the real client (PROXY header or socket)
 	local  netip.AddrPort // where the client connected, public port
 
-	guard    *iox.Guard
-	peek     *peek.Conn
-	meter    *meter.Conn
-	tls      *tls.Conn
-	top      net.Conn // outermost layer so far
-	permit   *permit.Permit
-	app      string
-	settled  [2]int64
-	settleMu sync.Mutex // settlements come from h2 streams concurrently
+	guard   *iox.Guard
+	peek    *peek.Conn
+	meter   *meter.Conn
+	tls     *tls.Conn
+	top     net.Conn // outermost layer so far
+	permit  *permit.Permit
+	app     string
+	settled [2]int64
+	mu      sync.Mutex // guards app, reason, meter and guard: set by the connection, read by h2 streams, timers and the admin API
 
 	ageTimer   *time.Timer
 	finishOnce sync.Once
@@ -126,19 +126,23 @@ type conn struct {
 func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 	rt := s.runtime() // this connection keeps this runtime to the end
 	pr := rt.Routes.Port(ps.public)
-	if pr == nil || !s.track(raw) {
+	if pr == nil {
+		raw.Close()
+		return nil
+	}
+	c := &conn{s: s, rt: rt, ps: ps, pr: pr, id: s.nextID.Add(1), start: time.Now(), raw: raw, top: raw,
+		client: listen.AddrPort(raw.RemoteAddr()), reason: "done"}
+	if !s.track(raw, c) {
 		raw.Close()
 		return nil
 	}
 	ps.accepted.Inc()
 	ps.active.Inc()
-	c := &conn{s: s, rt: rt, ps: ps, pr: pr, id: s.nextID.Add(1), start: time.Now(), raw: raw, top: raw,
-		client: listen.AddrPort(raw.RemoteAddr()), reason: "done"}
 	c.local = netip.AddrPortFrom(listen.AddrPort(raw.LocalAddr()).Addr(), uint16(pr.Public))
 	c.log = s.log.With("conn_id", c.id, "port", pr.Public)
 	if age := rt.Config.Proxy.MaxConnectionAge.D(); age > 0 {
 		c.ageTimer = time.AfterFunc(age, func() {
-			c.reason = "max_age"
+			c.setReason("max_age")
 			s.metrics.Timeouts.WithLabelValues("max_age").Inc()
 			raw.Close()
 		})
@@ -146,9 +150,21 @@ func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 	return c
 }
 
+func (c *conn) setReason(r string) {
+	c.mu.Lock()
+	c.reason = r
+	c.mu.Unlock()
+}
+
+func (c *conn) getReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
 // fail ends the connection for a reason counted in metrics.
 func (c *conn) fail(reason string, msg string, attrs ...any) {
-	c.reason = reason
+	c.setReason(reason)
 	if msg != "" {
 		c.log.Info(msg, append(attrs, "peer", c.client.String())...)
 	}
@@ -171,11 +187,11 @@ func (c *conn) admit() bool {
 
 // admitApp charges the connection to its app once routing names it.
 func (c *conn) admitApp(app string) bool {
-	c.settleMu.Lock()
+	c.mu.Lock()
 	if c.app == "" {
 		c.app = app // the first app routed owns the connection's bytes
 	}
-	c.settleMu.Unlock()
+	c.mu.Unlock()
 	// A connection counts against the first app routing names (ErrOtherApp
 	// for later ones); ErrReleased means it is already closing.
 	if err := c.permit.AdmitApp(app); err != nil && !errors.Is(err, permit.ErrOtherApp) && !errors.Is(err, permit.ErrReleased) {
@@ -188,6 +204,8 @@ func (c *conn) admitApp(app string) bool {
 
 // wrapLayers builds guard(tcp) -> peek -> meter -> guard(wire).
 func (c *conn) wrapLayers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.guard = iox.NewGuard(c.raw, c.rt.guardLimits, c.s.guardStats, c.onKill)
 	var sock net.Conn = c.raw
 	if len(c.prefix) > 0 {
@@ -206,13 +224,16 @@ func (c *conn) wrapLayers() {
 // culprit: the connection, its age and bytes, the counters and the chain
 // of layer types.
 func (c *conn) onKill(k iox.Kill) {
+	c.mu.Lock()
 	c.reason = "spin_killed"
+	app, m := c.app, c.meter
+	c.mu.Unlock()
 	var in, out int64
-	if c.meter != nil {
-		in, out = c.meter.Bytes()
+	if m != nil {
+		in, out = m.Bytes()
 	}
 	c.log.Error("spin detector killed a connection", "layer", k.Layer, "reason", string(k.Reason),
-		"peer", c.client.String(), "app", c.app, "age", time.Since(c.start).String(),
+		"peer", c.client.String(), "app", app, "age", time.Since(c.start).String(),
 		"bytes_in", in, "bytes_out", out, "counters", k.Counts.String(), "chain", k.Chain)
 }
 
@@ -264,10 +285,10 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 	switch {
 	case errors.Is(err, iox.ErrIdleTimeout):
 		c.s.metrics.Timeouts.WithLabelValues("idle").Inc()
-		c.reason = "timeout"
+		c.setReason("timeout")
 	case errors.Is(err, iox.ErrHalfClosedTimeout):
 		c.s.metrics.Timeouts.WithLabelValues("half_closed").Inc()
-		c.reason = "timeout"
+		c.setReason("timeout")
 	}
 	c.log.Debug("tcp connection done", "app", entry.Service.App.Name, "machine", lease.Machine.ID,
 		"bytes_in", in, "bytes_out", out, "error", errString(err))
@@ -282,17 +303,17 @@ func (c *conn) finish() {
 			c.ageTimer.Stop()
 		}
 		c.lingeringClose()
-		c.settleMu.Lock()
+		c.mu.Lock()
 		if c.meter != nil && c.app != "" {
 			c.meter.Settle(c.s.meters, c.app, &c.settled)
 		}
-		c.settleMu.Unlock()
+		c.mu.Unlock()
 		if c.permit != nil {
 			c.permit.Release()
 		}
 		c.s.untrack(c.raw)
 		c.ps.active.Dec()
-		c.s.metrics.Closed.WithLabelValues(c.reason).Inc()
+		c.s.metrics.Closed.WithLabelValues(c.getReason()).Inc()
 		if c.code != "" {
 			c.s.metrics.Errors.WithLabelValues(string(c.code)).Inc()
 		}
@@ -322,7 +343,7 @@ func (c *conn) accessLog() {
 		slog.Int64("bytes_in", in),
 		slog.Int64("bytes_out", out),
 		slog.Float64("duration_ms", float64(time.Since(c.start).Microseconds())/1000),
-		slog.String("end", c.reason),
+		slog.String("end", c.getReason()),
 	}
 	if c.machine != nil {
 		attrs = append(attrs, slog.String("machine", c.machine.ID), slog.String("machine_region", c.machine.Region))

@@ -53,12 +53,12 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 	// connections show up in the app's totals before they close. The
 	// connection's app is the first one routed (as for permits).
 	info.RequestDone = func(app string) {
-		c.settleMu.Lock()
+		c.mu.Lock()
 		if c.app == "" {
 			c.app = app
 		}
 		c.meter.Settle(c.s.meters, c.app, &c.settled)
-		c.settleMu.Unlock()
+		c.mu.Unlock()
 	}
 	h := &httpConn{Conn: c.top, c: c, info: info}
 	if c.tls != nil {

@@ -221,3 +221,67 @@ hostnames = ["other.test"]
 		t.Errorf("tcp access line: %v", tcp)
 	}
 }
+
+func adminGet(t *testing.T, p *proxytest.Proxy, token, path string, into any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+p.AdminAddr().String()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %s", path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func TestAdminViews(t *testing.T) {
+	cfg := "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n" +
+		singleApp(machine("m1", proxytest.Machine(t, "m1"))+machine("m2", proxytest.Machine(t, "m2")), limits("connections", 1, 5))
+	p := proxytest.Start(t, cfg, proxytest.Options{Seed: 2})
+
+	// An open keep-alive connection pins a machine (connections unit).
+	cl := p.Client(80, false)
+	defer cl.CloseIdleConnections()
+	get(t, cl, "http://app.test/", nil)
+
+	var apps []map[string]any
+	adminGet(t, p, "s3cret", "/v1/apps", &apps)
+	if len(apps) != 1 || apps[0]["name"] != "app" || apps[0]["machines"] != 2.0 {
+		t.Errorf("/v1/apps: %v", apps)
+	}
+	var machines []struct {
+		ID   string
+		Load []struct {
+			Load int64
+			Band string
+		}
+	}
+	adminGet(t, p, "s3cret", "/v1/machines", &machines)
+	total, bands := int64(0), map[string]int{}
+	for _, m := range machines {
+		for _, l := range m.Load {
+			total += l.Load
+			bands[l.Band]++
+		}
+	}
+	if len(machines) != 2 || total != 1 || bands["over_soft"] != 1 || bands["under_soft"] != 1 {
+		t.Errorf("/v1/machines: %+v", machines)
+	}
+	var conns []map[string]any
+	adminGet(t, p, "s3cret", "/v1/connections?limit=10&sort=busiest", &conns)
+	if len(conns) != 1 || conns[0]["app"] != "app" || conns[0]["bytes_out"].(float64) < 100 ||
+		!strings.Contains(conns[0]["chain"].(string), "*iox.Guarded -> *meter.Conn") {
+		t.Errorf("/v1/connections: %v", conns)
+	}
+	var cfgView map[string]any
+	adminGet(t, p, "s3cret", "/v1/config", &cfgView)
+	adm := cfgView["Admin"].(map[string]any)
+	if adm["Token"] != "<redacted>" || cfgView["Proxy"].(map[string]any)["IdleTimeout"] != "1m0s" {
+		t.Errorf("/v1/config: admin %v proxy %v", adm, cfgView["Proxy"])
+	}
+}

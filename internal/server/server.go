@@ -63,7 +63,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	ports  map[int]*portServer // by public port
-	active map[net.Conn]struct{}
+	active map[net.Conn]*conn
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -110,7 +110,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		handler:    httpproxy.NewHandler(pools, log),
 		bufs:       iox.NewBufferPool(32 << 10),
 		ports:      map[int]*portServer{},
-		active:     map[net.Conn]struct{}{},
+		active:     map[net.Conn]*conn{},
 		permits:    permit.New(permitLimits(cfg.Limits), time.Now),
 		guardStats: &iox.Stats{},
 		meters:     &meter.Apps{},
@@ -155,7 +155,13 @@ func (s *Server) Start() error {
 	rt := s.runtime()
 	if a := rt.Config.Admin; a.Listen != "off" {
 		adm, err := admin.Start(admin.Options{Listen: a.Listen, Token: rt.Config.AdminToken(),
-			Registry: s.metrics.Registry, Unauthorized: s.metrics.AdminUnauthorized, Log: s.log})
+			Registry: s.metrics.Registry, Unauthorized: s.metrics.AdminUnauthorized, Log: s.log,
+			Views: admin.Views{
+				Apps:        func() any { return s.Apps() },
+				Machines:    func() any { return s.Machines() },
+				Connections: func(limit int, by string) any { return s.Connections(limit, by) },
+				Config:      s.EffectiveConfig,
+			}})
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
@@ -240,13 +246,13 @@ func (s *Server) Ports() []int {
 
 // track registers a raw connection so Close can end it; false means the
 // server is closing and the connection must not start.
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) track(raw net.Conn, c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	s.active[c] = struct{}{}
+	s.active[raw] = c
 	return true
 }
 

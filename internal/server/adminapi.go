@@ -1,0 +1,163 @@
+package server
+
+import (
+	"encoding/json"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/balance"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
+)
+
+// The admin API's views of the server. Each is built on request from the
+// current runtime and the live connections, and is plain JSON data.
+
+// AppView is one app in /v1/apps.
+type AppView struct {
+	Name      string        `json:"name"`
+	Hostnames []string      `json:"hostnames"`
+	Services  []ServiceView `json:"services"`
+	Machines  int           `json:"machines"`
+	// Connections is the app's admitted client connections on this edge.
+	Connections int64 `json:"connections"`
+}
+
+// ServiceView is a service of an app.
+type ServiceView struct {
+	InternalPort int      `json:"internal_port"`
+	Ports        []string `json:"ports"`
+	Concurrency  string   `json:"concurrency"`
+	SoftLimit    int      `json:"soft_limit"`
+	HardLimit    int      `json:"hard_limit"`
+}
+
+// MachineView is one machine in /v1/machines, with its live load per
+// service.
+type MachineView struct {
+	App     string     `json:"app"`
+	ID      string     `json:"id"`
+	Region  string     `json:"region"`
+	Address string     `json:"address"`
+	State   string     `json:"state"`
+	Load    []LoadView `json:"load"`
+}
+
+// LoadView is a machine's load for one service.
+type LoadView struct {
+	InternalPort int    `json:"internal_port"`
+	Load         int64  `json:"load"`
+	Band         string `json:"band"`
+}
+
+// ConnView is one live client connection in /v1/connections.
+type ConnView struct {
+	ID       uint64            `json:"id"`
+	Peer     string            `json:"peer"`
+	Port     int               `json:"port"`
+	App      string            `json:"app,omitempty"`
+	Age      string            `json:"age"`
+	AgeMS    int64             `json:"age_ms"`
+	BytesIn  int64             `json:"bytes_in"`
+	BytesOut int64             `json:"bytes_out"`
+	Chain    string            `json:"chain"`
+	Layers   []iox.LayerCounts `json:"layers"`
+	started  time.Time
+}
+
+// Apps lists the apps of the current runtime.
+func (s *Server) Apps() []AppView {
+	rt := s.runtime()
+	out := []AppView{}
+	for _, a := range rt.Snap.Apps {
+		v := AppView{Name: a.Name, Hostnames: a.Hostnames, Machines: len(a.Machines), Connections: s.permits.ActiveApp(a.Name)}
+		for _, svc := range a.Services {
+			sv := ServiceView{InternalPort: svc.InternalPort, Concurrency: svc.Unit.String(), SoftLimit: svc.Soft, HardLimit: svc.Hard}
+			for _, p := range svc.Ports {
+				port := strconv.Itoa(p.Lo)
+				if p.Hi != p.Lo {
+					port += "-" + strconv.Itoa(p.Hi)
+				}
+				sv.Ports = append(sv.Ports, port+" "+p.Handlers.String())
+			}
+			v.Services = append(v.Services, sv)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// Machines lists every machine with its live load and band per service.
+func (s *Server) Machines() []MachineView {
+	rt := s.runtime()
+	out := []MachineView{}
+	for _, a := range rt.Snap.Apps {
+		for _, m := range a.Machines {
+			v := MachineView{App: a.Name, ID: m.ID, Region: m.Region, Address: m.Addr.String(), State: m.State}
+			for _, svc := range a.Services {
+				load := svc.Load(m).Value()
+				v.Load = append(v.Load, LoadView{InternalPort: svc.InternalPort, Load: load,
+					Band: balance.BandOf(load, svc.Soft, svc.Hard).String()})
+			}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Connections lists up to limit live connections, the oldest first or,
+// with by == "busiest", those that moved the most bytes first.
+func (s *Server) Connections(limit int, by string) []ConnView {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.active))
+	for _, c := range s.active {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	views := make([]ConnView, 0, len(conns))
+	now := time.Now()
+	for _, c := range conns {
+		views = append(views, c.view(now))
+	}
+	if by == "busiest" {
+		sort.Slice(views, func(i, j int) bool { return views[i].BytesIn+views[i].BytesOut > views[j].BytesIn+views[j].BytesOut })
+	} else {
+		sort.Slice(views, func(i, j int) bool { return views[i].started.Before(views[j].started) })
+	}
+	if limit > 0 && len(views) > limit {
+		views = views[:limit]
+	}
+	return views
+}
+
+func (c *conn) view(now time.Time) ConnView {
+	c.mu.Lock()
+	app, m, g := c.app, c.meter, c.guard
+	c.mu.Unlock()
+	v := ConnView{ID: c.id, Peer: c.client.String(), Port: c.pr.Public, App: app, started: c.start,
+		Age: now.Sub(c.start).Round(time.Millisecond).String(), AgeMS: now.Sub(c.start).Milliseconds()}
+	if m != nil {
+		v.BytesIn, v.BytesOut = m.Bytes()
+	}
+	if g != nil {
+		v.Chain = g.Chain()
+		v.Layers = g.Snapshot()
+	} else {
+		v.Chain = iox.Chain(c.raw)
+	}
+	return v
+}
+
+// EffectiveConfig is the running config, defaults applied, with secrets
+// replaced.
+func (s *Server) EffectiveConfig() json.RawMessage {
+	cfg := *s.runtime().Config
+	if cfg.Admin.Token != "" {
+		cfg.Admin.Token = "<redacted>"
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		b, _ = json.Marshal(map[string]string{"error": err.Error()})
+	}
+	return b
+}
