@@ -44,6 +44,8 @@ type Env struct {
 	// Metrics and AccessLog record each request; either may be nil.
 	Metrics   *telemetry.Metrics
 	AccessLog *slog.Logger
+	// Tracing traces requests (nil: off).
+	Tracing *telemetry.Tracing
 }
 
 // Conn describes the client connection requests arrive on.

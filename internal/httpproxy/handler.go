@@ -14,6 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
@@ -97,9 +102,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// reset stream is an explicit "stop".
 		ctx = context.WithoutCancel(ctx)
 	}
+	if tr := c.Env.Tracing; tr != nil && tr.Enabled {
+		// Continue the client's trace (W3C traceparent) or start one; the
+		// span is passed on to the machine by rewrite.
+		var span trace.Span
+		ctx, span = tr.Tracer.Start(tr.Propagator.Extract(ctx, propagation.HeaderCarrier(r.Header)), "proxy request",
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+				attribute.String("http.request.method", r.Method), attribute.String("server.address", r.Host),
+				attribute.String("edgeproxy.request_id", st.id), attribute.Int64("edgeproxy.conn_id", int64(c.ID))))
+		defer func() {
+			span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
+			if st.code != "" {
+				span.SetStatus(otelcodes.Error, st.code)
+			}
+			span.End()
+		}()
+	}
 	ctx = context.WithValue(ctx, stateKey{}, st)
 	r = r.WithContext(ctx)
-	st.entry = c.route(r.Host)
+	st.entry = c.routeTraced(ctx, r.Host)
 	if st.entry == nil {
 		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, c.Port.Public)))
 		return
@@ -169,6 +190,28 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Set("Fly-Request-Id", st.id)
 	// Apps measure queueing time from this, as on the platform.
 	out.Header.Set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
+	if tr := c.Env.Tracing; tr != nil && tr.Enabled {
+		out.Header.Del("Traceparent")
+		out.Header.Del("Tracestate")
+		tr.Propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(out.Header))
+	}
+}
+
+// routeTraced is route with a tracing span when tracing is on.
+func (c *Conn) routeTraced(ctx context.Context, host string) *catalog.Port {
+	tr := c.Env.Tracing
+	if tr == nil || !tr.Enabled {
+		return c.route(host)
+	}
+	_, span := tr.Tracer.Start(ctx, "route", trace.WithAttributes(attribute.String("server.address", host)))
+	cp := c.route(host)
+	if cp != nil {
+		span.SetAttributes(attribute.String("app", cp.Service.App.Name))
+	} else {
+		span.SetStatus(otelcodes.Error, string(perr.UnknownHost))
+	}
+	span.End()
+	return cp
 }
 
 func via(major int) string {

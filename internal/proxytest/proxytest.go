@@ -23,6 +23,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 	"github.com/edgeproxy/edgeproxy/internal/server"
+	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 )
 
 // Machine starts a demo machine on 127.0.0.1:0 and returns its port.
@@ -70,6 +71,8 @@ type Options struct {
 	Files map[string]string
 	// WrapWire is passed to server.Options.TestWrapWire.
 	WrapWire func(net.Conn) net.Conn
+	// Tracing replaces the config's tracing (an in-memory recorder).
+	Tracing *telemetry.Tracing
 }
 
 // Start writes cfg to a temp dir, loads and validates it exactly as
@@ -118,7 +121,7 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		return rng.IntN(n)
 	}
 	logs := &LogBuffer{}
-	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire, AccessLog: logs})
+	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire, AccessLog: logs, Tracing: o.Tracing})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}

@@ -20,6 +20,9 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/permit"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // serveConn is the data path of one accepted connection, in order:
@@ -119,6 +122,10 @@ type conn struct {
 	// for the raw TCP access log line
 	tcp     bool
 	machine *catalog.Machine
+	// span is the connection's "accept" span when tracing is on; ctx
+	// carries it to the stages' child spans.
+	span trace.Span
+	ctx  context.Context
 }
 
 // accept registers a new connection; nil means it was refused (server
@@ -138,6 +145,12 @@ func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 	}
 	ps.accepted.Inc()
 	ps.active.Inc()
+	c.ctx = context.Background()
+	if tr := s.tracing; tr.Enabled {
+		c.ctx, c.span = tr.Tracer.Start(c.ctx, "accept", trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.Int64("edgeproxy.conn_id", int64(c.id)), attribute.Int("server.port", pr.Public),
+				attribute.String("client.address", c.client.String())))
+	}
 	c.local = netip.AddrPortFrom(listen.AddrPort(raw.LocalAddr()).Addr(), uint16(pr.Public))
 	c.log = s.log.With("conn_id", c.id, "port", pr.Public)
 	if age := rt.Config.Proxy.MaxConnectionAge.D(); age > 0 {
@@ -262,7 +275,10 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 	}
 	p := c.rt.Config.Proxy
 	c.tcp = true
-	up, lease, err := c.rt.Dialer.Connect(context.Background(), entry.Service)
+	if _, span := c.startSpan("route", attribute.String("app", entry.Service.App.Name)); span != nil {
+		span.End()
+	}
+	up, lease, err := c.rt.Dialer.Connect(c.ctx, entry.Service)
 	if err != nil {
 		pe, _ := perr.As(err)
 		c.code = pe.Code
@@ -320,7 +336,23 @@ func (c *conn) finish() {
 		if c.tcp {
 			c.accessLog()
 		}
+		if c.span != nil {
+			c.span.SetAttributes(attribute.String("edgeproxy.end", c.getReason()))
+			var err error
+			if c.code != "" {
+				err = errors.New(string(c.code))
+			}
+			endSpan(c.span, err)
+		}
 	})
+}
+
+// startSpan starts a child span of the connection's, when tracing.
+func (c *conn) startSpan(name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if c.span == nil {
+		return c.ctx, nil
+	}
+	return c.s.tracing.Tracer.Start(c.ctx, name, trace.WithAttributes(attrs...))
 }
 
 // accessLog writes the one line a raw TCP connection gets.

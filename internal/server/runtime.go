@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -20,7 +21,19 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// endSpan ends a span, marking it failed when err is not nil.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
 
 // Runtime is everything built from one loaded config. It is immutable:
 // a connection keeps the runtime it started with until it ends.
@@ -52,6 +65,8 @@ type Deps struct {
 	// Metrics and AccessLog record traffic; either may be nil.
 	Metrics   *telemetry.Metrics
 	AccessLog *slog.Logger
+	// Tracing traces connections and requests; nil means off.
+	Tracing *telemetry.Tracing
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -103,8 +118,15 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 	if stats == nil {
 		stats = &iox.Stats{}
 	}
+	if tr := d.Tracing; tr != nil && tr.Enabled {
+		dialer.Span = func(ctx context.Context, app string, addr netip.AddrPort) (context.Context, func(error)) {
+			ctx, span := tr.Tracer.Start(ctx, "upstream connect", trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.String("app", app), attribute.String("server.address", addr.String())))
+			return ctx, func(err error) { endSpan(span, err) }
+		}
+	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
-		Metrics: d.Metrics, AccessLog: d.AccessLog,
+		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing,
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
 			// by the guard with the chain and counted like any other.

@@ -45,6 +45,7 @@ type Server struct {
 	bufs    *iox.BufferPool
 	deps    Deps
 	nextID  atomic.Uint64
+	tracing *telemetry.Tracing
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -90,6 +91,9 @@ type Options struct {
 	// AccessLog, if set, receives the access log instead of the
 	// destination in the config (tests collect it).
 	AccessLog io.Writer
+	// Tracing, if set, replaces the tracing built from the config (tests
+	// pass an in-memory recorder).
+	Tracing *telemetry.Tracing
 	// TestWrapWire, for tests only, inserts a layer between the meter and
 	// the wire guard of every client connection, so fault-injection tests
 	// can put a deliberately broken reader where the incident's was.
@@ -128,13 +132,19 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		accessLog, closeLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil)), func() error { return nil }
 	}
 	s.accessLog, s.closeAccessLog = accessLog, closeLog
+	s.tracing = o.Tracing
+	if s.tracing == nil {
+		if s.tracing, err = telemetry.NewTracing(cfg.Tracing, cmp.Or(o.Version, "dev")); err != nil {
+			return nil, err
+		}
+	}
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		return nil, err
 	}
 	s.ticketKeys = [][32]byte{key}
 	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
-		Metrics: s.metrics, AccessLog: s.accessLog}
+		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing}
 	rt, err := BuildRuntime(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
@@ -293,6 +303,9 @@ func (s *Server) Close() error {
 		errs = append(errs, s.admin.Close())
 	}
 	errs = append(errs, s.closeAccessLog())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	errs = append(errs, s.tracing.Shutdown(ctx))
 	return errors.Join(errs...)
 }
 

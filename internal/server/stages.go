@@ -14,6 +14,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
 	"github.com/edgeproxy/edgeproxy/internal/sniff"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // proxyIn reads an inbound PROXY header from a trusted source: required
@@ -162,8 +164,15 @@ func (c *conn) terminateTLS() *catalog.Port {
 	tc := tls.Server(c.top, c.rt.baseTLS(c.pr, c.s.ticketKeys))
 	ctx, cancel := context.WithDeadline(context.Background(), c.handshakeDeadline())
 	defer cancel()
+	_, span := c.startSpan("tls")
 	start := time.Now()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	err := tc.HandshakeContext(ctx)
+	if span != nil {
+		span.SetAttributes(attribute.String("tls.server_name", tc.ConnectionState().ServerName),
+			attribute.String("tls.version", tls.VersionName(tc.ConnectionState().Version)))
+		endSpan(span, err)
+	}
+	if err != nil {
 		c.s.metrics.TLSHandshakes.WithLabelValues("none", "failed").Inc()
 		if c.timedOut("handshake", err) || errors.Is(err, context.DeadlineExceeded) {
 			c.fail("timeout", "")

@@ -25,6 +25,9 @@ type Dialer struct {
 	// Observe, if set, is told of every connect: for which app, how long it
 	// took and how it failed (nil on success).
 	Observe func(app string, took time.Duration, err *perr.Error)
+	// Span, if set, starts a tracing span around each connect and returns
+	// the function that ends it.
+	Span func(ctx context.Context, app string, addr netip.AddrPort) (context.Context, func(error))
 }
 
 // Dial makes one connection to addr and classifies its failure: refused
@@ -38,11 +41,18 @@ func (d *Dialer) Dial(ctx context.Context, app string, addr netip.AddrPort) (net
 		var nd net.Dialer
 		dial = nd.DialContext
 	}
+	end := func(error) {}
+	if d.Span != nil {
+		ctx, end = d.Span(ctx, app, addr)
+	}
 	start := time.Now()
 	c, err := dial(ctx, "tcp", addr.String())
 	var pe *perr.Error
 	if err != nil {
 		pe = ClassifyDial(err)
+		end(pe)
+	} else {
+		end(nil)
 	}
 	if d.Observe != nil {
 		d.Observe(app, time.Since(start), pe)
