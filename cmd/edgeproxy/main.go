@@ -5,6 +5,10 @@
 //	edgeproxy version                 print the version
 //	edgeproxy demo-machine -listen ADDR -id ID
 //	                                  a demo backend for the quick start and tests
+//	edgeproxy storm -target HOST:PORT -sni NAME
+//	                                  reproduce hostile connection shapes at volume
+//	edgeproxy profile -admin URL -seconds N -o FILE
+//	                                  pull a CPU profile from a running proxy
 //	edgeproxy gen-cert -cert FILE -key FILE NAME...
 //	                                  write a self-signed certificate for local runs
 package main
@@ -43,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runGenCert(args[1:], stdout)
 	case "storm":
 		err = runStorm(args[1:], stdout, stderr)
+	case "profile":
+		err = runProfile(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
@@ -75,5 +81,6 @@ commands:
   demo-machine -listen ADDR -id ID    run a demo backend (HTTP and TCP echo)
   gen-cert -cert FILE -key FILE NAME... write a self-signed certificate for local runs
   storm -target HOST:PORT -sni NAME   reproduce the incident's connection shapes at volume
+  profile [-admin URL] -o FILE        record a CPU profile of a running proxy through its admin API
 `)
 }

@@ -98,6 +98,12 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 	if c.Admin.Listen == "127.0.0.1:9901" {
 		c.Admin.Listen = "127.0.0.1:0" // tests run side by side
 	}
+	if c.Tripwire.Enabled == nil {
+		// The CPU profiler is one per process: many in-process servers
+		// under a busy test run must not fight over it.
+		off := false
+		c.Tripwire.Enabled = &off
+	}
 	c.Proxy.PortMap = map[string]int{}
 	for i := range c.Apps {
 		for _, s := range c.Apps[i].AllServices() {

@@ -45,7 +45,8 @@ type Server struct {
 	bufs    *iox.BufferPool
 	deps    Deps
 	nextID  atomic.Uint64
-	tracing *telemetry.Tracing
+	tracing  *telemetry.Tracing
+	tripwire *telemetry.Tripwire
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -187,6 +188,13 @@ func (s *Server) Start() error {
 		}
 		s.addPort(rt, public, ln)
 	}
+	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
+		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
+			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),
+			Dir: tw.Dir, MaxFiles: tw.MaxFiles, Cooldown: tw.Cooldown.D(), Log: s.log,
+			OnTrip: func(t telemetry.Trip) { s.metrics.TripwireTrips.Inc() },
+		})
+	}
 	if s.admin != nil {
 		s.admin.SetReady(true)
 	}
@@ -302,6 +310,7 @@ func (s *Server) Close() error {
 		s.admin.SetReady(false)
 		errs = append(errs, s.admin.Close())
 	}
+	s.tripwire.Stop()
 	errs = append(errs, s.closeAccessLog())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

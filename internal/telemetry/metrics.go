@@ -90,7 +90,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Errors,
 			Help: "Errors clients saw or connections ended with, by error code (docs/errors.md)."}, []string{"code"}),
 		TripwireTrips: prometheus.NewCounter(prometheus.CounterOpts{Name: TripwireTrips,
-			Help: "Times the CPU tripwire fired and captured a profile."}),
+			Help: "Times the CPU tripwire fired (each capture, including one the profiler refused: see the log line)."}),
 		AdminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{Name: AdminUnauthorized,
 			Help: "Admin API requests refused for a missing or wrong token."}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: BuildInfo,
