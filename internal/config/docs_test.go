@@ -49,6 +49,15 @@ var documentedDefaults = map[string]struct {
 	"DefaultGuardReadsAfterEOF":    {"reads_after_eof", DefaultGuardReadsAfterEOF},
 	"DefaultGuardCallsPerSecond":   {"max_calls_per_second", DefaultGuardCallsPerSecond},
 	"DefaultAdminListen":           {"listen", DefaultAdminListen},
+	"DefaultAccessLog":             {"access_log", DefaultAccessLog},
+	"DefaultTracingSampleRatio":    {"sample_ratio", DefaultTracingSampleRatio},
+	"DefaultTracingServiceName":    {"service_name", DefaultTracingServiceName},
+	"DefaultTripwireThreshold":     {"threshold", DefaultTripwireThreshold},
+	"DefaultTripwireSamples":       {"samples", DefaultTripwireSamples},
+	"DefaultTripwireProfile":       {"profile_duration", DefaultTripwireProfile},
+	"DefaultTripwireDir":           {"dir", DefaultTripwireDir},
+	"DefaultTripwireMaxFiles":      {"max_files", DefaultTripwireMaxFiles},
+	"DefaultTripwireCooldown":      {"cooldown", DefaultTripwireCooldown},
 }
 
 // literalDefaults are defaults applyDefaults writes without a named

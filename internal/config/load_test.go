@@ -180,6 +180,15 @@ name = "other"
 `, "apps[0].http_service", 4, "needs hostnames"},
 		{"fly_toml and services", "[[apps]]\nname = \"a\"\nfly_toml = \"x.toml\"\n[apps.http_service]\ninternal_port = 1\n", "apps[0].fly_toml", 3, "not both"},
 		{"missing fly_toml", "[[apps]]\nname = \"a\"\nfly_toml = \"missing.toml\"\n", "apps[0].fly_toml", 3, "cannot read fly.toml"},
+		{"tracing without endpoint", "[tracing]\nenabled = true\n" + minimal, "tracing.endpoint", 1, "needs an OTLP/HTTP endpoint"},
+		{"tracing endpoint not a URL", "[tracing]\nenabled = true\nendpoint = \"127.0.0.1:4318\"\n" + minimal, "tracing.endpoint", 3, "needs an OTLP/HTTP endpoint"},
+		{"sample_ratio above 1", "[tracing]\nsample_ratio = 2\n" + minimal, "tracing.sample_ratio", 2, "between 0 and 1, got 2"},
+		{"tripwire threshold above 1", "[tripwire]\nthreshold = 1.5\n" + minimal, "tripwire.threshold", 2, "at most 1 (a share of GOMAXPROCS), got 1.5"},
+		// samples = 0 means the default (3), so the smallest bad value is -1.
+		{"tripwire samples negative", "[tripwire]\nsamples = -1\n" + minimal, "tripwire.samples", 2, "between 1 and 600, got -1"},
+		{"tripwire samples too many", "[tripwire]\nsamples = 601\n" + minimal, "tripwire.samples", 2, "between 1 and 600, got 601"},
+		{"tripwire profile too short", "[tripwire]\nprofile_duration = \"100ms\"\n" + minimal, "tripwire.profile_duration", 2, "between 1s and 5m, got 100ms"},
+		{"tripwire max_files negative", "[tripwire]\nmax_files = -1\n" + minimal, "tripwire.max_files", 2, "at least 1, got -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -155,6 +155,13 @@ func (m *machine) handle(ctx context.Context, raw net.Conn) {
 	defer stop()
 
 	log := m.log.With("conn_id", c.info.id, "remote", raw.RemoteAddr().String())
+	// Nothing can be decided before the first byte, and a pooled proxy
+	// connection may sit idle a long time before its first request: wait
+	// for it up to the idle timeout, then give the rest the sniff timeout.
+	_ = raw.SetReadDeadline(time.Now().Add(idleTimeout))
+	if _, err := c.br.Peek(1); err != nil {
+		return
+	}
 	_ = raw.SetReadDeadline(time.Now().Add(m.cfg.sniffTimeout))
 	res, err := sniff(c.br)
 	if err != nil {

@@ -38,13 +38,13 @@ import (
 
 // Server is a running edgeproxy.
 type Server struct {
-	log     *slog.Logger
-	rt      atomic.Pointer[Runtime]
-	pools   *httpproxy.Pools
-	handler *httpproxy.Handler
-	bufs    *iox.BufferPool
-	deps    Deps
-	nextID  atomic.Uint64
+	log      *slog.Logger
+	rt       atomic.Pointer[Runtime]
+	pools    *httpproxy.Pools
+	handler  *httpproxy.Handler
+	bufs     *iox.BufferPool
+	deps     Deps
+	nextID   atomic.Uint64
 	tracing  *telemetry.Tracing
 	tripwire *telemetry.Tripwire
 	// accessLog gets one line per request and per TCP connection (nil: off).
@@ -124,7 +124,11 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.metrics.SetMachines(s.machineStats)
 	s.wrapWire = o.TestWrapWire
-	accessLog, closeLog, err := openAccessLog(cfg.Log.AccessLog)
+	dest := cfg.Log.AccessLog
+	if dest != "off" && dest != "stdout" && dest != "stderr" {
+		dest = cfg.Resolve(dest) // relative to the config file, like certificates
+	}
+	accessLog, closeLog, err := openAccessLog(dest)
 	if err != nil {
 		return nil, err
 	}
