@@ -200,17 +200,52 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 			t.Errorf("%s did not exit cleanly on SIGTERM: %v", name, st)
 		}
 		if t.Failed() {
-			t.Logf("%s output (last 4 KiB):\n%s", name, tail(p.log.String(), 4096))
+			t.Logf("%s output:\n%s", name, summarize(p.log.String()))
 		}
 	})
 	return p
 }
 
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
+// summarize picks from a subprocess's output what explains a failure: the
+// lines logged above INFO (request failures with their codes, spin kills),
+// grouped by level, message and code with one example each, then the last
+// lines. A storm logs thousands of access lines; they are left out.
+func summarize(out string) string {
+	const lastLines = 5
+	type group struct {
+		n       int
+		example string
 	}
-	return "..." + s[len(s)-n:]
+	groups := map[string]*group{}
+	var keys, all []string
+	for line := range strings.Lines(out) {
+		all = append(all, line)
+		var r logRecord
+		if json.Unmarshal([]byte(line), &r) != nil {
+			r = logRecord{"level": "?", "msg": "(not JSON)"}
+		}
+		if r["level"] == "INFO" || r["level"] == "DEBUG" {
+			continue
+		}
+		key := fmt.Sprintf("%v %q code=%v", r["level"], r["msg"], r["code"])
+		g := groups[key]
+		if g == nil {
+			g = &group{example: line}
+			groups[key] = g
+			keys = append(keys, key)
+		}
+		g.n++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d lines; above INFO:\n", len(all))
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %d× %s, e.g. %s", groups[k].n, k, groups[k].example)
+	}
+	fmt.Fprintf(&b, "last %d lines:\n", min(lastLines, len(all)))
+	for _, l := range all[max(0, len(all)-lastLines):] {
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // logRecord is one JSON log line of a subprocess.
