@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

@@ -2,6 +2,7 @@
 //
 //	edgeproxy run -config FILE        serve the apps of a config file
 //	edgeproxy validate -config FILE   check a config; exit 1 on any problem
+//	edgeproxy upgrade -pid-file FILE  hand a running proxy's sockets to a new process
 //	edgeproxy version                 print the version
 //	edgeproxy demo-machine -listen ADDR -id ID
 //	                                  a demo backend for the quick start and tests
@@ -43,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "demo-machine":
 		err = runDemoMachine(args[1:])
+	case "upgrade":
+		err = runUpgrade(args[1:], stdout)
 	case "gen-cert":
 		err = runGenCert(args[1:], stdout)
 	case "storm":
@@ -77,6 +80,7 @@ func usage(w io.Writer) {
 commands:
   run -config FILE                    serve the apps of a config file
   validate -config FILE               check a config file; exit status 1 on any problem
+  upgrade -pid-file FILE              hand a running proxy over to a new process (SIGUSR2)
   version                             print the version
   demo-machine -listen ADDR -id ID    run a demo backend (HTTP and TCP echo)
   gen-cert -cert FILE -key FILE NAME... write a self-signed certificate for local runs

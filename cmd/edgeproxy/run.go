@@ -9,7 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/server"
@@ -19,6 +24,7 @@ import (
 func runProxy(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("config", "edgeproxy.toml", "config file")
+	pidFile := fs.String("pid-file", "", "write the serving process's pid here (for edgeproxy upgrade)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -30,14 +36,104 @@ func runProxy(args []string, stderr io.Writer) error {
 	for _, n := range notices {
 		log.Info("config note", "file", n.File, "line", n.Line, "key", n.Key, "note", n.Msg)
 	}
-	srv, err := server.New(cfg, server.Options{Log: log, Version: version})
+	// tableflip hands the listening sockets to a new process on upgrade,
+	// so a restart refuses no connection.
+	upg, err := tableflip.New(tableflip.Options{PIDFile: *pidFile, UpgradeTimeout: cfg.Proxy.DrainTimeout.D() + 30*time.Second})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log.Info("edgeproxy starting", "version", version, "config", *path, "region", cfg.Proxy.Region)
-	return srv.Run(ctx)
+	defer upg.Stop()
+	srv, err := server.New(cfg, server.Options{Log: log, Version: version, Listen: upg.Listen})
+	if err != nil {
+		return err
+	}
+	log.Info("edgeproxy starting", "version", version, "config", *path, "region", cfg.Proxy.Region, "pid", os.Getpid())
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	// Only now, serving, does this process tell a parent it may go.
+	if err := upg.Ready(); err != nil {
+		srv.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Proxy.WatchConfig {
+		go srv.WatchConfig(ctx, *path)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				log.Info("SIGHUP: reloading", "config", *path)
+				_ = srv.Reload(*path)
+			case syscall.SIGUSR2:
+				log.Info("SIGUSR2: starting a new process to take over")
+				go func() {
+					if err := upg.Upgrade(); err != nil {
+						log.Error("upgrade failed; this process keeps serving", "error", err.Error())
+					}
+				}()
+			default:
+				log.Info("stopping", "signal", sig.String())
+				return srv.Drain()
+			}
+		case <-upg.Exit():
+			log.Info("a new process took over; draining")
+			return srv.Drain()
+		}
+	}
+}
+
+// runUpgrade asks a running edgeproxy to hand over to a new process (the
+// same as sending it SIGUSR2) and waits for the new one to be serving.
+func runUpgrade(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("upgrade", flag.ContinueOnError)
+	pidFile := fs.String("pid-file", "", "the pid file given to edgeproxy run -pid-file")
+	pid := fs.Int("pid", 0, "the pid of the running edgeproxy (instead of -pid-file)")
+	wait := fs.Duration("wait", 60*time.Second, "how long to wait for the new process")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	old := *pid
+	if old == 0 {
+		if *pidFile == "" {
+			return fmt.Errorf("name the running process with -pid-file or -pid")
+		}
+		n, err := readPID(*pidFile)
+		if err != nil {
+			return err
+		}
+		old = n
+	}
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		return fmt.Errorf("signalling pid %d: %w", old, err)
+	}
+	if *pidFile == "" {
+		fmt.Fprintf(stdout, "sent SIGUSR2 to %d\n", old)
+		return nil
+	}
+	deadline := time.Now().Add(*wait)
+	for time.Now().Before(deadline) {
+		if n, err := readPID(*pidFile); err == nil && n != old {
+			fmt.Fprintf(stdout, "pid %d handed over to pid %d\n", old, n)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no new process became ready within %s (see the log of pid %d)", *wait, old)
+}
+
+func readPID(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

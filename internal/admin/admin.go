@@ -33,7 +33,10 @@ type Server struct {
 
 // Options configure the admin server.
 type Options struct {
-	Listen   string
+	Listen string
+	// ListenFunc opens the socket; nil uses net.Listen (a graceful restart
+	// passes one that inherits sockets).
+	ListenFunc func(network, addr string) (net.Listener, error)
 	Token    string
 	Registry *prometheus.Registry
 	// Unauthorized counts requests refused for a missing or wrong token.
@@ -49,11 +52,17 @@ type Views struct {
 	Machines    func() any
 	Connections func(limit int, by string) any
 	Config      func() json.RawMessage
+	// Reload reloads the config file; its error lists every problem.
+	Reload func() error
 }
 
 // Start listens on o.Listen and serves until Close.
 func Start(o Options) (*Server, error) {
-	ln, err := net.Listen("tcp", o.Listen)
+	listen := o.ListenFunc
+	if listen == nil {
+		listen = net.Listen
+	}
+	ln, err := listen("tcp", o.Listen)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +99,15 @@ func Start(o Options) (*Server, error) {
 				return
 			}
 			writeJSON(w, v.Connections(limit, by))
+		})
+		private.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+			if err := v.Reload(); err != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnprocessableEntity)
+				json.NewEncoder(w).Encode(map[string]string{"result": "failed", "error": err.Error()})
+				return
+			}
+			writeJSON(w, map[string]string{"result": "ok"})
 		})
 		private.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")

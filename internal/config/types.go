@@ -76,6 +76,11 @@ type Proxy struct {
 	MaxConnectionAge Duration `toml:"max_connection_age"`
 	// SniffMaxBytes caps the bytes read to detect the protocol.
 	SniffMaxBytes int `toml:"sniff_max_bytes"`
+	// DrainTimeout bounds how long a stopping or upgraded proxy lets
+	// in-flight requests and connections finish.
+	DrainTimeout Duration `toml:"drain_timeout"`
+	// WatchConfig reloads the config when its file changes.
+	WatchConfig bool `toml:"watch_config"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 }

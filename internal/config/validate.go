@@ -38,6 +38,7 @@ const (
 	DefaultGuardReadsAfterEOF    = 100
 	DefaultGuardCallsPerSecond   = 100000
 	DefaultAdminListen           = "127.0.0.1:9901"
+	DefaultDrainTimeout          = 30 * time.Second
 	DefaultAccessLog             = "stdout"
 	DefaultTracingSampleRatio    = 0.1
 	DefaultTracingServiceName    = "edgeproxy"
@@ -77,6 +78,7 @@ func applyDefaults(c *Config) {
 	setDur(&p.HalfClosedTimeout, DefaultHalfClosedTimeout)
 	setDur(&p.LingeringTimeout, DefaultLingeringTimeout)
 	setDur(&p.MaxConnectionAge, DefaultMaxConnectionAge)
+	setDur(&p.DrainTimeout, DefaultDrainTimeout)
 	setInt(&p.LingeringMaxBytes, DefaultLingeringMaxBytes)
 	setInt(&p.SniffMaxBytes, DefaultSniffMaxBytes)
 	l := &c.Limits

@@ -32,6 +32,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/listen"
 	"github.com/edgeproxy/edgeproxy/internal/meter"
 	"github.com/edgeproxy/edgeproxy/internal/permit"
+	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
@@ -47,6 +48,9 @@ type Server struct {
 	nextID   atomic.Uint64
 	tracing  *telemetry.Tracing
 	tripwire *telemetry.Tripwire
+	listen   func(network, addr string) (net.Listener, error)
+	reloadMu sync.Mutex // one reload at a time
+	draining atomic.Bool
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -95,6 +99,10 @@ type Options struct {
 	// Tracing, if set, replaces the tracing built from the config (tests
 	// pass an in-memory recorder).
 	Tracing *telemetry.Tracing
+	// Listen opens listening sockets; nil uses net.Listen. A graceful
+	// restart passes tableflip's, so sockets are inherited by the new
+	// process instead of being closed.
+	Listen func(network, addr string) (net.Listener, error)
 	// TestWrapWire, for tests only, inserts a layer between the meter and
 	// the wire guard of every client connection, so fault-injection tests
 	// can put a deliberately broken reader where the incident's was.
@@ -124,6 +132,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.metrics.SetMachines(s.machineStats)
 	s.wrapWire = o.TestWrapWire
+	s.listen = o.Listen
+	if s.listen == nil {
+		s.listen = net.Listen
+	}
 	dest := cfg.Log.AccessLog
 	if dest != "off" && dest != "stdout" && dest != "stderr" {
 		dest = cfg.Resolve(dest) // relative to the config file, like certificates
@@ -169,13 +181,14 @@ func (s *Server) runtime() *Runtime { return s.rt.Load() }
 func (s *Server) Start() error {
 	rt := s.runtime()
 	if a := rt.Config.Admin; a.Listen != "off" {
-		adm, err := admin.Start(admin.Options{Listen: a.Listen, Token: rt.Config.AdminToken(),
+		adm, err := admin.Start(admin.Options{Listen: a.Listen, ListenFunc: s.listen, Token: rt.Config.AdminToken(),
 			Registry: s.metrics.Registry, Unauthorized: s.metrics.AdminUnauthorized, Log: s.log,
 			Views: admin.Views{
 				Apps:        func() any { return s.Apps() },
 				Machines:    func() any { return s.Machines() },
 				Connections: func(limit int, by string) any { return s.Connections(limit, by) },
 				Config:      s.EffectiveConfig,
+				Reload:      func() error { return s.Reload(rt.Config.File) },
 			}})
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)
@@ -184,11 +197,10 @@ func (s *Server) Start() error {
 		s.log.Info("admin listening", "addr", adm.Addr().String())
 	}
 	for _, public := range rt.Routes.Ports() {
-		local := rt.Config.Proxy.LocalPort(public)
-		ln, err := listen.Bind(rt.Config.Proxy.Bind, local)
+		ln, err := s.bind(rt, public)
 		if err != nil {
 			s.Close()
-			return fmt.Errorf("port %d: %w", public, err)
+			return err
 		}
 		s.addPort(rt, public, ln)
 	}
@@ -224,17 +236,25 @@ func permitLimits(l config.Limits) permit.Limits {
 		PerIP: l.MaxConnectionsPerIP, IPRate: l.IPAcceptRate, IPBurst: l.IPAcceptBurst}
 }
 
+// bind opens a public port's listener at its port_map'd local port.
+func (s *Server) bind(rt *Runtime, public int) (net.Listener, error) {
+	addr := net.JoinHostPort(rt.Config.Proxy.Bind, strconv.Itoa(rt.Config.Proxy.LocalPort(public)))
+	ln, err := s.listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("port %d: %w", public, err)
+	}
+	return ln, nil
+}
+
 func (s *Server) addPort(rt *Runtime, public int, ln net.Listener) {
 	ps := &portServer{public: public, ln: ln,
 		accepted: s.metrics.Accepted.WithLabelValues(portLabel(public)),
 		active:   s.metrics.Active.WithLabelValues(portLabel(public))}
 	pr := rt.Routes.Port(public)
-	if pr.Handlers.HTTP {
-		ps.httpLn = newConnQueue(ln.Addr())
-		ps.http = s.newHTTPServer(rt, pr)
-		s.wg.Go(func() { _ = ps.http.Serve(ps.httpLn) })
-	}
 	s.mu.Lock()
+	if pr.Handlers.HTTP {
+		s.startHTTP(rt, pr, ps)
+	}
 	s.ports[public] = ps
 	s.mu.Unlock()
 	s.log.Info("listening", "port", public, "addr", ln.Addr().String(), "handlers", pr.Handlers.String())
@@ -284,6 +304,16 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Unlock()
 }
 
+// startHTTP gives a port its net/http server; s.mu is held.
+func (s *Server) startHTTP(rt *Runtime, pr *route.Port, ps *portServer) {
+	ps.httpLn = newConnQueue(ps.ln.Addr())
+	ps.http = s.newHTTPServer(rt, pr)
+	hs, q := ps.http, ps.httpLn
+	s.wg.Go(func() { _ = hs.Serve(q) })
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
 // Close stops accepting, closes every connection and waits for all
 // goroutines the server started. (Graceful drain comes with reloads.)
 func (s *Server) Close() error {
@@ -322,21 +352,13 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// Run starts the server and serves until ctx is done.
+// Run starts the server and serves until ctx is done, then drains.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	s.log.Info("shutting down")
-	done := make(chan error, 1)
-	go func() { done <- s.Close() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(30 * time.Second):
-		return errors.New("shutdown did not finish in 30s")
-	}
+	return s.Drain()
 }
 
 // Loads reports the live load of each machine of an app, summed over its

@@ -33,6 +33,7 @@ type Metrics struct {
 	UpstreamConnectFailures *prometheus.CounterVec
 	Errors                  *prometheus.CounterVec
 	TripwireTrips           prometheus.Counter
+	ConfigReloads           *prometheus.CounterVec
 	AdminUnauthorized       prometheus.Counter
 	BuildInfo               *prometheus.GaugeVec
 
@@ -89,6 +90,8 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Failed connects to machines, by app and error code."}, []string{"app", "code"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Errors,
 			Help: "Errors clients saw or connections ended with, by error code (docs/errors.md)."}, []string{"code"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ConfigReloads,
+			Help: "Config reloads, by result (a failed reload leaves the running config in force)."}, []string{"result"}),
 		TripwireTrips: prometheus.NewCounter(prometheus.CounterOpts{Name: TripwireTrips,
 			Help: "Times the CPU tripwire fired (each capture, including one the profiler refused: see the log line)."}),
 		AdminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{Name: AdminUnauthorized,
@@ -99,7 +102,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
-		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
+		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)
 	return m

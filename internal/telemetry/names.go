@@ -50,6 +50,9 @@ const (
 	MachineLoad = "edgeproxy_machine_load" // {app, service, machine}
 	MachineBand = "edgeproxy_machine_band" // {app, service, machine}: 0 under soft, 1 over soft, 2 at hard
 
+	// Config reloads.
+	ConfigReloads = "edgeproxy_config_reloads_total" // {result}: ok, failed
+
 	// CPU tripwire.
 	TripwireTrips = "edgeproxy_tripwire_trips_total"
 

@@ -1,0 +1,229 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+)
+
+// Reload loads the config at path and, if it is valid, swaps in a new
+// runtime: new connections and requests use it, connections in flight
+// finish on the runtime they started with. Ports that stay keep their
+// listeners (no connection is refused in between), new ports open before
+// the swap, removed ports stop accepting after it. An invalid config
+// changes nothing; every problem is logged with file, line and key.
+func (s *Server) Reload(path string) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.runtime()
+	cfg, notices, err := config.Load(path)
+	var rt *Runtime
+	if err == nil {
+		rt, err = BuildRuntime(cfg, old, s.deps)
+	}
+	if err != nil {
+		s.reloadFailed(err)
+		return err
+	}
+	for _, n := range notices {
+		s.log.Info("config note", "file", n.File, "line", n.Line, "key", n.Key, "note", n.Msg)
+	}
+	s.warnRestartOnly(old.Config, cfg)
+
+	// Open new ports first: a port that cannot be bound fails the reload
+	// before anything changed.
+	opened := map[int]net.Listener{}
+	for _, public := range rt.Routes.Ports() {
+		if s.hasPort(public) {
+			continue
+		}
+		ln, err := s.bind(rt, public)
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+			s.reloadFailed(err)
+			return err
+		}
+		opened[public] = ln
+	}
+	// Kept ports that gain the http handler need an HTTP server before
+	// the new runtime routes connections to it.
+	s.mu.Lock()
+	for public, ps := range s.ports {
+		if pr := rt.Routes.Port(public); pr != nil && pr.Handlers.HTTP && ps.http == nil {
+			s.startHTTP(rt, pr, ps)
+		}
+	}
+	s.mu.Unlock()
+
+	s.rt.Store(rt)
+	s.permits.SetLimits(permitLimits(cfg.Limits))
+	for public, ln := range opened {
+		s.addPort(rt, public, ln)
+	}
+	// Removed ports stop accepting; their connections finish on the old
+	// runtime and are drained like any other.
+	s.mu.Lock()
+	var removed []*portServer
+	for public, ps := range s.ports {
+		if rt.Routes.Port(public) == nil {
+			removed = append(removed, ps)
+			delete(s.ports, public)
+		}
+	}
+	s.mu.Unlock()
+	for _, ps := range removed {
+		ps.ln.Close()
+		s.log.Info("port closed by reload", "port", ps.public)
+		if ps.http != nil {
+			timeout := rt.Config.Proxy.DrainTimeout.D()
+			s.wg.Go(func() { s.shutdownHTTP(ps, timeout) })
+		}
+	}
+	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
+	s.log.Info("config reloaded", "file", path, "apps", len(cfg.Apps), "ports", len(rt.Routes.Ports()))
+	return nil
+}
+
+func (s *Server) reloadFailed(err error) {
+	s.metrics.ConfigReloads.WithLabelValues("failed").Inc()
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			s.log.Error("reload refused: config problem; the running config stays in force",
+				"file", p.File, "line", p.Line, "key", p.Key, "problem", p.Msg)
+		}
+		return
+	}
+	s.log.Error("reload refused; the running config stays in force", "error", err.Error())
+}
+
+// warnRestartOnly names settings a reload cannot change: they belong to
+// listeners and process-wide machinery set up at start.
+func (s *Server) warnRestartOnly(old, cfg *config.Config) {
+	changed := func(key string, differ bool) {
+		if differ {
+			s.log.Warn("setting changed in the config takes effect at the next restart", "key", key)
+		}
+	}
+	changed("proxy.bind", old.Proxy.Bind != cfg.Proxy.Bind)
+	changed("admin", old.Admin != cfg.Admin)
+	changed("log.access_log", old.Log != cfg.Log)
+	changed("tracing", old.Tracing != cfg.Tracing)
+	changed("tripwire", old.Tripwire.Threshold != cfg.Tripwire.Threshold || old.Tripwire.Dir != cfg.Tripwire.Dir)
+	changed("proxy.response_header_timeout", old.Proxy.ResponseHeaderTimeout != cfg.Proxy.ResponseHeaderTimeout)
+	for public := range s.portsSnapshot() {
+		if old.Proxy.LocalPort(public) != cfg.Proxy.LocalPort(public) {
+			changed("proxy.port_map."+itoa(public), true)
+		}
+	}
+}
+
+func (s *Server) hasPort(public int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ports[public]
+	return ok
+}
+
+func (s *Server) portsSnapshot() map[int]*portServer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int]*portServer, len(s.ports))
+	for k, v := range s.ports {
+		out[k] = v
+	}
+	return out
+}
+
+// shutdownHTTP drains one port's HTTP server: idle keep-alive connections
+// close at once, HTTP/2 connections get GOAWAY, active requests finish
+// within timeout.
+func (s *Server) shutdownHTTP(ps *portServer, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := ps.http.Shutdown(ctx); err != nil {
+		ps.http.Close()
+	}
+}
+
+// Draining reports whether the server is draining (for /ready).
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Drain stops accepting, lets in-flight requests and connections finish
+// within the config's drain_timeout (idle keep-alive connections close at
+// once, HTTP/2 clients get GOAWAY), then closes whatever is left and
+// everything the server started.
+func (s *Server) Drain() error {
+	timeout := s.runtime().Config.Proxy.DrainTimeout.D()
+	s.draining.Store(true)
+	if s.admin != nil {
+		s.admin.SetReady(false)
+	}
+	s.log.Info("draining", "timeout", timeout.String())
+	ports := s.portsSnapshot()
+	for _, ps := range ports {
+		ps.ln.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, ps := range ports {
+			if ps.http != nil {
+				s.wg.Go(func() { s.shutdownHTTP(ps, timeout) })
+			}
+		}
+		deadline := time.Now().Add(timeout)
+		for s.activeCount() > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	<-done
+	if n := s.activeCount(); n > 0 {
+		s.log.Warn("drain timeout: closing the connections still open", "connections", n)
+	} else {
+		s.log.Info("drained")
+	}
+	return s.Close()
+}
+
+func (s *Server) activeCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.active)
+}
+
+// WatchConfig reloads the config whenever its file changes, checking
+// once a second, until ctx ends. Polling needs no platform support and a
+// second is quick enough for a human editing a file.
+func (s *Server) WatchConfig(ctx context.Context, path string) {
+	stat := func() (time.Time, int64) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}, -1
+		}
+		return fi.ModTime(), fi.Size()
+	}
+	lastMod, lastSize := stat()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			mod, size := stat()
+			if size < 0 || (mod.Equal(lastMod) && size == lastSize) {
+				continue
+			}
+			lastMod, lastSize = mod, size
+			s.log.Info("config file changed; reloading", "file", path)
+			_ = s.Reload(path)
+		}
+	}
+}
