@@ -41,6 +41,7 @@ var documentedDefaults = map[string]struct {
 	"DefaultLingeringTimeout":      {"lingering_timeout", DefaultLingeringTimeout},
 	"DefaultLingeringMaxBytes":     {"lingering_max_bytes", DefaultLingeringMaxBytes},
 	"DefaultMaxConnectionAge":      {"max_connection_age", DefaultMaxConnectionAge},
+	"DefaultDrainTimeout":          {"drain_timeout", DefaultDrainTimeout},
 	"DefaultSniffMaxBytes":         {"sniff_max_bytes", DefaultSniffMaxBytes},
 	"DefaultMaxConnections":        {"max_connections", DefaultMaxConnections},
 	"DefaultMaxConnectionsPerApp":  {"max_connections_per_app", DefaultMaxConnectionsPerApp},

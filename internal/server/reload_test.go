@@ -1,0 +1,192 @@
+package server_test
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
+	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
+)
+
+// reloadHeader keeps every public port on a kernel-chosen port and the
+// admin API on loopback, so the file the server re-reads is safe to bind.
+const reloadHeader = `
+[proxy]
+bind = "127.0.0.1"
+port_map = { 80 = 0, 443 = 0, 5000 = 0, 6000 = 0 }
+[admin]
+listen = "127.0.0.1:0"
+`
+
+func writeConfig(t *testing.T, p *proxytest.Proxy, body string) string {
+	t.Helper()
+	path := filepath.Join(p.Dir, "edgeproxy.toml")
+	if err := os.WriteFile(path, []byte(reloadHeader+body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestReloadPortsAndInvalidConfig(t *testing.T) {
+	m1, m2 := proxytest.Machine(t, "m1"), proxytest.Machine(t, "m2")
+	base := singleApp(machine("m1", m1), httpService)
+	p := proxytest.Start(t, reloadHeader+base, proxytest.Options{})
+	addr80 := p.Addr(80)
+	c := p.Client(80, false)
+	defer c.CloseIdleConnections()
+
+	// Add a raw TCP port and a machine.
+	path := writeConfig(t, p, singleApp(machine("m1", m1)+machine("m2", m2), httpService)+tcpApp(m1, "[]", ""))
+	if err := p.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if p.Addr(80) != addr80 {
+		t.Errorf("kept port 80 moved from %s to %s", addr80, p.Addr(80))
+	}
+	tc, err := net.Dial("tcp", p.Addr(5000))
+	if err != nil {
+		t.Fatalf("new port 5000 not served: %v", err)
+	}
+	tc.Write([]byte("hi"))
+	tc.(*net.TCPConn).CloseWrite()
+	if b, _ := io.ReadAll(tc); string(b) != "hi" {
+		t.Errorf("echo through the new port: %q", b)
+	}
+	tc.Close()
+	seen := map[string]bool{}
+	for i := 0; i < 40 && len(seen) < 2; i++ {
+		_, rep := get(t, c, "http://app.test/", nil)
+		seen[rep.MachineID] = true
+	}
+	if !seen["m2"] {
+		t.Errorf("the added machine never served: %v", seen)
+	}
+
+	// An invalid config is refused and changes nothing.
+	path = writeConfig(t, p, base+"\n[limits]\nmax_connections = \"many\"\n")
+	if err := p.Reload(path); err == nil {
+		t.Fatal("invalid config reloaded")
+	}
+	waitLog(t, p, "reload refused")
+	if _, rep := get(t, c, "http://app.test/", nil); rep.MachineID == "" {
+		t.Error("service disturbed by a refused reload")
+	}
+	if p.Server.Addr(5000) == nil {
+		t.Error("a refused reload removed port 5000")
+	}
+
+	// Remove the TCP port: it stops accepting; port 80 keeps serving on
+	// the same keep-alive connection.
+	path = writeConfig(t, p, base)
+	if err := p.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if p.Server.Addr(5000) != nil {
+		t.Error("removed port 5000 still listed")
+	}
+	// (The keep-alive connection keeps the runtime it started with, so
+	// it may still reach m2: connections finish on their own config.)
+	if _, rep := get(t, c, "http://app.test/", nil); rep.MachineID == "" {
+		t.Error("port 80 disturbed by removing port 5000")
+	}
+	waitMetric(t, p, `edgeproxy_config_reloads_total{result="ok"}`, 2)
+	waitMetric(t, p, `edgeproxy_config_reloads_total{result="failed"}`, 1)
+}
+
+// TestReloadRereadsCertificates: a certificate replaced on disk is served
+// after a reload.
+func TestReloadRereadsCertificates(t *testing.T) {
+	dir := t.TempDir()
+	certFor := func(name string) (string, string) {
+		c, k, err := tlsterm.WriteTestCert(dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	cert, key := certFor("app.test")
+	body := func(c, k string) string {
+		return "[[certificates]]\ncert_file = \"" + c + "\"\nkey_file = \"" + k + "\"\nhostnames = [\"app.test\"]\n" +
+			singleApp(machine("m1", proxytest.Machine(t, "m1")), strings.ReplaceAll(httpService, "default_self_signed = true", ""))
+	}
+	p := proxytest.Start(t, reloadHeader+body(cert, key), proxytest.Options{})
+	serial := func() string {
+		c, err := tls.Dial("tcp", p.Addr(443), &tls.Config{ServerName: "app.test", InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	cert2, key2 := certFor("app.test")
+	if err := p.Reload(writeConfig(t, p, body(cert2, key2))); err != nil {
+		t.Fatal(err)
+	}
+	if after := serial(); after == before {
+		t.Error("the new certificate is not served after the reload")
+	}
+}
+
+// TestDrain: a request in flight finishes, idle keep-alive connections
+// close at once, /ready turns false, and the server ends.
+func TestDrain(t *testing.T) {
+	p := proxytest.Start(t, reloadHeader+singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	admin := "http://" + p.AdminAddr().String()
+	idle, err := net.Dial("tcp", p.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.Write([]byte("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"))
+	idle.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	idle.Read(buf) // the response: the connection is now idle keep-alive
+
+	var wg sync.WaitGroup
+	var slowStatus int
+	wg.Go(func() {
+		resp, err := p.Client(80, false).Get("http://app.test/sleep?d=1s")
+		if err != nil {
+			t.Log(err)
+		}
+		if err == nil {
+			slowStatus = resp.StatusCode
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+	waitLoad(t, p, 2) // the idle connection and the slow one each hold a machine
+	drained := make(chan error, 1)
+	go func() { drained <- p.Drain() }()
+
+	// The idle connection is closed promptly, long before the slow request ends.
+	start := time.Now()
+	if _, err := io.ReadAll(idle); err != nil || time.Since(start) > 900*time.Millisecond {
+		t.Errorf("idle keep-alive connection not closed at once (%v, %v)", time.Since(start), err)
+	}
+	if resp, err := http.Get(admin + "/ready"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Errorf("/ready while draining: %d", resp.StatusCode)
+		}
+	}
+	if _, err := net.DialTimeout("tcp", p.Addr(80), time.Second); err == nil {
+		t.Error("a new connection was accepted while draining")
+	}
+	wg.Wait()
+	if slowStatus != 200 {
+		t.Errorf("the in-flight request got %d", slowStatus)
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("drain: %v", err)
+	}
+}
