@@ -37,8 +37,8 @@ type Options struct {
 	// ListenFunc opens the socket; nil uses net.Listen (a graceful restart
 	// passes one that inherits sockets).
 	ListenFunc func(network, addr string) (net.Listener, error)
-	Token    string
-	Registry *prometheus.Registry
+	Token      string
+	Registry   *prometheus.Registry
 	// Unauthorized counts requests refused for a missing or wrong token.
 	Unauthorized prometheus.Counter
 	Log          *slog.Logger

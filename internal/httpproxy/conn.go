@@ -68,6 +68,9 @@ type Conn struct {
 	// RequestDone, if set, runs after each request (the server settles
 	// the connection's byte counts into its app's totals there).
 	RequestDone func(app string)
+	// WebSocket, if set, runs when the connection becomes a WebSocket
+	// tunnel (a 101 response to an Upgrade: websocket request).
+	WebSocket func()
 
 	mu sync.Mutex
 	// pin is the machine a client connection holds for services whose

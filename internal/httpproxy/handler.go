@@ -223,6 +223,9 @@ func via(major int) string {
 
 func modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
+	if resp.StatusCode == http.StatusSwitchingProtocols && strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") && st.conn.WebSocket != nil {
+		st.conn.WebSocket()
+	}
 	h := resp.Header
 	opts := st.entry.HTTP
 	if !opts.Pristine {

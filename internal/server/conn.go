@@ -126,6 +126,8 @@ type conn struct {
 	// carries it to the stages' child spans.
 	span trace.Span
 	ctx  context.Context
+	// httpc is the connection as handed to net/http, if it was.
+	httpc *httpConn
 }
 
 // accept registers a new connection; nil means it was refused (server

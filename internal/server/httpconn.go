@@ -3,15 +3,19 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/wsframe"
 )
 
 // httpConn is a client connection handed to net/http. It carries the
@@ -21,6 +25,63 @@ type httpConn struct {
 	net.Conn
 	c    *conn
 	info *httpproxy.Conn
+
+	// A WebSocket tunnel is drained by adding a close frame (1001, going
+	// away) to the client's stream at a frame boundary: the machine answers
+	// it as if the client had said goodbye, the client gets the machine's
+	// close, and both ends finish cleanly.
+	ws        atomic.Bool
+	goingAway atomic.Bool
+	frames    wsframe.Tracker // reader-owned
+	inject    []byte          // reader-owned
+	sentClose bool            // reader-owned
+}
+
+// Read passes the client's bytes on; on a draining WebSocket it slips a
+// close frame in between two of the client's frames.
+func (h *httpConn) Read(p []byte) (int, error) {
+	if !h.ws.Load() {
+		return h.Conn.Read(p)
+	}
+	for {
+		if len(h.inject) > 0 {
+			n := copy(p, h.inject)
+			h.inject = h.inject[n:]
+			return n, nil
+		}
+		if h.goingAway.Load() && !h.sentClose && h.frames.AtBoundary() {
+			h.sentClose = true
+			h.inject = wsframe.ClientClose()
+			h.Conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		n, err := h.Conn.Read(p)
+		h.frames.Feed(p[:n])
+		if n == 0 && err != nil && h.goingAway.Load() && !h.sentClose && isTimeout(err) {
+			// The wake-up from GoAway, not a real timeout. Clear it, so a
+			// client in the middle of a frame is read normally (not in a
+			// loop of instant timeouts) until the frame ends.
+			h.Conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		return n, err
+	}
+}
+
+// GoAway asks a WebSocket tunnel to close (see Read); false if the
+// connection is not one.
+func (h *httpConn) GoAway() bool {
+	if !h.ws.Load() || !h.goingAway.CompareAndSwap(false, true) {
+		return false
+	}
+	// Wake a Read blocked on the socket so it can add the close frame.
+	h.Conn.SetReadDeadline(time.Now())
+	return true
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // tlsHTTPConn adds what net/http needs to serve TLS (and h2 by ALPN) on a
@@ -61,6 +122,10 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		c.mu.Unlock()
 	}
 	h := &httpConn{Conn: c.top, c: c, info: info}
+	info.WebSocket = func() { h.ws.Store(true) }
+	c.mu.Lock()
+	c.httpc = h
+	c.mu.Unlock()
 	if c.tls != nil {
 		return &tlsHTTPConn{httpConn: h, state: c.tls.ConnectionState()}
 	}

@@ -170,6 +170,9 @@ func (s *Server) Drain() error {
 	for _, ps := range ports {
 		ps.ln.Close()
 	}
+	if n := s.closeWebSockets(); n > 0 {
+		s.log.Info("asked WebSocket tunnels to close", "tunnels", n)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -190,6 +193,27 @@ func (s *Server) Drain() error {
 		s.log.Info("drained")
 	}
 	return s.Close()
+}
+
+// closeWebSockets adds a going-away close frame to every WebSocket tunnel.
+func (s *Server) closeWebSockets() int {
+	s.mu.Lock()
+	var hs []*httpConn
+	for _, c := range s.active {
+		c.mu.Lock()
+		if c.httpc != nil {
+			hs = append(hs, c.httpc)
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, h := range hs {
+		if h.GoAway() {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) activeCount() int {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
 	"net"
@@ -188,5 +189,47 @@ func TestDrain(t *testing.T) {
 	}
 	if err := <-drained; err != nil {
 		t.Errorf("drain: %v", err)
+	}
+}
+
+// TestDrainClosesWebSockets: a WebSocket tunnel open when the proxy
+// drains gets a close frame through to the machine, whose close reaches
+// the client; the tunnel ends well before the drain timeout.
+func TestDrainClosesWebSockets(t *testing.T) {
+	p := proxytest.Start(t, reloadHeader+singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	c, err := net.Dial("tcp", p.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	c.Write(wsFrame(0x1, []byte("before drain")))
+	if op, msg := readWSFrame(t, br); op != 0x1 || string(msg) != "before drain" {
+		t.Fatalf("echo: %d %q", op, msg)
+	}
+	start := time.Now()
+	drained := make(chan error, 1)
+	go func() { drained <- p.Drain() }()
+	// The machine echoes the proxy's close frame back: 1001, going away.
+	op, payload := readWSFrame(t, br)
+	if op != 0x8 || len(payload) < 2 || payload[0] != 0x03 || payload[1] != 0xe9 {
+		t.Fatalf("got op %d payload %x, want a close frame with 1001", op, payload)
+	}
+	c.Write(wsFrame(0x8, payload)) // the client answers the close
+	// and, as a WebSocket client does, closes once the server side has.
+	io.Copy(io.Discard, br)
+	c.Close()
+	if err := <-drained; err != nil {
+		t.Error(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("drain took %v", took)
 	}
 }
