@@ -58,8 +58,14 @@ type Conn struct {
 	// (not a port_map'd local one): the destination a PROXY header names.
 	Local netip.AddrPort
 	TLS   bool
-	// SNIEntry is the app service the TLS server name chose, if any.
+	// SNIEntry is the app service the TLS server name chose, if any, and
+	// SNI that name.
 	SNIEntry *catalog.Port
+	SNI      string
+	// Current, if set, returns the current runtime's Env and this port's
+	// routes (nil when a reload removed the port), so each request uses
+	// the config in force when it arrives.
+	Current func() (*Env, *route.Port)
 	// AdmitApp charges the connection to an app's connection limit, for
 	// connections whose app is known only from a request's Host.
 	AdmitApp func(app string) error
@@ -156,13 +162,26 @@ func (c *Conn) unpin(l *upstream.Lease) {
 	l.Release()
 }
 
+// current returns the Env and routes a new request uses.
+func (c *Conn) current() (*Env, *route.Port) {
+	if c.Current != nil {
+		if env, port := c.Current(); env != nil && port != nil {
+			return env, port
+		}
+	}
+	return c.Env, c.Port
+}
+
 // route finds the app service for a request: by Host on a shared port,
 // falling back to the TLS server name.
-func (c *Conn) route(host string) *catalog.Port {
-	if cp := c.Port.Lookup(host); cp != nil {
+func (c *Conn) route(port *route.Port, host string) *catalog.Port {
+	if cp := port.Lookup(host); cp != nil {
 		return cp
 	}
-	return c.SNIEntry
+	if port == c.Port {
+		return c.SNIEntry
+	}
+	return port.Lookup(c.SNI)
 }
 
 // IdleTimeout is the keep-alive idle limit for a port: the first

@@ -64,6 +64,8 @@ func NewHandler(pools *Pools, errLog *slog.Logger) *Handler {
 // hooks through the request context.
 type reqState struct {
 	conn  *Conn
+	env   *Env
+	port  *route.Port
 	entry *catalog.Port
 	id    string
 	lease *upstream.Lease
@@ -86,10 +88,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "edgeproxy: request without connection state", http.StatusInternalServerError)
 		return
 	}
-	st := &reqState{conn: c, id: newRequestID(c.Env.Region)}
+	// Each request uses the current runtime: a reload reaches requests on
+	// keep-alive connections opened before it.
+	env, port := c.current()
+	st := &reqState{conn: c, env: env, port: port, id: newRequestID(env.Region)}
 	rec := &recorder{ResponseWriter: w}
 	w = rec
-	defer observe(c.Env, st, r, rec, time.Now())
+	defer observe(env, st, r, rec, time.Now())
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &pendingBody{ReadCloser: r.Body, failed: &st.bodyFailed}
 	}
@@ -102,7 +107,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// reset stream is an explicit "stop".
 		ctx = context.WithoutCancel(ctx)
 	}
-	if tr := c.Env.Tracing; tr != nil && tr.Enabled {
+	if tr := env.Tracing; tr != nil && tr.Enabled {
 		// Continue the client's trace (W3C traceparent) or start one; the
 		// span is passed on to the machine by rewrite.
 		var span trace.Span
@@ -120,9 +125,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = context.WithValue(ctx, stateKey{}, st)
 	r = r.WithContext(ctx)
-	st.entry = c.routeTraced(ctx, r.Host)
+	st.entry = st.routeTraced(ctx, r.Host)
 	if st.entry == nil {
-		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, c.Port.Public)))
+		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, port.Public)))
 		return
 	}
 	if c.AdmitApp != nil {
@@ -132,7 +137,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if st.entry.ForceHTTPS && !c.TLS {
-		redirectHTTPS(w, r, c.Env.HTTPSPort)
+		redirectHTTPS(w, r, env.HTTPSPort)
 		return
 	}
 	h.proxy.ServeHTTP(w, r)
@@ -177,7 +182,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 		out.Header.Set("X-Forwarded-For", clientIP)
 	}
 	out.Header.Set("Fly-Forwarded-Port", port)
-	out.Header.Set("Fly-Region", c.Env.Region)
+	out.Header.Set("Fly-Region", st.env.Region)
 	out.Header.Set("X-Forwarded-Port", port)
 	if c.TLS {
 		out.Header.Set("X-Forwarded-Proto", "https")
@@ -190,21 +195,21 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Set("Fly-Request-Id", st.id)
 	// Apps measure queueing time from this, as on the platform.
 	out.Header.Set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
-	if tr := c.Env.Tracing; tr != nil && tr.Enabled {
+	if tr := st.env.Tracing; tr != nil && tr.Enabled {
 		out.Header.Del("Traceparent")
 		out.Header.Del("Tracestate")
 		tr.Propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(out.Header))
 	}
 }
 
-// routeTraced is route with a tracing span when tracing is on.
-func (c *Conn) routeTraced(ctx context.Context, host string) *catalog.Port {
-	tr := c.Env.Tracing
+// routeTraced routes the request, with a tracing span when tracing is on.
+func (st *reqState) routeTraced(ctx context.Context, host string) *catalog.Port {
+	tr := st.env.Tracing
 	if tr == nil || !tr.Enabled {
-		return c.route(host)
+		return st.conn.route(st.port, host)
 	}
 	_, span := tr.Tracer.Start(ctx, "route", trace.WithAttributes(attribute.String("server.address", host)))
-	cp := c.route(host)
+	cp := st.conn.route(st.port, host)
 	if cp != nil {
 		span.SetAttributes(attribute.String("app", cp.Service.App.Name))
 	} else {
@@ -268,8 +273,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client may still be reading, having only half-closed.
 		pe = perr.New(perr.RequestBodyIncomplete, err)
 	}
-	if st != nil && st.conn.Env.Log != nil {
-		st.conn.Env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
+	if st != nil && st.env.Log != nil {
+		st.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
 			"request_id", st.id, "conn_id", st.conn.ID, "host", r.Host, "error", pe.Error())
 	}
 	if pe.Code == perr.ClientClosed {

@@ -67,11 +67,11 @@ func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transp
 			if st == nil || err != nil {
 				return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
 			}
-			c, err := st.conn.Env.Dialer.Dial(ctx, st.entry.Service.App.Name, ap)
+			c, err := st.env.Dialer.Dial(ctx, st.entry.Service.App.Name, ap)
 			if err != nil {
 				return nil, err
 			}
-			if w := st.conn.Env.WrapUpstream; w != nil {
+			if w := st.env.WrapUpstream; w != nil {
 				c = w(c)
 			}
 			if header != nil {
@@ -172,7 +172,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			failed = append(failed, pin.Machine)
 		}
 	}
-	resp, lease, err := upstream.Retry(req.Context(), st.conn.Env.Dialer, svc, failed, send)
+	resp, lease, err := upstream.Retry(req.Context(), st.env.Dialer, svc, failed, send)
 	if err != nil {
 		return nil, err
 	}

@@ -99,7 +99,14 @@ func (t *tlsHTTPConn) HandshakeContext(context.Context) error { return nil }
 
 func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 	info := &httpproxy.Conn{ID: c.id, Env: c.rt.Env, Port: c.pr, Client: c.client, Local: c.local,
-		TLS: c.tls != nil, SNIEntry: entry}
+		TLS: c.tls != nil, SNIEntry: entry,
+		Current: func() (*httpproxy.Env, *route.Port) {
+			rt := c.s.runtime()
+			return rt.Env, rt.Routes.Port(c.pr.Public)
+		}}
+	if c.tls != nil {
+		info.SNI = c.tls.ConnectionState().ServerName
+	}
 	if entry != nil {
 		info.AbortOnClose = entry.HTTP.AbortOnClose
 	} else {

@@ -11,8 +11,9 @@ import (
 )
 
 // Reload loads the config at path and, if it is valid, swaps in a new
-// runtime: new connections and requests use it, connections in flight
-// finish on the runtime they started with. Ports that stay keep their
+// runtime: new connections and every new request use it (also on
+// keep-alive connections opened before), while raw TCP connections and
+// requests in flight finish on the runtime they started with. Ports that stay keep their
 // listeners (no connection is refused in between), new ports open before
 // the swap, removed ports stop accepting after it. An invalid config
 // changes nothing; every problem is logged with file, line and key.
