@@ -84,7 +84,7 @@ func runProxy(args []string, stderr io.Writer) error {
 			}
 		case <-upg.Exit():
 			log.Info("a new process took over; draining")
-			return srv.Drain()
+			return srv.Handover()
 		}
 	}
 }

@@ -135,8 +135,28 @@ func (c *Conn) Close() {
 func (c *Conn) pinned(svc *catalog.Service) *upstream.Lease {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pin != nil && c.pin.Service() == svc {
+	if c.pin == nil {
+		return nil
+	}
+	if c.pin.Service() == svc {
 		return c.pin
+	}
+	// After a reload the service is a new object. The pin stays if it is
+	// the same service of the same app and its machine is still there,
+	// started, at the same address: a reload must not reshuffle every
+	// client connection (its load counter is carried over, so the unit it
+	// holds is still counted).
+	old := c.pin.Service()
+	if old.App.Name != svc.App.Name || old.InternalPort != svc.InternalPort {
+		return nil
+	}
+	for _, m := range svc.App.Machines {
+		if m.ID == c.pin.Machine.ID {
+			if m.Started() && m.AddrFor(svc.InternalPort) == c.pin.Addr {
+				return c.pin
+			}
+			return nil
+		}
 	}
 	return nil
 }

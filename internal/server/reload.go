@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/listen"
 )
 
 // Reload loads the config at path and, if it is valid, swaps in a new
@@ -79,7 +80,7 @@ func (s *Server) Reload(path string) error {
 	}
 	s.mu.Unlock()
 	for _, ps := range removed {
-		ps.ln.Close()
+		listen.Park(ps.ln)
 		s.log.Info("port closed by reload", "port", ps.public)
 		if ps.http != nil {
 			timeout := rt.Config.Proxy.DrainTimeout.D()
@@ -155,6 +156,17 @@ func (s *Server) shutdownHTTP(ps *portServer, timeout time.Duration) {
 
 // Draining reports whether the server is draining (for /ready).
 func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Handover drains after a new process has taken over the sockets. The
+// admin socket is shared with that process too, so this one stops
+// answering it at once: /ready and /v1/reload must reach the process that
+// is serving, not the one leaving.
+func (s *Server) Handover() error {
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	return s.Drain()
+}
 
 // Drain stops accepting, lets in-flight requests and connections finish
 // within the config's drain_timeout (idle keep-alive connections close at

@@ -136,6 +136,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.listen == nil {
 		s.listen = net.Listen
 	}
+	s.listen = listen.Opener(s.listen)
 	dest := cfg.Log.AccessLog
 	if dest != "off" && dest != "stdout" && dest != "stderr" {
 		dest = cfg.Resolve(dest) // relative to the config file, like certificates
