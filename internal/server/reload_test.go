@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -233,5 +234,25 @@ func TestDrainClosesWebSockets(t *testing.T) {
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("drain took %v", took)
+	}
+}
+
+// TestWatchConfig: with watch_config, editing the file reloads it.
+func TestWatchConfig(t *testing.T) {
+	m1 := proxytest.Machine(t, "m1")
+	p := proxytest.Start(t, reloadHeader+singleApp(machine("m1", m1), httpService), proxytest.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); p.WatchConfig(ctx, filepath.Join(p.Dir, "edgeproxy.toml")) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(1100 * time.Millisecond) // let the watcher record the file as it is
+	writeConfig(t, p, singleApp(machine("m1", m1), httpService)+tcpApp(m1, "[]", ""))
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Server.Addr(5000) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the edited config was not reloaded")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
