@@ -9,16 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"syscall"
 	"time"
 )
-
-// Bind listens on TCP addr:port. Port 0 picks a free port, for tests and
-// for port_map entries that ask for any port.
-func Bind(addr string, port int) (net.Listener, error) {
-	return net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
-}
 
 // Serve accepts connections on ln and calls handle for each in its own
 // goroutine, until ln is closed; it then returns nil.
