@@ -128,4 +128,3 @@ func (c *conn) lingeringClose() {
 	c.s.metrics.Lingering.WithLabelValues(outcome).Inc()
 	c.raw.Close()
 }
-
