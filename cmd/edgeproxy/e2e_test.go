@@ -21,6 +21,7 @@ import (
 	"testing"
 
 	"github.com/edgeproxy/edgeproxy/internal/demo"
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 // e2eConfig: apps a and b share public port 443 (tls + http, routed by
@@ -61,7 +62,7 @@ hostnames = [%q]
 
 // e2eEnv is a running proxy with its two demo machines.
 type e2eEnv struct {
-	proxy    *proc
+	proxy    *proctest.Proc
 	certFile string
 	// httpsPort and httpPort are the local ports of public 443 and 80.
 	httpsPort, httpPort int
@@ -90,10 +91,10 @@ func startE2E(t *testing.T) *e2eEnv {
 	p := startProc(t, "edgeproxy run", "run", "-config", path)
 	env.proxy = p
 	addrs := map[float64]netip.AddrPort{}
-	p.waitLog(t, "listening log lines for ports 80 and 443", func(r logRecord) bool {
+	p.Await(t, "listening log lines for ports 80 and 443", readyTimeout, func(r proctest.Record) bool {
 		if r["msg"] == "listening" {
 			port, _ := r["port"].(float64)
-			addrs[port] = listenAddr(t, r)
+			addrs[port] = proctest.MustAddr(t, r)
 		}
 		return len(addrs) == 2
 	})
@@ -258,7 +259,7 @@ func TestE2E(t *testing.T) {
 		}
 		// Refused for the right reason: no app has the name (PR05), not
 		// a missing certificate or a broken handshake.
-		env.proxy.waitLog(t, "a PR05 handshake refusal", func(r logRecord) bool {
+		env.proxy.Await(t, "a PR05 handshake refusal", readyTimeout, func(r proctest.Record) bool {
 			return r["msg"] == "tls handshake refused" && r["code"] == "PR05"
 		})
 		// The refused handshake must not have hurt the listener.

@@ -8,15 +8,12 @@ package ops_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,12 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 const (
-	// buildTimeout bounds "go build" on a cold cache.
-	buildTimeout = 5 * time.Minute
 	// supervisorEnv, when set in the environment of this test binary,
 	// makes it run as the supervisor instead of running tests; its value
 	// is the supervisor's lifetime.
@@ -38,66 +33,19 @@ const (
 	prSetChildSubreaper = 36
 )
 
-var (
-	binPath  string
-	buildErr error
-)
+// bin is the binary TestMain built.
+var bin proctest.Bin
 
 func TestMain(m *testing.M) {
 	if life := os.Getenv(supervisorEnv); life != "" {
 		os.Exit(supervise(life, os.Args[1:]))
 	}
-	flag.Parse()
-	os.Exit(runTests(m))
-}
-
-func runTests(m *testing.M) int {
-	if testing.Short() {
-		return m.Run() // every test skips itself
-	}
-	dir, err := os.MkdirTemp("", "edgeproxy-ops-")
-	if err != nil {
-		buildErr = err
-		return m.Run()
-	}
-	defer os.RemoveAll(dir)
-	binPath, buildErr = buildBinary(dir)
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "ops: goroutines outlived the tests: %v\n", err)
-			code = 1
-		}
-	}
-	return code
-}
-
-func buildBinary(dir string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	out := filepath.Join(dir, "edgeproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/edgeproxy")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, b)
-	}
-	return out, nil
+	os.Exit(bin.Main(m, "ops", true))
 }
 
 func binary(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("the operations suite runs the proxy under load for about a minute; skipped in -short mode")
-	}
-	if buildErr != nil {
-		t.Fatalf("edgeproxy binary not built: %v", buildErr)
-	}
-	return binPath
+	return bin.Path(t, "the operations suite runs the proxy under load for about a minute; skipped in -short mode")
 }
 
 // supervise runs the proxy command args in a new process group and stays

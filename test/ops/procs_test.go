@@ -2,25 +2,22 @@
 
 package ops_test
 
-// Subprocess plumbing: demo machines, the proxy's log file, free ports.
+// Subprocess plumbing: demo machines (run by internal/proctest), the proxy's log file, free ports.
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 // logRecord is one JSON log line.
@@ -28,68 +25,23 @@ type logRecord map[string]any
 
 func (r logRecord) str(k string) string { s, _ := r[k].(string); return s }
 
-// lockedBuffer collects a demo machine's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startDemo runs a demo machine on a port the kernel picks and returns
 // the port. It is stopped with SIGTERM when the test ends.
 func startDemo(t *testing.T, id string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := exec.CommandContext(ctx, binary(t), "demo-machine", "-listen", "127.0.0.1:0", "-id", id)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		cancel()
+	p, err := proctest.Start("demo machine "+id, 5*time.Minute, binary(t), "demo-machine", "-listen", "127.0.0.1:0", "-id", id)
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		// The demo machines only serve the proxy under test; how they
+		// exit is not what this suite checks.
+		_ = p.Stop(5 * time.Second)
 		if t.Failed() {
-			t.Logf("demo machine %s output:\n%s", id, out)
+			t.Logf("demo machine %s output:\n%s", id, p.Output())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for line := range strings.Lines(out.String()) {
-			var r logRecord
-			if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == "demo machine listening" {
-				ap, err := netip.ParseAddrPort(r.str("addr"))
-				if err != nil {
-					t.Fatalf("demo machine %s: %v", id, err)
-				}
-				return int(ap.Port())
-			}
-		}
-		select {
-		case <-done:
-			t.Fatalf("demo machine %s exited: %v\n%s", id, cmd.ProcessState, out)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("demo machine %s did not start:\n%s", id, out)
-	return 0
+	return int(p.AwaitAddr(t, "demo machine listening", 10*time.Second).Port())
 }
 
 // logWatch follows the proxy's log file, which every generation of the

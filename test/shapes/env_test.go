@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 // proxyConfig is one app on one demo machine, served as an http_service:
@@ -70,7 +72,7 @@ const upstreamPoolCap = 128
 
 // proxyEnv is a running proxy in front of one demo machine.
 type proxyEnv struct {
-	proxy      *proc
+	proxy      *proctest.Proc
 	pid        int
 	tlsAddr    string // local address of public port 443
 	plainAddr  string // local address of public port 80
@@ -85,30 +87,23 @@ type proxyEnv struct {
 func startProxy(t *testing.T) *proxyEnv {
 	t.Helper()
 	demo := startProc(t, "demo-machine", "demo-machine", "-listen", "127.0.0.1:0", "-id", "m1")
-	var demoAddr netip.AddrPort
-	demo.waitLog(t, "demo machine listening", func(r logRecord) bool {
-		if r["msg"] != "demo machine listening" {
-			return false
-		}
-		demoAddr = logAddr(t, r)
-		return true
-	})
+	demoAddr := demo.AwaitAddr(t, "demo machine listening", readyTimeout)
 
 	path := filepath.Join(t.TempDir(), "edgeproxy.toml")
 	if err := os.WriteFile(path, fmt.Appendf(nil, proxyConfig, demoAddr.Port()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := startProc(t, "edgeproxy run", "run", "-config", path)
-	env := &proxyEnv{proxy: p, pid: p.pid(), demoPort: demoAddr.Port()}
+	env := &proxyEnv{proxy: p, pid: p.Pid(), demoPort: demoAddr.Port()}
 	ports := map[float64]netip.AddrPort{}
 	var admin netip.AddrPort
-	p.waitLog(t, "listening lines for the admin port and ports 80 and 443", func(r logRecord) bool {
+	p.Await(t, "listening lines for the admin port and ports 80 and 443", readyTimeout, func(r proctest.Record) bool {
 		switch r["msg"] {
 		case "listening":
 			port, _ := r["port"].(float64)
-			ports[port] = logAddr(t, r)
+			ports[port] = proctest.MustAddr(t, r)
 		case "admin listening":
-			admin = logAddr(t, r)
+			admin = proctest.MustAddr(t, r)
 		}
 		return len(ports) == 2 && admin.IsValid()
 	})

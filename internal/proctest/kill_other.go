@@ -1,9 +1,9 @@
-//go:build unix && !linux
+//go:build !linux
 
-package main
+package proctest
 
 import "os/exec"
 
 // killWithParent has no equivalent of Linux's Pdeathsig here: only the
-// test's cleanups and the subprocess's context deadline stop it.
+// test's cleanups and the subprocess's lifetime stop it.
 func killWithParent(*exec.Cmd) {}
