@@ -23,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/listen"
 )
 
 // Timeouts are deliberately generous: the demo machine must never be the reason a proxy test
@@ -74,7 +76,7 @@ type machine struct {
 	connSeq atomic.Uint64
 	// httpLn feeds connections that were sniffed as HTTP to srv, one shared server for all of
 	// them, so HTTP/1 keep-alive, h2c and hijacking behave exactly as net/http does.
-	httpLn *chanListener
+	httpLn *listen.Queue
 	srv    *http.Server
 }
 
@@ -90,7 +92,7 @@ func serve(ctx context.Context, ln net.Listener, cfg config) error {
 	connCtx, cancelConns := context.WithCancel(ctx)
 	defer cancelConns()
 
-	m := &machine{cfg: cfg, log: log, httpLn: newChanListener(ln.Addr())}
+	m := &machine{cfg: cfg, log: log, httpLn: listen.NewQueue(ln.Addr())}
 	m.srv = m.newHTTPServer(connCtx)
 
 	httpDone := make(chan struct{})
@@ -178,52 +180,10 @@ func (m *machine) handle(ctx context.Context, raw net.Conn) {
 		}
 		return
 	}
-	if !m.httpLn.handoff(ctx, c) {
+	if !m.httpLn.Handoff(ctx, c) {
 		return
 	}
 	// net/http now owns the connection; it (or a hijacking handler) closes it when done, and
 	// waiting for that keeps this goroutine an honest count of live connections.
 	<-c.closed
 }
-
-// chanListener is a net.Listener whose connections come from handoff rather than from a socket.
-// It lets one http.Server serve connections whose first bytes were already consumed by sniffing.
-type chanListener struct {
-	addr      net.Addr
-	conns     chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// handoff gives c to the HTTP server; it reports false if the listener is closed or ctx is done
-// first, in which case the caller still owns c.
-func (l *chanListener) handoff(ctx context.Context, c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -83,7 +83,9 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 
 	if c.pr.Handlers.HTTP {
 		handedOff = true
-		ps.httpLn.push(c.httpConn(entry))
+		if hc := c.httpConn(entry); !ps.httpLn.Handoff(context.Background(), hc) {
+			hc.Close()
+		}
 		return
 	}
 	c.proxyTCP(entry)

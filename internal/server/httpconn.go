@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -189,43 +188,6 @@ func (s *Server) newHTTPServer(rt *Runtime, pr *route.Port) *http.Server {
 	hs.Protocols.SetUnencryptedHTTP2(true)
 	return hs
 }
-
-// connQueue is a net.Listener fed by serveConn, so net/http serves
-// connections the server already accepted and terminated.
-type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (q *connQueue) push(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
-		c.Close()
-	}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	q.once.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // slogLogger adapts the structured logger for net/http's error log, whose
 // lines (TLS and protocol errors from clients) are debug material.

@@ -79,7 +79,7 @@ type Server struct {
 type portServer struct {
 	public int
 	ln     net.Listener
-	httpLn *connQueue
+	httpLn *listen.Queue
 	http   *http.Server
 	// per-port metric children, looked up once
 	accepted prometheus.Counter
@@ -307,7 +307,7 @@ func (s *Server) untrack(c net.Conn) {
 
 // startHTTP gives a port its net/http server; s.mu is held.
 func (s *Server) startHTTP(rt *Runtime, pr *route.Port, ps *portServer) {
-	ps.httpLn = newConnQueue(ps.ln.Addr())
+	ps.httpLn = listen.NewQueue(ps.ln.Addr())
 	ps.http = s.newHTTPServer(rt, pr)
 	hs, q := ps.http, ps.httpLn
 	s.wg.Go(func() { _ = hs.Serve(q) })
