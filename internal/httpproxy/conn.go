@@ -90,6 +90,36 @@ type Conn struct {
 
 type connKey struct{}
 
+// requestBody wraps a client's request body once per request, for two
+// facts the proxy needs: whether any of it has been read (a failed connect
+// may be retried on another machine only before that, so until then the
+// transport's Close is ignored and the body stays whole for the retry;
+// net/http closes the real body after the handler anyway), and whether the
+// client cut it short (a read error other than its end: the client's
+// error, not the machine's, whatever the upstream side reports).
+type requestBody struct {
+	rc              io.ReadCloser
+	started, failed atomic.Bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if !b.started.Load() {
+		b.started.Store(true)
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
+}
+
+func (b *requestBody) Close() error {
+	if b.started.Load() {
+		return b.rc.Close()
+	}
+	return nil
+}
+
 // pendingBody notes a request body the client cut short (a read error
 // other than its normal end): that is the client's error, not the
 // machine's, whatever the upstream side reports.

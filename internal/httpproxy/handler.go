@@ -11,7 +11,6 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -69,8 +68,8 @@ type reqState struct {
 	entry *catalog.Port
 	id    string
 	lease *upstream.Lease
-	// bodyFailed is set when reading the client's request body failed.
-	bodyFailed atomic.Bool
+	// body is the request's body as wrapped once for the proxy, or nil.
+	body *requestBody
 	// code is the error code the request ended with, if any.
 	code string
 }
@@ -96,7 +95,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = rec
 	defer observe(env, st, r, rec, time.Now())
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &pendingBody{ReadCloser: r.Body, failed: &st.bodyFailed}
+		st.body = &requestBody{rc: r.Body}
+		r.Body = st.body
 	}
 	ctx := r.Context()
 	if !c.AbortOnClose && r.ProtoMajor == 1 {
@@ -267,7 +267,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			st.code = string(pe.Code)
 		}
 	}()
-	if st != nil && st.bodyFailed.Load() {
+	if st != nil && st.body != nil && st.body.failed.Load() {
 		// The client cut its body short: whatever the upstream side saw
 		// (a cancelled request, a machine that gave up) follows from that.
 		// The client may still be reading, having only half-closed.

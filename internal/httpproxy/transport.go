@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -141,11 +140,6 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateFrom(req.Context())
 	svc := st.entry.Service
 	t := rt.pools.transport(st.conn, st.entry)
-	var body *trackedBody
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &trackedBody{rc: req.Body}
-		req.Body = body
-	}
 	send := func(l *upstream.Lease) (*http.Response, error) {
 		out := *req
 		u := *req.URL
@@ -154,7 +148,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		st.lease = l
 		resp, err := t.RoundTrip(&out)
 		if err != nil {
-			return nil, classify(err, body)
+			return nil, classify(err, st.body)
 		}
 		return resp, nil
 	}
@@ -186,9 +180,9 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // classify codes a transport error. A failed dial is retryable only if the
 // request body has not started to flow, since it could not be sent again.
-func classify(err error, body *trackedBody) error {
+func classify(err error, body *requestBody) error {
 	if pe, ok := perr.As(err); ok {
-		if pe.Retryable && body != nil && body.read.Load() {
+		if pe.Retryable && body != nil && body.started.Load() {
 			c := *pe
 			c.Retryable = false
 			return &c
@@ -201,32 +195,10 @@ func classify(err error, body *trackedBody) error {
 		return perr.New(perr.ClientClosed, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		return perr.New(perr.ResponseTimeout, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return perr.New(perr.InstanceClosed, err)
 	default:
+		// EOF, a reset, a closed connection: the machine ended it.
 		return perr.New(perr.InstanceClosed, err)
 	}
-}
-
-// trackedBody remembers whether the request body was read. While it has
-// not been, Close from the transport is ignored so that a failed connect
-// does not close the body a retry on another machine needs; net/http
-// closes the real body after the handler in any case.
-type trackedBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool
-}
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.rc.Read(p)
-}
-
-func (b *trackedBody) Close() error {
-	if b.read.Load() {
-		return b.rc.Close()
-	}
-	return nil
 }
 
 // releasingBody gives the machine's load unit back when the response

@@ -99,7 +99,8 @@ type conn struct {
 	pr    *route.Port
 	id    uint64
 	start time.Time
-	log   *slog.Logger
+	// proxiedFrom is the balancer that sent a PROXY header, if one did.
+	proxiedFrom string
 
 	raw    net.Conn       // the socket
 	prefix []byte         // bytes read while looking for a PROXY header
@@ -155,7 +156,6 @@ func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 				attribute.String("client.address", c.client.String())))
 	}
 	c.local = netip.AddrPortFrom(listen.AddrPort(raw.LocalAddr()).Addr(), uint16(pr.Public))
-	c.log = s.log.With("conn_id", c.id, "port", pr.Public)
 	if age := rt.Config.Proxy.MaxConnectionAge.D(); age > 0 {
 		c.ageTimer = time.AfterFunc(age, func() {
 			c.setReason("max_age")
@@ -178,11 +178,22 @@ func (c *conn) getReason() string {
 	return c.reason
 }
 
+// logger is the connection's logger, built only when there is something
+// to log: most connections never log, and a per-connection logger would
+// cost an allocation each.
+func (c *conn) logger() *slog.Logger {
+	l := c.s.log.With("conn_id", c.id, "port", c.pr.Public)
+	if c.proxiedFrom != "" {
+		l = l.With("proxied_from", c.proxiedFrom)
+	}
+	return l
+}
+
 // fail ends the connection for a reason counted in metrics.
 func (c *conn) fail(reason string, msg string, attrs ...any) {
 	c.setReason(reason)
 	if msg != "" {
-		c.log.Info(msg, append(attrs, "peer", c.client.String())...)
+		c.logger().Info(msg, append(attrs, "peer", c.client.String())...)
 	}
 }
 
@@ -248,7 +259,7 @@ func (c *conn) onKill(k iox.Kill) {
 	if m != nil {
 		in, out = m.Bytes()
 	}
-	c.log.Error("spin detector killed a connection", "layer", k.Layer, "reason", string(k.Reason),
+	c.logger().Error("spin detector killed a connection", "layer", k.Layer, "reason", string(k.Reason),
 		"peer", c.client.String(), "app", app, "age", time.Since(c.start).String(),
 		"bytes_in", in, "bytes_out", out, "counters", k.Counts.String(), "chain", k.Chain)
 }
@@ -261,8 +272,7 @@ func (c *conn) handshakeDeadline() time.Time {
 
 // timedOut counts a deadline that ended a stage.
 func (c *conn) timedOut(kind string, err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		c.s.metrics.Timeouts.WithLabelValues(kind).Inc()
 		c.fail("timeout", "")
 		return true
@@ -299,7 +309,8 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 			return
 		}
 	}
-	in, out, err := iox.Duplex(c.top, upConn, iox.DuplexOptions{Pool: c.s.bufs,
+	// The access log line written at finish carries the byte counts.
+	_, _, err = iox.Duplex(c.top, upConn, iox.DuplexOptions{Pool: c.s.bufs,
 		IdleTimeout: p.IdleTimeout.D(), HalfClosedTimeout: p.HalfClosedTimeout.D()})
 	switch {
 	case errors.Is(err, iox.ErrIdleTimeout):
@@ -309,8 +320,6 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 		c.s.metrics.Timeouts.WithLabelValues("half_closed").Inc()
 		c.setReason("timeout")
 	}
-	c.log.Debug("tcp connection done", "app", entry.Service.App.Name, "machine", lease.Machine.ID,
-		"bytes_in", in, "bytes_out", out, "error", errString(err))
 }
 
 func errString(err error) string {

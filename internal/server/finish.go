@@ -115,12 +115,11 @@ func (c *conn) lingeringClose() {
 	buf := c.s.bufs.Get()
 	n, err := iox.Copy(io.Discard, io.LimitReader(tcp, int64(p.LingeringMaxBytes)+1), *buf)
 	c.s.bufs.Put(buf)
-	var ne net.Error
 	outcome := "clean"
 	switch {
 	case n > int64(p.LingeringMaxBytes):
 		outcome = "limit"
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		outcome = "timeout"
 	case err != nil:
 		outcome = "error"

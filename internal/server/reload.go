@@ -154,9 +154,6 @@ func (s *Server) shutdownHTTP(ps *portServer, timeout time.Duration) {
 	}
 }
 
-// Draining reports whether the server is draining (for /ready).
-func (s *Server) Draining() bool { return s.draining.Load() }
-
 // Handover drains after a new process has taken over the sockets. The
 // admin socket is shared with that process too, so this one stops
 // answering it at once: /ready and /v1/reload must reach the process that
@@ -174,7 +171,6 @@ func (s *Server) Handover() error {
 // everything the server started.
 func (s *Server) Drain() error {
 	timeout := s.runtime().Config.Proxy.DrainTimeout.D()
-	s.draining.Store(true)
 	if s.admin != nil {
 		s.admin.SetReady(false)
 	}

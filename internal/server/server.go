@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -50,7 +49,6 @@ type Server struct {
 	tripwire *telemetry.Tripwire
 	listen   func(network, addr string) (net.Listener, error)
 	reloadMu sync.Mutex // one reload at a time
-	draining atomic.Bool
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -273,18 +271,6 @@ func (s *Server) Addr(public int) net.Addr {
 		return ps.ln.Addr()
 	}
 	return nil
-}
-
-// Ports lists the public ports being served.
-func (s *Server) Ports() []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]int, 0, len(s.ports))
-	for p := range s.ports {
-		out = append(out, p)
-	}
-	sort.Ints(out)
-	return out
 }
 
 // track registers a raw connection so Close can end it; false means the

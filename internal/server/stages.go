@@ -57,8 +57,7 @@ func (c *conn) proxyIn() bool {
 		}
 		// A byte at a time: headers are tiny and this happens once.
 		if _, err := io.ReadFull(c.raw, buf[n:n+1]); err != nil {
-			var ne net.Error
-			if n == 0 && pp.Mode == "optional" && errors.As(err, &ne) && ne.Timeout() {
+			if n == 0 && pp.Mode == "optional" && isTimeout(err) {
 				return true // a trusted client that speaks no header and waits
 			}
 			return c.proxyFail("read", err)
@@ -90,15 +89,14 @@ func (c *conn) proxyHeader(hdr []byte) bool {
 	}
 	if !p.Local {
 		c.client = p.Src
-		c.log = c.log.With("proxied_from", c.raw.RemoteAddr().String())
+		c.proxiedFrom = c.raw.RemoteAddr().String()
 	}
 	return true
 }
 
 func (c *conn) proxyFail(reason string, err error) bool {
 	c.s.metrics.ProxyHeaderErrors.WithLabelValues(reason).Inc()
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		c.s.metrics.Timeouts.WithLabelValues("proxy_header").Inc()
 	}
 	c.fail("proxy_header", "inbound PROXY header refused", "reason", reason, "error", err.Error())

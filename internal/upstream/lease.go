@@ -65,7 +65,15 @@ func (l *Lease) Release() {
 // at all it fails at once (PR01).
 func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, exclude []*catalog.Machine) (*Lease, error) {
 	var deadline <-chan time.Time
-	cands := make([]balance.Candidate, len(svc.App.Machines))
+	// Apps have a handful of machines: their candidates fit on the stack,
+	// so choosing one allocates nothing per request.
+	var buf [16]balance.Candidate
+	cands := buf[:0]
+	if n := len(svc.App.Machines); n <= len(buf) {
+		cands = buf[:n]
+	} else {
+		cands = make([]balance.Candidate, n)
+	}
 	for {
 		// Once queued, take the wake channel before looking so a release
 		// that happens while we look is not missed. Work that finds a
