@@ -263,9 +263,12 @@ func TestForceHTTPS(t *testing.T) {
 func TestStreamingFlushedAsItComes(t *testing.T) {
 	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
 	for _, h2 := range []bool{false, true} {
-		// The second chunk comes a long time after the first: if the proxy
-		// buffered, the first line could not arrive before the deadline.
-		resp, err := p.Client(443, h2).Get("https://app.test/stream?n=2&interval=8s")
+		// The second chunk comes 10 s after the first: a proxy that buffered
+		// the response could not deliver the first line within the client's
+		// 5 s timeout.
+		c := p.Client(443, h2)
+		c.Timeout = 5 * time.Second
+		resp, err := c.Get("https://app.test/stream?n=2&interval=10s")
 		if err != nil {
 			t.Fatal(err)
 		}
