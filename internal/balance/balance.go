@@ -8,7 +8,9 @@
 // has any machine able to take work, then machines under their soft limit
 // before those between soft and hard, then the least loaded, with ties
 // broken at random. Machines that are unhealthy, excluded (already tried)
-// or at their hard limit are never chosen.
+// or at their hard limit are never chosen. PickP2C keeps the same region
+// and band order but, within the best group, weighs each machine's
+// measured response time as well as its load.
 package balance
 
 // Candidate is one machine as the balancer sees it.
@@ -17,6 +19,9 @@ type Candidate struct {
 	Distance int
 	// Load is the machine's current concurrency for this service.
 	Load int64
+	// Latency is the machine's smoothed response time in nanoseconds;
+	// 0 means not measured yet. Only PickP2C reads it.
+	Latency int64
 	// Soft and Hard are the service's limits; Hard 0 means none.
 	Soft, Hard int
 	// Usable is false for machines that must not be chosen: unhealthy,
@@ -60,7 +65,12 @@ func BandOf(load int64, soft, hard int) Band {
 type Result struct {
 	Index int  // chosen candidate, -1 if none
 	Band  Band // band of the chosen machine
-	Ties  int  // how many equally good candidates the random draw chose among
+	// Ties is how many candidates the random draw chose among: the equally
+	// good ones for Pick, the whole best group for PickP2C.
+	Ties int
+	// Rival is the other candidate PickP2C drew and compared against, -1
+	// when there was none (a group of one, no choice, or Pick).
+	Rival int
 	// Full is true when no candidate was chosen but some usable ones exist
 	// at their hard limit: waiting may help, unlike when none are usable.
 	Full bool
@@ -69,7 +79,7 @@ type Result struct {
 // Pick chooses a candidate. intn(n) must return a value in [0, n); it is
 // called only when there is a tie.
 func Pick(cands []Candidate, intn func(n int) int) Result {
-	best := Result{Index: -1}
+	best := Result{Index: -1, Rival: -1}
 	var bestKey [3]int64
 	for i, c := range cands {
 		if !c.Usable {

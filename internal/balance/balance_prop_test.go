@@ -35,7 +35,7 @@ func checkPick(cands []Candidate, got Result) error {
 		}
 	}
 	if best < 0 {
-		want := Result{Index: -1, Full: full}
+		want := Result{Index: -1, Rival: -1, Full: full}
 		if got != want {
 			return fmt.Errorf("no eligible candidate: got %+v, want %+v", got, want)
 		}
@@ -61,6 +61,9 @@ func checkPick(cands []Candidate, got Result) error {
 	}
 	if got.Full {
 		return fmt.Errorf("Full reported with a choice: %+v", got)
+	}
+	if got.Rival != -1 {
+		return fmt.Errorf("Pick reported Rival %d, want -1", got.Rival)
 	}
 	return nil
 }

@@ -156,6 +156,7 @@ func TestPick(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.want.Rival = -1 // Pick never has a rival
 			if got := Pick(tt.cands, noTies(t)); got != tt.want {
 				t.Errorf("Pick = %+v, want %+v", got, tt.want)
 			}
@@ -186,7 +187,7 @@ func TestPickTies(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var calls []int
 			got := Pick(cands, fixed(tt.v, &calls))
-			want := Result{Index: tt.wantIndex, Band: UnderSoft, Ties: 3}
+			want := Result{Index: tt.wantIndex, Band: UnderSoft, Ties: 3, Rival: -1}
 			if got != want {
 				t.Errorf("Pick = %+v, want %+v", got, want)
 			}
@@ -215,7 +216,7 @@ func TestPickTies(t *testing.T) {
 
 	t.Run("a better candidate after ties resets the count", func(t *testing.T) {
 		got := Pick([]Candidate{c(0, 4), c(0, 4), c(0, 3)}, fixed(1, nil))
-		if want := (Result{Index: 2, Band: UnderSoft, Ties: 1}); got != want {
+		if want := (Result{Index: 2, Band: UnderSoft, Ties: 1, Rival: -1}); got != want {
 			t.Errorf("Pick = %+v, want %+v", got, want)
 		}
 	})
