@@ -54,9 +54,28 @@ type Service struct {
 	Unit         Unit
 	Soft, Hard   int
 	Ports        []*Port
-	// loads holds this service's load counter per machine, by Machine.ID.
-	loads map[string]*Load
-	waits *Waiters
+	Balance      Policy
+	Checks       []Check
+	// loads and health hold this service's load counter and health per
+	// machine, by Machine.ID.
+	loads  map[string]*Load
+	health map[string]*Health
+	waits  *Waiters
+}
+
+// Policy is how a machine is chosen among equally close ones.
+type Policy uint8
+
+const (
+	LeastLoaded Policy = iota // the platform's: band, then fewest in flight
+	P2CLatency                // two random choices by in-flight × response time
+)
+
+func (p Policy) String() string {
+	if p == P2CLatency {
+		return "p2c-latency"
+	}
+	return "least-loaded"
 }
 
 // Port is one public port entry of a service (a single port or a range).
@@ -110,6 +129,8 @@ type HTTPOptions struct {
 	// AddHeaders and RemoveHeaders are response.headers.
 	AddHeaders    map[string][]string
 	RemoveHeaders []string
+	// DebugRouting explains each routing decision in a response header.
+	DebugRouting bool
 }
 
 // Machine is one instance of an app.
@@ -138,6 +159,22 @@ func (s *Snapshot) App(name string) *App { return s.byName[name] }
 
 // Load returns the load counter of machine m for service svc.
 func (svc *Service) Load(m *Machine) *Load { return svc.loads[m.ID] }
+
+// Health returns machine m's health for service svc.
+func (svc *Service) Health(m *Machine) *Health { return svc.health[m.ID] }
+
+// Usable reports whether m may take new work for svc: started and healthy.
+func (svc *Service) Usable(m *Machine) bool { return m.Started() && svc.health[m.ID].Healthy() }
+
+// Machine returns the app's machine with id, or nil.
+func (a *App) Machine(id string) *Machine {
+	for _, m := range a.Machines {
+		if m.ID == id {
+			return m
+		}
+	}
+	return nil
+}
 
 // Waiters is where work queued for this service waits for capacity.
 func (svc *Service) Waiters() *Waiters { return svc.waits }
@@ -186,7 +223,17 @@ func buildMachine(cm config.Machine) (*Machine, error) {
 }
 
 func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Service, error) {
-	svc := &Service{App: app, Index: idx, InternalPort: cs.InternalPort, Soft: config.DefaultSoftLimit, loads: map[string]*Load{}}
+	svc := &Service{App: app, Index: idx, InternalPort: cs.InternalPort, Soft: config.DefaultSoftLimit,
+		loads: map[string]*Load{}, health: map[string]*Health{}}
+	if cs.Balance == "p2c-latency" {
+		svc.Balance = P2CLatency
+	}
+	for _, c := range cs.TCPChecks {
+		svc.Checks = append(svc.Checks, Check{HTTPCheck: config.HTTPCheck{TCPCheck: c}})
+	}
+	for _, c := range cs.HTTPChecks {
+		svc.Checks = append(svc.Checks, Check{HTTP: true, HTTPCheck: c})
+	}
 	if c := cs.Concurrency; c != nil {
 		if c.Type == "requests" {
 			svc.Unit = Requests
@@ -211,6 +258,13 @@ func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Servic
 			svc.loads[m.ID] = old.loads[m.ID]
 		} else {
 			svc.loads[m.ID] = &Load{}
+		}
+		// Health carries over too: a reload must not put a failing machine
+		// back into routing until its checks pass again.
+		if old != nil && old.health[m.ID] != nil {
+			svc.health[m.ID] = old.health[m.ID]
+		} else {
+			svc.health[m.ID] = newHealth()
 		}
 	}
 	for _, cp := range cs.Ports {

@@ -4,11 +4,39 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Load is a machine's live concurrency for one service. It changes once per
-// connection or request, never per read.
-type Load struct{ n atomic.Int64 }
+// Load is a machine's live concurrency for one service, and its smoothed
+// response time. It changes once per connection or request, never per
+// read.
+type Load struct {
+	n atomic.Int64
+	// latency is the smoothed response time in nanoseconds, 0 until the
+	// first measurement.
+	latency atomic.Int64
+}
+
+// Latency is the machine's smoothed response time for the service (0:
+// not measured yet).
+func (l *Load) Latency() time.Duration { return time.Duration(l.latency.Load()) }
+
+// ObserveLatency folds one response time into the average, weight 1/8 as
+// TCP's SRTT: recent enough to follow a machine that slows down, smooth
+// enough that one slow request does not swing the choice. Concurrent
+// updates may lose one another; an average tolerates that and it saves a
+// compare-and-swap loop per request.
+func (l *Load) ObserveLatency(d time.Duration) {
+	if d <= 0 {
+		d = 1
+	}
+	old := l.latency.Load()
+	if old == 0 {
+		l.latency.Store(int64(d))
+		return
+	}
+	l.latency.Store(old + (int64(d)-old)/8)
+}
 
 // Value is the current load.
 func (l *Load) Value() int64 { return l.n.Load() }

@@ -30,6 +30,7 @@ func (h *HTTPOptions) from(o *config.HTTPOptions) {
 	h.H2Backend = o.H2Backend
 	h.AbortOnClose = o.AbortOnClose
 	h.IdleTimeout = o.IdleTimeout.D()
+	h.DebugRouting = o.DebugRouting
 	if r := o.Response; r != nil {
 		h.Pristine = r.Pristine
 		for name, v := range r.Headers {

@@ -59,6 +59,15 @@ var documentedDefaults = map[string]struct {
 	"DefaultTripwireDir":           {"dir", DefaultTripwireDir},
 	"DefaultTripwireMaxFiles":      {"max_files", DefaultTripwireMaxFiles},
 	"DefaultTripwireCooldown":      {"cooldown", DefaultTripwireCooldown},
+	"DefaultCheckInterval":         {"interval", DefaultCheckInterval},
+	"DefaultCheckTimeout":          {"timeout", DefaultCheckTimeout},
+	"DefaultCheckGracePeriod":      {"grace_period", DefaultCheckGracePeriod},
+	"DefaultCheckUnhealthyAfter":   {"unhealthy_after", DefaultCheckUnhealthyAfter},
+	"DefaultCheckHealthyAfter":     {"healthy_after", DefaultCheckHealthyAfter},
+	"DefaultCheckMethod":           {"method", DefaultCheckMethod},
+	"DefaultCheckPath":             {"path", DefaultCheckPath},
+	"DefaultCheckProtocol":         {"protocol", DefaultCheckProtocol},
+	"DefaultBalance":               {"balance", DefaultBalance},
 }
 
 // literalDefaults are defaults applyDefaults writes without a named
@@ -173,6 +182,12 @@ func walkTOML(typ reflect.Type, path string, keys map[string]string, tables *[]s
 		f := typ.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			// An embedded struct's keys sit in the embedding table, as
+			// the TOML decoder reads them.
+			walkTOML(f.Type, path, keys, tables)
 			continue
 		}
 		if name == "" {

@@ -33,6 +33,8 @@ func (a *App) AllServices() []Service {
 			InternalPort: h.InternalPort,
 			Protocol:     "tcp",
 			Concurrency:  h.Concurrency,
+			Balance:      h.Balance,
+			HTTPChecks:   h.Checks,
 			Ports: []Port{
 				{Port: &p80, Handlers: []string{"http"}, ForceHTTPS: h.ForceHTTPS, HTTPOptions: h.HTTPOptions},
 				{Port: &p443, Handlers: []string{"tls", "http"}, HTTPOptions: h.HTTPOptions, TLSOptions: h.TLSOptions},

@@ -5,6 +5,8 @@
 // that `edgeproxy validate` and a failed reload say exactly where to look.
 package config
 
+import "time"
+
 // Config is the whole edgeproxy configuration file.
 type Config struct {
 	Proxy         Proxy         `toml:"proxy"`
@@ -83,6 +85,12 @@ type Proxy struct {
 	WatchConfig bool `toml:"watch_config"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// RegionRTT is the starting estimate of the round-trip time from this
+	// edge to each region; connect times to machines refine it.
+	RegionRTT map[string]Duration `toml:"region_rtt"`
+	// RegionRTTFixed pins the round-trip time of regions: measurements
+	// never change these.
+	RegionRTTFixed map[string]Duration `toml:"region_rtt_fixed"`
 }
 
 // Limits is admission control: connections beyond a limit are refused at
@@ -201,15 +209,53 @@ type Service struct {
 	Protocol     string       `toml:"protocol"`
 	Ports        []Port       `toml:"ports"`
 	Concurrency  *Concurrency `toml:"concurrency"`
+	// Balance is the balancing policy: least-loaded (the platform's) or
+	// p2c-latency (an edgeproxy extension).
+	Balance    string      `toml:"balance"`
+	TCPChecks  []TCPCheck  `toml:"tcp_checks"`
+	HTTPChecks []HTTPCheck `toml:"http_checks"`
 
 	// Accepted because real fly.toml files carry them; machine lifecycle
-	// and health checks are not acted on yet, which validate reports.
+	// is not acted on yet, which validate reports.
 	Processes          []string `toml:"processes"`
 	AutoStopMachines   any      `toml:"auto_stop_machines"`
 	AutoStartMachines  *bool    `toml:"auto_start_machines"`
 	MinMachinesRunning *int     `toml:"min_machines_running"`
-	TCPChecks          []any    `toml:"tcp_checks"`
-	HTTPChecks         []any    `toml:"http_checks"`
+}
+
+// TCPCheck is fly.toml's [[services.tcp_checks]]: the machine's internal
+// port must accept a connection.
+type TCPCheck struct {
+	Interval Duration `toml:"interval"`
+	Timeout  Duration `toml:"timeout"`
+	// GracePeriod is a pointer because "0s" (no grace) differs from
+	// unset (the default); Grace reads it.
+	GracePeriod *Duration `toml:"grace_period"`
+	// UnhealthyAfter and HealthyAfter are how many consecutive failures
+	// take a machine out of routing and how many passes bring it back
+	// (edgeproxy extensions).
+	UnhealthyAfter int `toml:"unhealthy_after"`
+	HealthyAfter   int `toml:"healthy_after"`
+}
+
+// Grace is the grace period, the default when unset.
+func (t TCPCheck) Grace() time.Duration {
+	if t.GracePeriod == nil {
+		return DefaultCheckGracePeriod
+	}
+	return t.GracePeriod.D()
+}
+
+// HTTPCheck is fly.toml's [[services.http_checks]] and
+// [[http_service.checks]]: a request that must answer 2xx.
+type HTTPCheck struct {
+	TCPCheck
+	Method        string            `toml:"method"`
+	Path          string            `toml:"path"`
+	Protocol      string            `toml:"protocol"`
+	TLSSkipVerify bool              `toml:"tls_skip_verify"`
+	TLSServerName string            `toml:"tls_server_name"`
+	Headers       map[string]string `toml:"headers"`
 }
 
 // Port is a fly.toml [[services.ports]] entry.
@@ -238,9 +284,12 @@ type HTTPOptions struct {
 	// AbortOnClose cancels a request when its client half-closes; by
 	// default a client that ends its stream after a complete request still
 	// gets the response (an edgeproxy extension, HAProxy's abortonclose).
-	AbortOnClose bool            `toml:"abort_on_close"`
-	IdleTimeout  Duration        `toml:"idle_timeout"`
-	Compress     *bool           `toml:"compress"`
+	AbortOnClose bool     `toml:"abort_on_close"`
+	IdleTimeout  Duration `toml:"idle_timeout"`
+	Compress     *bool    `toml:"compress"`
+	// DebugRouting adds a response header naming the machine chosen, the
+	// candidates and why (an edgeproxy extension).
+	DebugRouting bool            `toml:"debug_routing"`
 	Response     *ResponseOption `toml:"response"`
 }
 
@@ -270,12 +319,13 @@ type HTTPService struct {
 	Concurrency  *Concurrency `toml:"concurrency"`
 	HTTPOptions  *HTTPOptions `toml:"http_options"`
 	TLSOptions   *TLSOptions  `toml:"tls_options"`
+	Balance      string       `toml:"balance"`
+	Checks       []HTTPCheck  `toml:"checks"`
 
 	Processes          []string `toml:"processes"`
 	AutoStopMachines   any      `toml:"auto_stop_machines"`
 	AutoStartMachines  *bool    `toml:"auto_start_machines"`
 	MinMachinesRunning *int     `toml:"min_machines_running"`
-	Checks             []any    `toml:"checks"`
 	MachineChecks      []any    `toml:"machine_checks"`
 }
 

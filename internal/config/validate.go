@@ -48,6 +48,15 @@ const (
 	DefaultTripwireDir           = "edgeproxy-profiles" // under the system temp dir
 	DefaultTripwireMaxFiles      = 20
 	DefaultTripwireCooldown      = 10 * time.Minute
+	DefaultCheckInterval         = 15 * time.Second
+	DefaultCheckTimeout          = 2 * time.Second
+	DefaultCheckGracePeriod      = time.Second
+	DefaultCheckUnhealthyAfter   = 2
+	DefaultCheckHealthyAfter     = 1
+	DefaultCheckMethod           = "GET"
+	DefaultCheckPath             = "/"
+	DefaultCheckProtocol         = "http"
+	DefaultBalance               = "least-loaded"
 	// MaxListeners caps how many public ports one config may open, so a
 	// typo in a port range cannot exhaust file descriptors.
 	MaxListeners = 4096
@@ -57,6 +66,8 @@ var (
 	nameRE        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	hostnameRE    = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	knownHandlers = []string{"tls", "http", "proxy_proto", "pg_tls"}
+	methodRE      = regexp.MustCompile(`^[A-Z]{1,16}$`)
+	tokenRE       = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 )
 
 func applyDefaults(c *Config) {
@@ -109,10 +120,37 @@ func applyDefaults(c *Config) {
 	setDur(&tw.Cooldown, DefaultTripwireCooldown)
 	for i := range c.Apps {
 		a := &c.Apps[i]
+		for j := range a.Services {
+			checkDefaults(&a.Services[j].Balance, a.Services[j].TCPChecks, a.Services[j].HTTPChecks)
+		}
+		if h := a.HTTPService; h != nil {
+			checkDefaults(&h.Balance, nil, h.Checks)
+		}
 		for j := range a.Machines {
 			setStr(&a.Machines[j].Region, p.Region)
 			setStr(&a.Machines[j].State, "started")
 		}
+	}
+}
+
+// checkDefaults fills a service's balance policy and health checks.
+func checkDefaults(balance *string, tcp []TCPCheck, http []HTTPCheck) {
+	setStr(balance, DefaultBalance)
+	tcpc := func(t *TCPCheck) {
+		setDur(&t.Interval, DefaultCheckInterval)
+		setDur(&t.Timeout, DefaultCheckTimeout)
+		setInt(&t.UnhealthyAfter, DefaultCheckUnhealthyAfter)
+		setInt(&t.HealthyAfter, DefaultCheckHealthyAfter)
+	}
+	for i := range tcp {
+		tcpc(&tcp[i])
+	}
+	for i := range http {
+		h := &http[i]
+		tcpc(&h.TCPCheck)
+		setStr(&h.Method, DefaultCheckMethod)
+		setStr(&h.Path, DefaultCheckPath)
+		setStr(&h.Protocol, DefaultCheckProtocol)
 	}
 }
 
@@ -227,6 +265,19 @@ func (c *checker) validateProxy(cfg *Config, s *source) {
 	if p.ConnectAttempts < 1 || p.ConnectAttempts > 20 {
 		c.at(s, "proxy.connect_attempts", "must be between 1 and 20, got %d", p.ConnectAttempts)
 	}
+	for _, t := range []struct {
+		key string
+		m   map[string]Duration
+	}{{"proxy.region_rtt", p.RegionRTT}, {"proxy.region_rtt_fixed", p.RegionRTTFixed}} {
+		for region, d := range t.m {
+			if !nameRE.MatchString(region) {
+				c.at(s, t.key, "%q is not a valid region code", region)
+			}
+			if d.D() > 10*time.Second {
+				c.at(s, t.key+"."+region, "must be at most 10s, got %v", d.D())
+			}
+		}
+	}
 	if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 {
 		c.at(s, "proxy.max_header_bytes", "must be between 1024 and 1048576, got %d", p.MaxHeaderBytes)
 	}
@@ -261,7 +312,11 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		if len(h.Processes) > 0 {
 			c.note(src, k+".processes", "processes has no effect: every machine of the app serves every service")
 		}
-		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.Checks)+len(h.MachineChecks))
+		c.balance(src, k+".balance", h.Balance)
+		for j := range h.Checks {
+			c.httpCheck(src, fmt.Sprintf("%s.checks[%d]", k, j), &h.Checks[j])
+		}
+		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks))
 	}
 	ids := map[string]bool{}
 	for j, m := range a.Machines {
@@ -309,7 +364,56 @@ func (c *checker) validateService(s *Service, key string, src *source) {
 	if len(s.Processes) > 0 {
 		c.note(src, key+".processes", "processes has no effect: every machine of the app serves every service")
 	}
-	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, len(s.TCPChecks)+len(s.HTTPChecks))
+	c.balance(src, key+".balance", s.Balance)
+	for j := range s.TCPChecks {
+		c.tcpCheck(src, fmt.Sprintf("%s.tcp_checks[%d]", key, j), &s.TCPChecks[j])
+	}
+	for j := range s.HTTPChecks {
+		c.httpCheck(src, fmt.Sprintf("%s.http_checks[%d]", key, j), &s.HTTPChecks[j])
+	}
+	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, 0)
+}
+
+func (c *checker) balance(src *source, key, v string) {
+	if v != "least-loaded" && v != "p2c-latency" {
+		c.at(src, key, "must be least-loaded or p2c-latency, got %q", v)
+	}
+}
+
+// minCheckInterval keeps a typo ("1ms") from turning checks into a flood.
+const minCheckInterval = 10 * time.Millisecond
+
+func (c *checker) tcpCheck(src *source, key string, t *TCPCheck) {
+	if t.Interval.D() < minCheckInterval {
+		c.at(src, key+".interval", "must be at least %v, got %v", minCheckInterval, t.Interval.D())
+	}
+	if t.Timeout.D() <= 0 || t.Timeout.D() > t.Interval.D() {
+		c.at(src, key+".timeout", "must be above 0 and at most the interval (%v), got %v", t.Interval.D(), t.Timeout.D())
+	}
+	if t.UnhealthyAfter < 1 || t.UnhealthyAfter > 100 {
+		c.at(src, key+".unhealthy_after", "must be between 1 and 100, got %d", t.UnhealthyAfter)
+	}
+	if t.HealthyAfter < 1 || t.HealthyAfter > 100 {
+		c.at(src, key+".healthy_after", "must be between 1 and 100, got %d", t.HealthyAfter)
+	}
+}
+
+func (c *checker) httpCheck(src *source, key string, h *HTTPCheck) {
+	c.tcpCheck(src, key, &h.TCPCheck)
+	if !methodRE.MatchString(h.Method) {
+		c.at(src, key+".method", "%q is not an HTTP method", h.Method)
+	}
+	if !strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \t\r\n#") {
+		c.at(src, key+".path", "must start with / and contain no spaces or #, got %q", h.Path)
+	}
+	if h.Protocol != "http" && h.Protocol != "https" {
+		c.at(src, key+".protocol", "must be http or https, got %q", h.Protocol)
+	}
+	for name, v := range h.Headers {
+		if !tokenRE.MatchString(name) || strings.ContainsAny(v, "\r\n") {
+			c.at(src, key+".headers", "header %q: invalid name or value", name)
+		}
+	}
 }
 
 // lifecycle notes fly.toml keys that are read but not acted on yet, so a
@@ -328,7 +432,7 @@ func (c *checker) lifecycle(src *source, key string, autoStop any, autoStart *bo
 		c.note(src, key, "auto_start_machines, auto_stop_machines and min_machines_running have no effect yet")
 	}
 	if checks > 0 {
-		c.note(src, key, "health checks are not run yet; machines are routed to regardless")
+		c.note(src, key, "machine_checks run at deploy time on the platform; edgeproxy does not run them")
 	}
 }
 

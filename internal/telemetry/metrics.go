@@ -32,6 +32,11 @@ type Metrics struct {
 	UpstreamConnectDuration *prometheus.HistogramVec
 	UpstreamConnectFailures *prometheus.CounterVec
 	Errors                  *prometheus.CounterVec
+	HealthChecks            *prometheus.CounterVec
+	MachineHealthy          *prometheus.GaugeVec
+	Replays                 *prometheus.CounterVec
+	RequestRetries          *prometheus.CounterVec
+	RegionRTT               *prometheus.GaugeVec
 	TripwireTrips           prometheus.Counter
 	ConfigReloads           *prometheus.CounterVec
 	AdminUnauthorized       prometheus.Counter
@@ -90,6 +95,16 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Failed connects to machines, by app and error code."}, []string{"app", "code"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Errors,
 			Help: "Errors clients saw or connections ended with, by error code (docs/errors.md)."}, []string{"code"}),
+		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HealthChecks,
+			Help: "Health check probes run, by app, kind of check (tcp or http) and result (pass or fail)."}, []string{"app", "check", "result"}),
+		MachineHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MachineHealthy,
+			Help: "Whether a machine passes its health checks for a service (1) or not (0), by app, machine and the service's internal port; only machines with checks."}, []string{"app", "machine", "port"}),
+		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Replays,
+			Help: "fly-replay responses acted on, by app and outcome (replayed, fallback, failed, invalid)."}, []string{"app", "outcome"}),
+		RequestRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RequestRetries,
+			Help: "HTTP requests sent again to another machine, by app and reason."}, []string{"app", "reason"}),
+		RegionRTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: RegionRTT,
+			Help: "Estimated round-trip time from this edge to a region, as used to rank regions (region_rtt refined by connect times), by region."}, []string{"region"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ConfigReloads,
 			Help: "Config reloads, by result (a failed reload leaves the running config in force)."}, []string{"result"}),
 		TripwireTrips: prometheus.NewCounter(prometheus.CounterOpts{Name: TripwireTrips,
@@ -102,7 +117,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
-		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
+		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)
 	return m

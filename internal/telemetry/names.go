@@ -50,6 +50,18 @@ const (
 	MachineLoad = "edgeproxy_machine_load" // {app, service, machine}
 	MachineBand = "edgeproxy_machine_band" // {app, service, machine}: 0 under soft, 1 over soft, 2 at hard
 
+	// Health checks: every probe, and each machine's verdict per service
+	// (port is the service's internal port).
+	HealthChecks   = "edgeproxy_health_checks_total" // {app, check, result}: check tcp or http, result pass or fail
+	MachineHealthy = "edgeproxy_machine_healthy"     // {app, machine, port}: 1 healthy, 0 not
+
+	// Replays and retries of HTTP requests.
+	Replays        = "edgeproxy_replays_total"         // {app, outcome}: replayed, fallback, failed, invalid
+	RequestRetries = "edgeproxy_request_retries_total" // {app, reason}
+
+	// Regions.
+	RegionRTT = "edgeproxy_region_rtt_seconds" // {region}
+
 	// Config reloads.
 	ConfigReloads = "edgeproxy_config_reloads_total" // {result}: ok, failed
 
