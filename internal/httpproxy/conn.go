@@ -12,13 +12,11 @@ package httpproxy
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -46,6 +44,8 @@ type Env struct {
 	AccessLog *slog.Logger
 	// Tracing traces requests (nil: off).
 	Tracing *telemetry.Tracing
+	// Catalog is the runtime's apps, for fly-replay's app=.
+	Catalog *catalog.Snapshot
 }
 
 // Conn describes the client connection requests arrive on.
@@ -90,52 +90,6 @@ type Conn struct {
 
 type connKey struct{}
 
-// requestBody wraps a client's request body once per request, for two
-// facts the proxy needs: whether any of it has been read (a failed connect
-// may be retried on another machine only before that, so until then the
-// transport's Close is ignored and the body stays whole for the retry;
-// net/http closes the real body after the handler anyway), and whether the
-// client cut it short (a read error other than its end: the client's
-// error, not the machine's, whatever the upstream side reports).
-type requestBody struct {
-	rc              io.ReadCloser
-	started, failed atomic.Bool
-}
-
-func (b *requestBody) Read(p []byte) (int, error) {
-	if !b.started.Load() {
-		b.started.Store(true)
-	}
-	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF {
-		b.failed.Store(true)
-	}
-	return n, err
-}
-
-func (b *requestBody) Close() error {
-	if b.started.Load() {
-		return b.rc.Close()
-	}
-	return nil
-}
-
-// pendingBody notes a request body the client cut short (a read error
-// other than its normal end): that is the client's error, not the
-// machine's, whatever the upstream side reports.
-type pendingBody struct {
-	io.ReadCloser
-	failed *atomic.Bool
-}
-
-func (b *pendingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF {
-		b.failed.Store(true)
-	}
-	return n, err
-}
-
 // WithConn puts c in ctx; the server's ConnContext calls it.
 func WithConn(ctx context.Context, c *Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
@@ -169,6 +123,11 @@ func (c *Conn) pinned(svc *catalog.Service) *upstream.Lease {
 		return nil
 	}
 	if c.pin.Service() == svc {
+		if !svc.Usable(c.pin.Machine) {
+			// Failing its checks: the connection moves to a healthy
+			// machine at its next request.
+			return nil
+		}
 		return c.pin
 	}
 	// After a reload the service is a new object. The pin stays if it is
@@ -182,7 +141,7 @@ func (c *Conn) pinned(svc *catalog.Service) *upstream.Lease {
 	}
 	for _, m := range svc.App.Machines {
 		if m.ID == c.pin.Machine.ID {
-			if m.Started() && m.AddrFor(svc.InternalPort) == c.pin.Addr {
+			if svc.Usable(m) && m.AddrFor(svc.InternalPort) == c.pin.Addr {
 				return c.pin
 			}
 			return nil

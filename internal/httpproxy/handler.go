@@ -29,6 +29,7 @@ import (
 var ownedRequestHeaders = []string{
 	"Fly-Client-Ip", "Fly-Forwarded-Port", "Fly-Region", "Fly-Request-Id",
 	"X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Request-Start",
+	"Fly-Replay-Src", "Fly-Replay-Failed", "Fly-Preferred-Instance-Unavailable",
 }
 
 // ErrorCodeHeader carries the error code on responses the proxy makes
@@ -68,8 +69,11 @@ type reqState struct {
 	entry *catalog.Port
 	id    string
 	lease *upstream.Lease
-	// body is the request's body as wrapped once for the proxy, or nil.
-	body *requestBody
+	// body is the request's body, kept for retries and replays, or nil.
+	body *replayBody
+	// pinned is true when the request went to its connection's machine
+	// without a balancing decision of its own.
+	pinned bool
 	// code is the error code the request ended with, if any.
 	code string
 }
@@ -95,8 +99,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = rec
 	defer observe(env, st, r, rec, time.Now())
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = &requestBody{rc: r.Body}
-		r.Body = st.body
+		st.body = newReplayBody(r.Body, r.ContentLength)
 	}
 	ctx := r.Context()
 	if !c.AbortOnClose && r.ProtoMajor == 1 {
@@ -294,7 +297,27 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		h.Set("Fly-Request-Id", st.id)
 	}
 	w.WriteHeader(status)
+	if detail := routingDetail(pe); detail != "" {
+		// Routing failures are explained to the client: which app, and
+		// why no machine could take the request (every machine failing
+		// its checks, and the check's verdict), so a one-machine app
+		// whose check fails says so instead of a bare 503.
+		fmt.Fprintf(w, "%s: %s: %s\n", pe.Code, pe.Msg, detail)
+		return
+	}
 	fmt.Fprintf(w, "%s: %s\n", pe.Code, pe.Msg)
+}
+
+// routingDetail is the cause of a routing error (PR..), which edgeproxy
+// wrote itself from the catalog, never from client or machine bytes.
+func routingDetail(pe *perr.Error) string {
+	switch pe.Code {
+	case perr.NoHealthyInstances, perr.NoCandidate, perr.NoCandidateTimeout:
+		if pe.Err != nil {
+			return pe.Err.Error()
+		}
+	}
+	return ""
 }
 
 // newRequestID makes an id unique enough to find one request in logs:

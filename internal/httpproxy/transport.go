@@ -66,7 +66,11 @@ func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transp
 			if st == nil || err != nil {
 				return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
 			}
-			c, err := st.env.Dialer.Dial(ctx, st.entry.Service.App.Name, ap)
+			region := ""
+			if l := st.lease; l != nil && l.Addr == ap {
+				region = l.Machine.Region
+			}
+			c, err := st.env.Dialer.Dial(ctx, st.entry.Service.App.Name, region, ap)
 			if err != nil {
 				return nil, err
 			}
@@ -132,73 +136,152 @@ func (p *Pools) transport(c *Conn, cp *catalog.Port) *http.Transport {
 	return t
 }
 
-// roundTripper sends a request to a machine of the routed service,
-// retrying on another machine while nothing has reached an app.
+// roundTripper sends a request to a machine of the routed service: it
+// applies the routing headers, retries on another machine while that is
+// safe, and follows fly-replay instructions (replay.go).
 type roundTripper struct{ pools *Pools }
 
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateFrom(req.Context())
-	svc := st.entry.Service
-	t := rt.pools.transport(st.conn, st.entry)
+	want, err := routingWant(req.Header)
+	if err != nil {
+		return nil, err
+	}
+	want.Explain = st.entry.HTTP.DebugRouting
+	return rt.serve(req, st, want)
+}
+
+// forward sends req to a machine of entry's service chosen as want says,
+// trying others while the failure allows it. acquire bounds the wait for
+// a machine and the attempts (a replay's timeout); the request itself runs
+// under its own context.
+func (rt roundTripper) forward(acquire context.Context, req *http.Request, st *reqState, entry *catalog.Port, want *upstream.Want) (*http.Response, error) {
+	svc := entry.Service
+	t := rt.pools.transport(st.conn, entry)
+	app := svc.App.Name
+	var lastCode perr.Code
+	w := *want
 	send := func(l *upstream.Lease) (*http.Response, error) {
 		out := *req
 		u := *req.URL
 		u.Host = l.Addr.String()
 		out.URL = &u
+		if st.body != nil && req.Body != nil {
+			out.Body = st.body.Attempt()
+			// The transport may resend on a pooled connection that died
+			// before use; give it the same replayable body.
+			out.GetBody = st.getBody
+		}
+		if lastCode != "" && st.env.Metrics != nil {
+			st.env.Metrics.RequestRetries.WithLabelValues(app, string(lastCode)).Inc()
+		}
 		st.lease = l
+		if w.Instance != "" && !w.ForceInstance {
+			// The machine learns it was not the one the client asked for.
+			if l.Machine.ID != w.Instance {
+				req.Header.Set(hdrPreferredGone, w.Instance)
+			} else {
+				req.Header.Del(hdrPreferredGone)
+			}
+		}
+		start := time.Now()
 		resp, err := t.RoundTrip(&out)
 		if err != nil {
-			return nil, classify(err, st.body)
+			err = classify(err, req, st.body)
+			if pe, ok := perr.As(err); ok {
+				lastCode = pe.Code
+			}
+			return nil, err
 		}
+		// Time to the response header: what p2c-latency weighs machines by.
+		l.Load().ObserveLatency(time.Since(start))
 		return resp, nil
 	}
-	var failed []*catalog.Machine
-	if svc.Unit == catalog.Connections {
+	plain := want.Instance == "" && len(want.Regions) == 0 && len(want.Exclude) == 0
+	pinning := svc.Unit == catalog.Connections && plain
+	if pinning {
 		if pin := st.conn.pinned(svc); pin != nil {
 			resp, err := send(pin)
 			if err == nil {
+				st.pinned = true
 				return resp, nil
 			}
 			if pe, ok := perr.As(err); !ok || !pe.Retryable {
 				return nil, err
 			}
 			st.conn.unpin(pin)
-			failed = append(failed, pin.Machine)
+			w.Exclude = append(w.Exclude, pin.Machine)
+			w.Attempted++
 		}
 	}
-	resp, lease, err := upstream.Retry(req.Context(), st.env.Dialer, svc, failed, send)
+	resp, lease, err := upstream.Retry(acquire, st.env.Dialer, svc, &w, send)
 	if err != nil {
 		return nil, err
 	}
-	if svc.Unit == catalog.Connections {
+	if pinning {
 		st.conn.setPin(lease)
 		return resp, nil
 	}
+	// Work routed by headers or replays holds its machine for the request
+	// only: the connection's pin stays where the balancer put it.
 	resp.Body = &releasingBody{ReadCloser: resp.Body, lease: lease}
 	return resp, nil
 }
 
-// classify codes a transport error. A failed dial is retryable only if the
-// request body has not started to flow, since it could not be sent again.
-func classify(err error, body *requestBody) error {
-	if pe, ok := perr.As(err); ok {
-		if pe.Retryable && body != nil && body.started.Load() {
-			c := *pe
-			c.Retryable = false
-			return &c
+// getBody restarts the request body for the transport's own retry.
+func (st *reqState) getBody() (io.ReadCloser, error) {
+	if !st.body.Replayable() {
+		return nil, errNotReplayable
+	}
+	return st.body.Attempt(), nil
+}
+
+// classify codes a transport error and decides whether another machine
+// may be tried: only when no response byte arrived, the body can be sent
+// again from its start, and either nothing reached an app (a failed
+// connect) or sending twice is safe (an idempotent method, or a body the
+// proxy holds whole).
+func classify(err error, req *http.Request, body *replayBody) error {
+	pe, ok := perr.As(err)
+	if !ok {
+		var ne net.Error
+		switch {
+		case errors.Is(err, context.Canceled):
+			return perr.New(perr.ClientClosed, err)
+		case errors.As(err, &ne) && ne.Timeout():
+			// The machine had the request and said nothing: it may be
+			// working on it, so it is never sent elsewhere.
+			return perr.New(perr.ResponseTimeout, err)
+		case errors.Is(err, errStaleAttempt), errors.Is(err, errNotReplayable):
+			return perr.New(perr.InternalError, err)
 		}
-		return pe
+		// EOF, a reset, a closed connection: the machine ended it before
+		// any response byte.
+		pe = perr.New(perr.InstanceClosed, err)
+		if body != nil && body.failed.Load() {
+			return pe
+		}
+		if idempotent(req) || body == nil || body.Fill(req.ContentLength) {
+			pe.Retryable = true
+		}
 	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return perr.New(perr.ClientClosed, err)
-	case errors.As(err, &ne) && ne.Timeout():
-		return perr.New(perr.ResponseTimeout, err)
-	default:
-		// EOF, a reset, a closed connection: the machine ended it.
-		return perr.New(perr.InstanceClosed, err)
+	if pe.Retryable && body != nil && !body.Replayable() {
+		c := *pe
+		c.Retryable = false
+		return &c
 	}
+	return pe
+}
+
+// idempotent reports whether sending req twice has the effect of sending
+// it once (RFC 9110 section 9.2.2), or the client said so with an
+// idempotency key, as net/http's own retry rule does.
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // releasingBody gives the machine's load unit back when the response

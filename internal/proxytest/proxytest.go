@@ -73,6 +73,9 @@ type Options struct {
 	WrapWire func(net.Conn) net.Conn
 	// Tracing replaces the config's tracing (an in-memory recorder).
 	Tracing *telemetry.Tracing
+	// Dial is passed to server.Options.TestDial: it opens every upstream
+	// connection, so tests can inject per-region round-trip times.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Start writes cfg to a temp dir, loads and validates it exactly as
@@ -127,7 +130,7 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		return rng.IntN(n)
 	}
 	logs := &LogBuffer{}
-	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire, AccessLog: logs, Tracing: o.Tracing})
+	srv, err := server.New(c, server.Options{Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Intn: intn, TestWrapWire: o.WrapWire, AccessLog: logs, Tracing: o.Tracing, TestDial: o.Dial})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}

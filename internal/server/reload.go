@@ -64,6 +64,7 @@ func (s *Server) Reload(path string) error {
 	s.mu.Unlock()
 
 	s.rt.Store(rt)
+	s.health.Reconcile(rt.Snap)
 	s.permits.SetLimits(permitLimits(cfg.Limits))
 	for public, ln := range opened {
 		s.addPort(rt, public, ln)

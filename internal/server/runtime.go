@@ -18,6 +18,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/rtt"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -44,6 +45,11 @@ type Runtime struct {
 	Certs  *tlsterm.Store
 	Dialer *upstream.Dialer
 	Env    *httpproxy.Env
+	// RTT orders regions from this edge; measurements carry across reloads.
+	RTT *rtt.Table
+	// regionOf maps machine addresses to regions, so health check
+	// connects (which see only an address) measure round trips too.
+	regionOf map[string]string
 
 	guardLimits  iox.GuardLimits
 	proxyTrusted []netip.Prefix
@@ -67,6 +73,9 @@ type Deps struct {
 	AccessLog *slog.Logger
 	// Tracing traces connections and requests; nil means off.
 	Tracing *telemetry.Tracing
+	// Dial, if set, opens upstream TCP connections instead of a
+	// net.Dialer (tests inject per-region round-trip times here).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -95,17 +104,29 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		intn = rand.IntN
 	}
 	p := cfg.Proxy
-	dialer := &upstream.Dialer{
-		Picker:   &upstream.Picker{Region: p.Region, Intn: intn, QueueTimeout: p.QueueTimeout.D()},
-		Timeout:  p.ConnectTimeout.D(),
-		Attempts: p.ConnectAttempts,
+	rtts := rtt.New(p.Region, durations(p.RegionRTT), durations(p.RegionRTTFixed))
+	if prev != nil {
+		rtts.Carry(prev.RTT)
 	}
-	if m := d.Metrics; m != nil {
-		dialer.Observe = func(app string, took time.Duration, err *perr.Error) {
-			m.UpstreamConnectDuration.WithLabelValues(app).Observe(took.Seconds())
-			if err != nil {
-				m.UpstreamConnectFailures.WithLabelValues(app, string(err.Code)).Inc()
-			}
+	dialer := &upstream.Dialer{
+		Picker:      &upstream.Picker{Region: p.Region, Distance: rtts.Distance, Intn: intn, QueueTimeout: p.QueueTimeout.D()},
+		Timeout:     p.ConnectTimeout.D(),
+		Attempts:    p.ConnectAttempts,
+		DialContext: d.Dial,
+	}
+	m := d.Metrics
+	dialer.Observe = func(app, region string, took time.Duration, err *perr.Error) {
+		if err == nil {
+			// A TCP connect takes one round trip: the continuous
+			// measurement of how far each region is.
+			rtts.Observe(region, took)
+		}
+		if m == nil {
+			return
+		}
+		m.UpstreamConnectDuration.WithLabelValues(app).Observe(took.Seconds())
+		if err != nil {
+			m.UpstreamConnectFailures.WithLabelValues(app, string(err.Code)).Inc()
 		}
 	}
 	selfSigned := d.SelfSigned
@@ -126,7 +147,7 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		}
 	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
-		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing,
+		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap,
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
 			// by the guard with the chain and counted like any other.
@@ -142,10 +163,40 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		Certs:        certs,
 		Dialer:       dialer,
 		Env:          env,
+		RTT:          rtts,
+		regionOf:     regionsByAddr(snap),
 		guardLimits:  limits,
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
 		selfSigned:   selfSigned,
 	}, nil
+}
+
+func regionsByAddr(snap *catalog.Snapshot) map[string]string {
+	out := map[string]string{}
+	for _, a := range snap.Apps {
+		for _, svc := range a.Services {
+			for _, m := range a.Machines {
+				out[m.AddrFor(svc.InternalPort).String()] = m.Region
+			}
+		}
+	}
+	return out
+}
+
+// observeConnect feeds a health check's connect time into the round-trip
+// table, if addr is a machine's.
+func (rt *Runtime) observeConnect(addr string, took time.Duration) {
+	if region, ok := rt.regionOf[addr]; ok {
+		rt.RTT.Observe(region, took)
+	}
+}
+
+func durations(m map[string]config.Duration) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(m))
+	for k, v := range m {
+		out[k] = v.D()
+	}
+	return out
 }
 
 func certProblems(cfg *config.Config, err error) error {

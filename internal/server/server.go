@@ -26,6 +26,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/admin"
 	"github.com/edgeproxy/edgeproxy/internal/balance"
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/health"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/listen"
@@ -47,6 +48,8 @@ type Server struct {
 	nextID   atomic.Uint64
 	tracing  *telemetry.Tracing
 	tripwire *telemetry.Tripwire
+	// health runs the services' health checks against their machines.
+	health   *health.Checker
 	listen   func(network, addr string) (net.Listener, error)
 	reloadMu sync.Mutex // one reload at a time
 	// accessLog gets one line per request and per TCP connection (nil: off).
@@ -105,6 +108,10 @@ type Options struct {
 	// the wire guard of every client connection, so fault-injection tests
 	// can put a deliberately broken reader where the incident's was.
 	TestWrapWire func(net.Conn) net.Conn
+	// TestDial, for tests only, opens every upstream connection (requests
+	// and health checks), so tests can put machines in fake regions with
+	// injected round-trip times.
+	TestDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // New builds a server for a loaded config without opening any socket.
@@ -160,7 +167,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.ticketKeys = [][32]byte{key}
 	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
-		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing}
+		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
+	s.health = health.New(health.Options{Log: log, Metrics: s.metrics, Dial: s.healthDial(o.TestDial)})
 	rt, err := BuildRuntime(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
@@ -173,6 +181,24 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 }
 
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
+
+// healthDial opens health check connections, timing each connect: checks
+// reach every machine, so they keep the round-trip estimate of regions
+// that get no traffic current.
+func (s *Server) healthDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		start := time.Now()
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			s.runtime().observeConnect(addr, time.Since(start))
+		}
+		return c, err
+	}
+}
 
 // Start opens every public port and the admin listener and starts
 // serving. It returns once all listeners are bound, or the first bind
@@ -203,6 +229,7 @@ func (s *Server) Start() error {
 		}
 		s.addPort(rt, public, ln)
 	}
+	s.health.Reconcile(rt.Snap)
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
 		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
 			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),
@@ -332,6 +359,7 @@ func (s *Server) Close() error {
 		errs = append(errs, s.admin.Close())
 	}
 	s.tripwire.Stop()
+	s.health.Close()
 	errs = append(errs, s.closeAccessLog())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

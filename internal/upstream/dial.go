@@ -22,9 +22,9 @@ type Dialer struct {
 	Attempts int
 	// DialContext opens TCP connections; nil uses a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Observe, if set, is told of every connect: for which app, how long it
-	// took and how it failed (nil on success).
-	Observe func(app string, took time.Duration, err *perr.Error)
+	// Observe, if set, is told of every connect: for which app, to which
+	// region, how long it took and how it failed (nil on success).
+	Observe func(app, region string, took time.Duration, err *perr.Error)
 	// Span, if set, starts a tracing span around each connect and returns
 	// the function that ends it.
 	Span func(ctx context.Context, app string, addr netip.AddrPort) (context.Context, func(error))
@@ -33,7 +33,7 @@ type Dialer struct {
 // Dial makes one connection to addr and classifies its failure: refused
 // (PC01) and timed out (PC02) are retryable on another machine because no
 // byte of the client's work has reached any app.
-func (d *Dialer) Dial(ctx context.Context, app string, addr netip.AddrPort) (net.Conn, error) {
+func (d *Dialer) Dial(ctx context.Context, app, region string, addr netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
 	defer cancel()
 	dial := d.DialContext
@@ -55,7 +55,7 @@ func (d *Dialer) Dial(ctx context.Context, app string, addr netip.AddrPort) (net
 		end(nil)
 	}
 	if d.Observe != nil {
-		d.Observe(app, time.Since(start), pe)
+		d.Observe(app, region, time.Since(start), pe)
 	}
 	if pe != nil {
 		return nil, pe
@@ -86,23 +86,37 @@ func ClassifyDial(err error) *perr.Error {
 // machines when a connect fails, within Attempts. On success the caller
 // owns the connection and must Release the lease when done.
 func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *Lease, error) {
-	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) { return d.Dial(ctx, svc.App.Name, l.Addr) })
+	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) {
+		start := time.Now()
+		c, err := d.Dial(ctx, svc.App.Name, l.Machine.Region, l.Addr)
+		if err == nil {
+			// A TCP service has no response to time: p2c-latency weighs
+			// its machines by connect time.
+			l.Load().ObserveLatency(time.Since(start))
+		}
+		return c, err
+	})
 }
 
 // Retry runs try on machine after machine until it succeeds, fails with an
 // error that is not retryable, runs out of machines or of attempts. The
 // lease of the successful try is returned held; all others are released.
-// failed lists machines already tried by the caller, which are skipped and
-// count as attempts.
-func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, failed []*catalog.Machine, try func(*Lease) (T, error)) (T, *Lease, error) {
+// want (nil: any machine) says where the work may go; its Exclude lists
+// machines to skip, Attempted of which the caller already tried (they
+// count against Attempts).
+func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, want *Want, try func(*Lease) (T, error)) (T, *Lease, error) {
 	var zero T
-	tried := append([]*catalog.Machine(nil), failed...)
+	w := Want{}
+	if want != nil {
+		w = *want
+	}
+	w.Exclude = append([]*catalog.Machine(nil), w.Exclude...)
 	var last *perr.Error
-	for attempt := len(failed); attempt < d.Attempts; attempt++ {
+	for attempt := w.Attempted; attempt < d.Attempts; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return zero, nil, perr.New(perr.ClientClosed, err)
 		}
-		lease, err := d.Picker.Acquire(ctx, svc, tried)
+		lease, err := d.Picker.Acquire(ctx, svc, &w)
 		if err != nil {
 			if last != nil {
 				// Report why the machines we did try failed, not merely that
@@ -121,7 +135,7 @@ func Retry[T any](ctx context.Context, d *Dialer, svc *catalog.Service, failed [
 			return zero, nil, err
 		}
 		last = pe
-		tried = append(tried, lease.Machine)
+		w.Exclude = append(w.Exclude, lease.Machine)
 	}
 	return zero, nil, attemptsError(last, d.Attempts)
 }

@@ -68,7 +68,7 @@ func TestConnectRefused(t *testing.T) {
 	svc := service(t, 0, mach{id: "dead", port: port})
 	d := dialer(firstTie, 1)
 
-	_, err := d.Dial(context.Background(), "app", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
+	_, err := d.Dial(context.Background(), "app", "local", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
 	pe := wantCode(t, err, perr.InstanceRefused)
 	if !pe.Retryable || pe.Source != perr.SourceUpstream {
 		t.Errorf("Dial: PC01 retryable %v source %v, want true upstream", pe.Retryable, pe.Source)
@@ -283,7 +283,7 @@ func TestRetrySkipsCallerFailures(t *testing.T) {
 	svc := service(t, 0, mach{id: "a"}, mach{id: "b"}, mach{id: "c"})
 	failed := []*catalog.Machine{machine(t, svc, "a")}
 	var seen []string
-	_, _, err := upstream.Retry(context.Background(), dialer(firstTie, 2), svc, failed, func(l *upstream.Lease) (int, error) {
+	_, _, err := upstream.Retry(context.Background(), dialer(firstTie, 2), svc, &upstream.Want{Exclude: failed, Attempted: len(failed)}, func(l *upstream.Lease) (int, error) {
 		seen = append(seen, l.Machine.ID)
 		return 0, perr.New(perr.InstanceRefused, syscall.ECONNREFUSED)
 	})

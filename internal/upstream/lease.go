@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,13 +23,37 @@ import (
 type Picker struct {
 	// Region is this edge's region.
 	Region string
-	// Distance orders regions from this edge; nil puts every other region
-	// at distance 1.
+	// Distance orders regions from this edge (lower is nearer, 0 for this
+	// edge's region); nil puts every other region at distance 1.
 	Distance func(region string) int
 	// Intn breaks ties; it must be safe for concurrent use.
 	Intn func(n int) int
 	// QueueTimeout bounds the wait for a machine under its hard limit.
 	QueueTimeout time.Duration
+}
+
+// Want narrows and orders the machines one piece of work may go to: the
+// routing headers of a request (fly-prefer-region and friends), a
+// fly-replay instruction, and the machines already tried. The zero value
+// (or nil) wants any machine, nearest first.
+type Want struct {
+	// Regions are preferred in this order, before every other region;
+	// with ForceRegion no other region is used.
+	Regions     []string
+	ForceRegion bool
+	// Instance is a machine id preferred over every other machine; with
+	// ForceInstance no other machine is used, and work waits (up to the
+	// queue timeout) while that machine is unhealthy or full.
+	Instance      string
+	ForceInstance bool
+	// Exclude lists machines never to choose: already tried, or the
+	// machine that asked for a replay elsewhere.
+	Exclude []*catalog.Machine
+	// Attempted is how many machines of Exclude were tried and failed;
+	// they count against the dialer's attempts.
+	Attempted int
+	// Explain records the candidates on the lease for the debug header.
+	Explain bool
 }
 
 // Lease is one unit of a machine's concurrency, held while work runs on it.
@@ -38,6 +63,8 @@ type Lease struct {
 	Band    balance.Band
 	// Candidates and Ties explain the choice for debug output.
 	Candidates, Ties int
+	// Explain is the full account of the choice when Want.Explain was set.
+	Explain *Explanation
 
 	once sync.Once
 	load *catalog.Load
@@ -46,6 +73,10 @@ type Lease struct {
 
 // Service is the service the lease counts against.
 func (l *Lease) Service() *catalog.Service { return l.svc }
+
+// Load is the machine's load counter for the service (its smoothed
+// response time is recorded there).
+func (l *Lease) Load() *catalog.Load { return l.load }
 
 // Release returns the unit; calling it more than once is harmless, so every
 // path may release without tracking whether another did.
@@ -59,11 +90,15 @@ func (l *Lease) Release() {
 	})
 }
 
-// Acquire picks a machine for svc, skipping those in exclude, and takes a
-// unit of its load. When every usable machine is at its hard limit it
-// waits up to QueueTimeout for one to free up (PL02); when none is usable
-// at all it fails at once (PR01).
-func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, exclude []*catalog.Machine) (*Lease, error) {
+// Acquire picks a machine for svc as want asks, and takes a unit of its
+// load. When every usable machine is at its hard limit (or a forced
+// instance is unhealthy) it waits up to QueueTimeout for that to change
+// (PL02, or PR01 for the unhealthy instance); when none is usable at all
+// it fails at once (PR01).
+func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) (*Lease, error) {
+	if want == nil {
+		want = &Want{}
+	}
 	var deadline <-chan time.Time
 	// Apps have a handful of machines: their candidates fit on the stack,
 	// so choosing one allocates nothing per request.
@@ -83,8 +118,8 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, exclude []*c
 		if deadline != nil {
 			wake = svc.Waiters().Chan()
 		}
-		lease, full, err := p.try(svc, exclude, cands)
-		if lease != nil || err != nil || !full {
+		lease, wait, err := p.try(svc, want, cands)
+		if lease != nil || err != nil || wait == nil {
 			if wake != nil {
 				svc.Waiters().Done()
 			}
@@ -101,59 +136,147 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, exclude []*c
 			deadline = t.C
 			continue
 		}
-		if err := waitWake(ctx, svc, wake, deadline); err != nil {
+		if err := waitWake(ctx, svc, wake, deadline, wait); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// try makes one balancing decision. It returns a lease, or full when every
-// usable machine is at its hard limit, or an error when none is usable;
-// all three empty means the chosen machine filled up meanwhile.
-func (p *Picker) try(svc *catalog.Service, exclude []*catalog.Machine, cands []balance.Candidate) (*Lease, bool, error) {
+// try makes one balancing decision. It returns a lease, or wait (the error
+// to give if waiting times out) when waiting may help, or an error when
+// nothing can; all three empty means the chosen machine filled up
+// meanwhile.
+func (p *Picker) try(svc *catalog.Service, want *Want, cands []balance.Candidate) (*Lease, error, error) {
+	var forced *catalog.Machine
 	for i, m := range svc.App.Machines {
-		cands[i] = balance.Candidate{
-			Distance: p.distance(m.Region),
+		c := balance.Candidate{
+			Distance: p.distance(m.Region, want),
 			Load:     svc.Load(m).Value(),
+			Latency:  int64(svc.Load(m).Latency()),
 			Soft:     svc.Soft,
 			Hard:     svc.Hard,
-			Usable:   m.Started() && !excluded(exclude, m),
+			Usable:   svc.Usable(m) && !excluded(want.Exclude, m),
 		}
+		if want.Instance != "" && m.ID == want.Instance {
+			// Ahead of every region, so it wins whenever it can take work;
+			// otherwise the others are chosen as usual.
+			c.Distance = -1
+			forced = m
+		} else if want.ForceInstance {
+			c.Usable = false
+		}
+		if want.ForceRegion && !slices.Contains(want.Regions, m.Region) {
+			c.Usable = false
+		}
+		cands[i] = c
 	}
-	res := balance.Pick(cands, p.Intn)
+	var res balance.Result
+	if svc.Balance == catalog.P2CLatency {
+		res = balance.PickP2C(cands, p.Intn)
+	} else {
+		res = balance.Pick(cands, p.Intn)
+	}
 	if res.Index >= 0 {
 		m := svc.App.Machines[res.Index]
 		load := svc.Load(m)
 		if !load.TryAcquire(svc.Hard) {
-			return nil, false, nil
+			return nil, nil, nil
 		}
-		return &Lease{Machine: m, Addr: m.AddrFor(svc.InternalPort), Band: res.Band,
-			Candidates: len(cands), Ties: res.Ties, load: load, svc: svc}, false, nil
+		l := &Lease{Machine: m, Addr: m.AddrFor(svc.InternalPort), Band: res.Band,
+			Candidates: len(cands), Ties: res.Ties, load: load, svc: svc}
+		if want.Explain {
+			l.Explain = p.explain(svc, want, cands, res)
+		}
+		return l, nil, nil
 	}
 	if res.Full {
-		return nil, true, nil
+		return nil, perr.New(perr.QueueTimeout, fmt.Errorf("every machine of %s at hard limit %d", svc.App.Name, svc.Hard)), nil
 	}
-	if len(exclude) > 0 {
-		return nil, false, perr.New(perr.NoCandidate, fmt.Errorf("within %d attempts", len(exclude)))
+	if want.ForceInstance {
+		if forced == nil {
+			return nil, nil, perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no machine %q", svc.App.Name, want.Instance))
+		}
+		if forced.Started() && !excluded(want.Exclude, forced) {
+			// Forced to a machine that is failing its checks: the platform
+			// waits for it rather than sending the work elsewhere.
+			return nil, perr.New(perr.NoHealthyInstances, fmt.Errorf("machine %s of %s is unhealthy: %s",
+				forced.ID, svc.App.Name, svc.Health(forced).Reason())), nil
+		}
 	}
-	return nil, false, perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no started machine", svc.App.Name))
+	if len(want.Exclude) > 0 && p.anyUsable(svc, want) {
+		return nil, nil, perr.New(perr.NoCandidate, fmt.Errorf("within %d attempts", len(want.Exclude)))
+	}
+	return nil, nil, noHealthy(svc, want)
+}
+
+// anyUsable reports whether some machine would qualify but for Exclude.
+func (p *Picker) anyUsable(svc *catalog.Service, want *Want) bool {
+	for _, m := range svc.App.Machines {
+		if svc.Usable(m) && (!want.ForceRegion || slices.Contains(want.Regions, m.Region)) &&
+			(!want.ForceInstance || m.ID == want.Instance) {
+			return true
+		}
+	}
+	return false
+}
+
+// noHealthy is PR01 with the reason a user needs: no machine started,
+// every machine failing its checks (and which check), or none in the
+// regions or instance the request insisted on.
+func noHealthy(svc *catalog.Service, want *Want) error {
+	var started, healthy int
+	reason := ""
+	for _, m := range svc.App.Machines {
+		if !m.Started() {
+			continue
+		}
+		started++
+		if h := svc.Health(m); h.Healthy() {
+			healthy++
+		} else if reason == "" {
+			reason = fmt.Sprintf("machine %s: %s", m.ID, h.Reason())
+		}
+	}
+	switch {
+	case started == 0:
+		return perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no started machine", svc.App.Name))
+	case healthy == 0:
+		return perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s: every machine fails its health checks (%s)", svc.App.Name, reason))
+	case want.ForceInstance:
+		return perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s: machine %q is not started", svc.App.Name, want.Instance))
+	case want.ForceRegion:
+		return perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no healthy machine in region %v", svc.App.Name, want.Regions))
+	}
+	return perr.New(perr.NoHealthyInstances, fmt.Errorf("app %s has no usable machine", svc.App.Name))
 }
 
 // waitWake waits for a release, the queue deadline or the caller leaving,
 // and ends the wait registered by Chan.
-func waitWake(ctx context.Context, svc *catalog.Service, wake <-chan struct{}, deadline <-chan time.Time) error {
+func waitWake(ctx context.Context, svc *catalog.Service, wake <-chan struct{}, deadline <-chan time.Time, timeout error) error {
 	defer svc.Waiters().Done()
 	select {
 	case <-wake:
 		return nil
 	case <-deadline:
-		return perr.New(perr.QueueTimeout, fmt.Errorf("every machine of %s at hard limit %d", svc.App.Name, svc.Hard))
+		return timeout
 	case <-ctx.Done():
 		return perr.New(perr.ClientClosed, ctx.Err())
 	}
 }
 
-func (p *Picker) distance(region string) int {
+// distance ranks a region: preferred regions first in the order given,
+// then every other region by its distance from this edge.
+func (p *Picker) distance(region string, want *Want) int {
+	if len(want.Regions) > 0 {
+		if i := slices.Index(want.Regions, region); i >= 0 {
+			return i
+		}
+		return len(want.Regions) + p.baseDistance(region)
+	}
+	return p.baseDistance(region)
+}
+
+func (p *Picker) baseDistance(region string) int {
 	if region == p.Region {
 		return 0
 	}

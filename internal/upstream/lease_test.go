@@ -105,7 +105,7 @@ func TestAcquireRegions(t *testing.T) {
 	// the tie break decides; with one, the nearer region wins.
 	exclude := []*catalog.Machine{machine(t, svc, "near")}
 	p.Distance = func(r string) int { return map[string]int{"iad": 2, "syd": 5}[r] }
-	l, err = p.Acquire(context.Background(), svc, exclude)
+	l, err = p.Acquire(context.Background(), svc, &upstream.Want{Exclude: exclude})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestAcquireRegions(t *testing.T) {
 func TestAcquireExclude(t *testing.T) {
 	svc := service(t, 0, mach{id: "a"}, mach{id: "b"})
 	p := picker(firstTie, time.Second)
-	l, err := p.Acquire(context.Background(), svc, []*catalog.Machine{machine(t, svc, "a")})
+	l, err := p.Acquire(context.Background(), svc, &upstream.Want{Exclude: []*catalog.Machine{machine(t, svc, "a")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestAcquireExclude(t *testing.T) {
 	if l.Machine.ID != "b" {
 		t.Errorf("got %s, want b: a is excluded", l.Machine.ID)
 	}
-	_, err = p.Acquire(context.Background(), svc, svc.App.Machines)
+	_, err = p.Acquire(context.Background(), svc, &upstream.Want{Exclude: svc.App.Machines})
 	wantCode(t, err, perr.NoCandidate)
 }
 
