@@ -142,7 +142,14 @@ func TestStress(t *testing.T) {
 		}
 	}
 	refused := l.Refusals()
-	if refused[permit.ScopeGlobal]+refused[permit.ScopeIP]+refused[permit.ScopeApp] == 0 {
+	// Which limit is hit first depends on scheduling (on a busy machine the
+	// accept rate can refuse everything before a count fills); any
+	// refusal shows the stress reached a limit.
+	total := 0
+	for _, n := range refused {
+		total += int(n)
+	}
+	if total == 0 {
 		t.Errorf("no refusals at all (%v): the stress never reached a limit", refused)
 	}
 	// Without a rate limit nothing is left to remember about idle clients.

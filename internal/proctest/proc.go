@@ -24,7 +24,7 @@ const pipeDelay = 5 * time.Second
 type Proc struct {
 	Name   string
 	cmd    *exec.Cmd
-	log    *procLog
+	log    *Output
 	cancel context.CancelFunc
 	done   chan struct{} // closed once Wait returned
 
@@ -43,7 +43,7 @@ func Start(name string, lifetime time.Duration, bin string, args ...string) (*Pr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = pipeDelay
 	killWithParent(cmd)
-	p := &Proc{Name: name, cmd: cmd, log: newProcLog(), cancel: cancel, done: make(chan struct{})}
+	p := &Proc{Name: name, cmd: cmd, log: NewOutput(), cancel: cancel, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -105,7 +105,7 @@ func (p *Proc) WaitLog(match func(Record) bool, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		text, changed := p.log.snapshot()
+		text, changed := p.log.Snapshot()
 		// Output arrives in arbitrary chunks; a last line without its
 		// newline is read again, whole, after the next write.
 		complete := text[:strings.LastIndexByte(text, '\n')+1]
@@ -206,16 +206,19 @@ func Run(t testing.TB, lim Limits, name, bin string, args ...string) *Proc {
 	return p
 }
 
-// procLog collects a subprocess's output and wakes waiters on each write.
-type procLog struct {
+// Output collects a subprocess's output, safe to read while it runs, and
+// wakes waiters on each write. Suites that start other real servers
+// (PostgreSQL) use it for their logs too.
+type Output struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	changed chan struct{} // closed and replaced on every write
 }
 
-func newProcLog() *procLog { return &procLog{changed: make(chan struct{})} }
+// NewOutput makes an empty Output.
+func NewOutput() *Output { return &Output{changed: make(chan struct{})} }
 
-func (l *procLog) Write(p []byte) (int, error) {
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf.Write(p)
@@ -224,13 +227,15 @@ func (l *procLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *procLog) snapshot() (string, <-chan struct{}) {
+// Snapshot returns the output so far and a channel closed at the next
+// write.
+func (l *Output) Snapshot() (string, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String(), l.changed
 }
 
-func (l *procLog) String() string {
-	s, _ := l.snapshot()
+func (l *Output) String() string {
+	s, _ := l.Snapshot()
 	return s
 }
