@@ -314,7 +314,7 @@ func buildPort(svc *Service, cp config.Port) (*Port, error) {
 		}
 		p.ProxyProto = ver
 	}
-	if err := p.TLS.from(cp.TLSOptions, p.Handlers.HTTP); err != nil {
+	if err := p.TLS.from(cp.TLSOptions, p.Handlers.HTTP, p.Handlers.PgTLS); err != nil {
 		return nil, err
 	}
 	p.HTTP.from(cp.HTTPOptions)

@@ -7,7 +7,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
 
-func (t *TLSOptions) from(o *config.TLSOptions, http bool) error {
+func (t *TLSOptions) from(o *config.TLSOptions, http, pg bool) error {
 	var versions []string
 	if o != nil {
 		versions = o.Versions
@@ -17,6 +17,11 @@ func (t *TLSOptions) from(o *config.TLSOptions, http bool) error {
 	if t.ALPN == nil && http {
 		// A port that parses HTTP offers both versions unless told otherwise.
 		t.ALPN = []string{"h2", "http/1.1"}
+	}
+	if t.ALPN == nil && pg {
+		// libpq 17 offers "postgresql" and, for sslnegotiation=direct,
+		// requires the server to select it; older clients offer nothing.
+		t.ALPN = []string{"postgresql"}
 	}
 	var err error
 	t.MinVersion, t.MaxVersion, err = tlsterm.Versions(versions)

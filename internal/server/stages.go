@@ -3,11 +3,12 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -195,13 +196,109 @@ func (c *conn) terminateTLS() *catalog.Port {
 
 // pgSSLRequest answers PostgreSQL's SSLRequest on a pg_tls port.
 func (c *conn) pgSSLRequest() bool {
-	if err := acceptSSLRequest(c.top, c.handshakeDeadline()); err != nil {
-		if !c.timedOut("handshake", err) {
-			c.fail("pg_tls", "pg_tls: no SSLRequest", "error", err.Error())
+	deadline := c.handshakeDeadline()
+	// A client may first ask for GSSAPI encryption (libpq does when it
+	// holds a Kerberos ticket): it is declined and the client asks again.
+	for range 2 {
+		b, err := c.peek.Peek(deadline, func(b []byte) sniff.Result {
+			r, _ := sniff.Postgres(b)
+			return r
+		})
+		if err != nil {
+			if !c.timedOut("handshake", err) {
+				c.fail("pg_tls", "pg_tls: no SSLRequest", "error", err.Error())
+			}
+			return false
 		}
-		return false
+		r, kind := sniff.Postgres(b)
+		switch {
+		case r != sniff.Match:
+			c.fail("pg_tls", "pg_tls: no SSLRequest", "error",
+				"first message is not an SSLRequest (is the client using sslmode=disable?)")
+			return false
+		case kind == sniff.PgDirectTLS:
+			// sslnegotiation=direct: the ClientHello comes at once.
+			return true
+		case kind == sniff.PgCancel:
+			c.forwardPgCancel(deadline)
+			return false
+		}
+		reply := byte('S')
+		if kind == sniff.PgGSSENC {
+			reply = 'N'
+		}
+		if err := answerPg(c.top, deadline, reply); err != nil {
+			if !c.timedOut("handshake", err) {
+				c.fail("pg_tls", "pg_tls: startup failed", "error", err.Error())
+			}
+			return false
+		}
+		if reply == 'S' {
+			return true
+		}
 	}
-	return true
+	c.fail("pg_tls", "pg_tls: no SSLRequest after GSSENCRequest")
+	return false
+}
+
+// answerPg consumes the 8-byte request the peek saw and answers it.
+func answerPg(c net.Conn, deadline time.Time, reply byte) error {
+	if err := c.SetDeadline(deadline); err != nil {
+		return err
+	}
+	var msg [sniff.PgRequestLen]byte
+	if _, err := io.ReadFull(c, msg[:]); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte{reply}); err != nil {
+		return err
+	}
+	return c.SetDeadline(time.Time{})
+}
+
+// forwardPgCancel passes a CancelRequest to the machines. It travels on
+// its own plain connection (libpq before 17 never encrypts it) and names
+// the backend only by process id and key, which the proxy cannot map to
+// a machine without reading every session: every started machine of the
+// port's apps gets it, and PostgreSQL ignores a key it does not know.
+func (c *conn) forwardPgCancel(deadline time.Time) {
+	var msg [sniff.PgCancelLen]byte
+	if err := c.top.SetDeadline(deadline); err != nil {
+		return
+	}
+	if _, err := io.ReadFull(c.top, msg[:]); err != nil {
+		c.fail("pg_tls", "pg_tls: reading CancelRequest", "error", err.Error())
+		return
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	var wg sync.WaitGroup
+	var sent atomic.Int32
+	for _, e := range c.pr.Entries() {
+		svc := e.Service
+		for _, m := range svc.App.Machines {
+			if !m.Started() {
+				continue
+			}
+			wg.Go(func() {
+				up, err := c.rt.Dialer.Dial(ctx, svc.App.Name, m.Region, m.AddrFor(svc.InternalPort))
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				up.SetDeadline(deadline)
+				if e.ProxyProto > 0 && c.sendProxyHeader(up, e.ProxyProto) != nil {
+					return
+				}
+				if _, err := up.Write(msg[:]); err == nil {
+					sent.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	c.setReason("pg_cancel")
+	c.logger().Info("pg_tls: cancel request forwarded", "machines", int(sent.Load()), "peer", c.client.String())
 }
 
 // sendProxyHeader announces the client to the machine.
@@ -212,27 +309,4 @@ func (c *conn) sendProxyHeader(up net.Conn, version int) error {
 	}
 	_, err = up.Write(hdr)
 	return err
-}
-
-// sslRequestCode is PostgreSQL's SSLRequest: length 8, then 1234<<16|5679.
-const sslRequestCode = 80877103
-
-// acceptSSLRequest reads exactly the 8-byte SSLRequest and replies 'S'
-// (TLS follows). Anything else is refused: this port speaks only
-// TLS-wrapped PostgreSQL.
-func acceptSSLRequest(c net.Conn, deadline time.Time) error {
-	if err := c.SetDeadline(deadline); err != nil {
-		return err
-	}
-	var msg [8]byte
-	if _, err := io.ReadFull(c, msg[:]); err != nil {
-		return fmt.Errorf("reading SSLRequest: %w", err)
-	}
-	if binary.BigEndian.Uint32(msg[:4]) != 8 || binary.BigEndian.Uint32(msg[4:]) != sslRequestCode {
-		return errors.New("first message is not an SSLRequest (is the client using sslmode=disable?)")
-	}
-	if _, err := c.Write([]byte{'S'}); err != nil {
-		return err
-	}
-	return c.SetDeadline(time.Time{})
 }

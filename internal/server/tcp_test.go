@@ -176,4 +176,35 @@ func TestPgTLSHandshake(t *testing.T) {
 	if n, err := c2.Read(make([]byte, 1)); err == nil {
 		t.Errorf("plaintext startup got %d bytes back", n)
 	}
+
+	// GSSAPI encryption is declined ('N'); the client then asks for TLS.
+	c3, err := net.Dial("tcp", p.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	c3.SetDeadline(time.Now().Add(10 * time.Second))
+	c3.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30}) // GSSENCRequest, 80877104
+	if _, err := io.ReadFull(c3, answer[:]); err != nil || answer[0] != 'N' {
+		t.Fatalf("GSSENCRequest answer %q %v", answer, err)
+	}
+	c3.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f})
+	if _, err := io.ReadFull(c3, answer[:]); err != nil || answer[0] != 'S' {
+		t.Fatalf("SSLRequest after GSSENCRequest: %q %v", answer, err)
+	}
+
+	// sslnegotiation=direct (PostgreSQL 17): TLS at once, ALPN postgresql.
+	d, err := tls.Dial("tcp", p.Addr(5000), &tls.Config{ServerName: "tcp.test", InsecureSkipVerify: true, NextProtos: []string{"postgresql"}})
+	if err != nil {
+		t.Fatalf("direct TLS: %v", err)
+	}
+	defer d.Close()
+	if got := d.ConnectionState().NegotiatedProtocol; got != "postgresql" {
+		t.Errorf("direct TLS negotiated ALPN %q, want postgresql", got)
+	}
+	d.Write([]byte("direct"))
+	buf = make([]byte, 6)
+	if _, err := io.ReadFull(d, buf); err != nil || string(buf) != "direct" {
+		t.Fatalf("after direct TLS: %q %v", buf, err)
+	}
 }
