@@ -35,12 +35,15 @@ type ServiceView struct {
 // MachineView is one machine in /v1/machines, with its live load per
 // service.
 type MachineView struct {
-	App     string     `json:"app"`
-	ID      string     `json:"id"`
-	Region  string     `json:"region"`
-	Address string     `json:"address"`
-	State   string     `json:"state"`
-	Load    []LoadView `json:"load"`
+	App     string `json:"app"`
+	ID      string `json:"id"`
+	Region  string `json:"region"`
+	Address string `json:"address"`
+	State   string `json:"state"`
+	// RegionRTT is this edge's round-trip estimate to the machine's
+	// region ("" when not known yet).
+	RegionRTT string     `json:"region_rtt,omitempty"`
+	Load      []LoadView `json:"load"`
 }
 
 // LoadView is a machine's load for one service.
@@ -48,6 +51,12 @@ type LoadView struct {
 	InternalPort int    `json:"internal_port"`
 	Load         int64  `json:"load"`
 	Band         string `json:"band"`
+	Healthy      bool   `json:"healthy"`
+	// Unhealthy says which check fails and how, when one does.
+	Unhealthy string `json:"unhealthy,omitempty"`
+	// ResponseTime is the smoothed time to response headers (HTTP) or to
+	// connect (TCP), what p2c-latency weighs.
+	ResponseTime string `json:"response_time,omitempty"`
 }
 
 // ConnView is one live client connection in /v1/connections.
@@ -94,10 +103,19 @@ func (s *Server) Machines() []MachineView {
 	for _, a := range rt.Snap.Apps {
 		for _, m := range a.Machines {
 			v := MachineView{App: a.Name, ID: m.ID, Region: m.Region, Address: m.Addr.String(), State: m.State}
+			if d, ok := rt.RTT.RTT(m.Region); ok {
+				v.RegionRTT = d.String()
+			}
 			for _, svc := range a.Services {
-				load := svc.Load(m).Value()
-				v.Load = append(v.Load, LoadView{InternalPort: svc.InternalPort, Load: load,
-					Band: balance.BandOf(load, svc.Soft, svc.Hard).String()})
+				l := svc.Load(m)
+				load := l.Value()
+				h := svc.Health(m)
+				lv := LoadView{InternalPort: svc.InternalPort, Load: load,
+					Band: balance.BandOf(load, svc.Soft, svc.Hard).String(), Healthy: h.Healthy(), Unhealthy: h.Reason()}
+				if d := l.Latency(); d > 0 {
+					lv.ResponseTime = d.Round(time.Microsecond).String()
+				}
+				v.Load = append(v.Load, lv)
 			}
 			out = append(out, v)
 		}

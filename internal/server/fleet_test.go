@@ -62,6 +62,8 @@ type fleetMachine struct {
 	// being answered, which the cleanup waits for.
 	quit     chan struct{}
 	handlers sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool // no handler may start: the cleanup waits on handlers
 }
 
 // sleep waits d, or less if the test is ending.
@@ -111,6 +113,9 @@ func (f *fleet) add(id, region string, rtt time.Duration) *fleetMachine {
 		close(m.quit)
 		srv.Close()
 		<-done
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
 		m.handlers.Wait()
 	})
 	f.machines[id] = m
@@ -177,6 +182,14 @@ func (f *fleet) machinesTOML(ids ...string) string {
 }
 
 func (m *fleetMachine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.handlers.Add(1)
+	m.mu.Unlock()
+	defer m.handlers.Done()
 	if r.URL.Path == "/health" {
 		m.checks.Add(1)
 		if !m.healthy.Load() {
@@ -186,8 +199,6 @@ func (m *fleetMachine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	m.handlers.Add(1)
-	defer m.handlers.Done()
 	m.hits.Add(1)
 	m.active.Add(1)
 	defer m.active.Add(-1)

@@ -49,7 +49,8 @@ type Runtime struct {
 	RTT *rtt.Table
 	// regionOf maps machine addresses to regions, so health check
 	// connects (which see only an address) measure round trips too.
-	regionOf map[string]string
+	regionOf   map[string]string
+	observeRTT func(region string, took time.Duration)
 
 	guardLimits  iox.GuardLimits
 	proxyTrusted []netip.Prefix
@@ -115,11 +116,24 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		DialContext: d.Dial,
 	}
 	m := d.Metrics
+	observeRTT := func(region string, took time.Duration) {
+		// A TCP connect takes one round trip: the continuous
+		// measurement of how far each region is.
+		rtts.Observe(region, took)
+		if m != nil && region != "" {
+			if v, ok := rtts.RTT(region); ok {
+				m.RegionRTT.WithLabelValues(region).Set(v.Seconds())
+			}
+		}
+	}
+	if m != nil {
+		for _, e := range rtts.Regions() {
+			m.RegionRTT.WithLabelValues(e.Region).Set(e.RTT.Seconds())
+		}
+	}
 	dialer.Observe = func(app, region string, took time.Duration, err *perr.Error) {
 		if err == nil {
-			// A TCP connect takes one round trip: the continuous
-			// measurement of how far each region is.
-			rtts.Observe(region, took)
+			observeRTT(region, took)
 		}
 		if m == nil {
 			return
@@ -164,6 +178,7 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 		Dialer:       dialer,
 		Env:          env,
 		RTT:          rtts,
+		observeRTT:   observeRTT,
 		regionOf:     regionsByAddr(snap),
 		guardLimits:  limits,
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
@@ -187,7 +202,7 @@ func regionsByAddr(snap *catalog.Snapshot) map[string]string {
 // table, if addr is a machine's.
 func (rt *Runtime) observeConnect(addr string, took time.Duration) {
 	if region, ok := rt.regionOf[addr]; ok {
-		rt.RTT.Observe(region, took)
+		rt.observeRTT(region, took)
 	}
 }
 
