@@ -8,6 +8,10 @@
 // The standard library's io.Copy, io.CopyBuffer and the ReadFrom/WriteTo fast
 // paths spin at full CPU on a reader that returns (0, nil), which is the shape
 // of the incident edgeproxy is built to survive, so nothing here calls them.
+// Where both ends of a duplex are TCP sockets under layers that need not see
+// the bytes, Duplex splices instead (splice.go): its own loop, which parks in
+// the runtime's poller and reports every move to the layers, so the guard
+// and the meter keep counting.
 package iox
 
 import (

@@ -35,6 +35,9 @@ type DuplexOptions struct {
 	// half-closes must not let the other side hold the connection forever
 	// (HAProxy's client-fin / server-fin timeouts).
 	HalfClosedTimeout time.Duration
+	// NoSplice copies every byte through user space even where both ends
+	// could be spliced (benchmarks compare the two).
+	NoSplice bool
 }
 
 // ErrHalfClosedTimeout ends a Duplex whose second direction outlived
@@ -61,7 +64,7 @@ type halfCloser interface {
 // On a clean end both connections are left open, half-closed, because the
 // caller decides how to close them (a lingering close, for instance).
 func Duplex(a, b net.Conn, opts DuplexOptions) (aToB, bToA int64, err error) {
-	d := &duplex{a: a, b: b, pool: opts.Pool, halfClosed: opts.HalfClosedTimeout}
+	d := &duplex{a: a, b: b, pool: opts.Pool, halfClosed: opts.HalfClosedTimeout, noSplice: opts.NoSplice}
 
 	// Activity flags exist only with an idle timeout, so a duplex without
 	// one pays nothing for it.
@@ -99,6 +102,7 @@ type duplex struct {
 	pool *BufferPool
 
 	halfClosed time.Duration
+	noSplice   bool
 
 	mu        sync.Mutex
 	err       error
@@ -110,16 +114,13 @@ type duplex struct {
 
 // pipe runs one direction and reports how many bytes reached dst.
 func (d *duplex) pipe(dst, src net.Conn, moved *atomic.Bool) int64 {
-	buf := d.getBuffer()
-	defer d.putBuffer(buf)
-
-	var r io.Reader = src
-	var w io.Writer = dst
-	if moved != nil {
-		r = markReader{r: src, moved: moved}
-		w = markWriter{w: dst, moved: moved}
+	n, err, spliced := int64(0), error(nil), false
+	if !d.noSplice {
+		n, err, spliced = trySplice(dst, src, moved)
 	}
-	n, err := Copy(w, r, *buf)
+	if !spliced {
+		n, err = d.copy(dst, src, moved)
+	}
 	if err == nil {
 		if hc, ok := dst.(halfCloser); ok {
 			err = hc.CloseWrite()
@@ -131,6 +132,20 @@ func (d *duplex) pipe(dst, src net.Conn, moved *atomic.Bool) int64 {
 		d.finish()
 	}
 	return n
+}
+
+// copy moves src to dst through a pooled buffer, every byte read and
+// written through the layers.
+func (d *duplex) copy(dst, src net.Conn, moved *atomic.Bool) (int64, error) {
+	buf := d.getBuffer()
+	defer d.putBuffer(buf)
+	var r io.Reader = src
+	var w io.Writer = dst
+	if moved != nil {
+		r = markReader{r: src, moved: moved}
+		w = markWriter{w: dst, moved: moved}
+	}
+	return Copy(w, r, *buf)
 }
 
 // finish notes a direction that ended cleanly; the first one starts the

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 const hangGuard = 10 * time.Second
 
 // tcpPair returns both ends of a fresh loopback TCP connection.
-func tcpPair(t *testing.T) (dialed, accepted *net.TCPConn) {
+func tcpPair(t testing.TB) (dialed, accepted *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -37,6 +37,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Spliceable, SpliceRead and SpliceWrite let the duplex splice beneath
+// the meter (iox.Transparent): bytes moved by splice are counted as if
+// read and written here.
+func (c *Conn) Spliceable() bool { return true }
+
+func (c *Conn) SpliceRead(n int, _ error) error {
+	if n > 0 {
+		c.in.Add(int64(n))
+	}
+	return nil
+}
+
+func (c *Conn) SpliceWrite(n int) {
+	if n > 0 {
+		c.out.Add(int64(n))
+	}
+}
+
 // Bytes returns the bytes read (in) and written (out) so far.
 func (c *Conn) Bytes() (in, out int64) { return c.in.Load(), c.out.Load() }
 

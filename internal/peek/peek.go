@@ -191,6 +191,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return 0, io.ErrNoProgress
 }
 
+// Spliceable reports whether reads may bypass the peek buffer: it is
+// empty and no error is waiting (iox.Transparent).
+func (c *Conn) Spliceable() bool { return c.off >= len(c.buf) && c.err == nil }
+
+// SpliceRead and SpliceWrite account nothing: peek only buffers.
+func (c *Conn) SpliceRead(int, error) error { return nil }
+func (c *Conn) SpliceWrite(int)             {}
+
 // Unwrap returns the wrapped conn, so that the layer chain of a connection
 // can be printed when it misbehaves.
 func (c *Conn) Unwrap() net.Conn { return c.Conn }

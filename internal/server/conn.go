@@ -350,6 +350,11 @@ func (r *replayConn) Read(p []byte) (int, error) {
 
 func (r *replayConn) Unwrap() net.Conn { return r.Conn }
 
+// Spliceable: the duplex may splice beneath once the prefix is replayed.
+func (r *replayConn) Spliceable() bool            { return len(r.prefix) == 0 }
+func (r *replayConn) SpliceRead(int, error) error { return nil }
+func (r *replayConn) SpliceWrite(int)             {}
+
 func (r *replayConn) CloseWrite() error {
 	if hc, ok := r.Conn.(interface{ CloseWrite() error }); ok {
 		return hc.CloseWrite()
