@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -78,6 +79,11 @@ type Conn struct {
 	// tunnel (a 101 response to an Upgrade: websocket request).
 	WebSocket func()
 
+	// ip and port are the client's address and the public port as header
+	// values, rendered once per connection (see clientIP).
+	ipOnce   sync.Once
+	ip, port string
+
 	mu sync.Mutex
 	// pin is the machine a client connection holds for services whose
 	// concurrency counts connections: its requests go there while it
@@ -89,6 +95,23 @@ type Conn struct {
 }
 
 type connKey struct{}
+
+// clientIP is the client's IP as Fly-Client-IP writes it.
+func (c *Conn) clientIP() string {
+	c.ipOnce.Do(c.render)
+	return c.ip
+}
+
+// publicPort is the public port as Fly-Forwarded-Port writes it.
+func (c *Conn) publicPort() string {
+	c.ipOnce.Do(c.render)
+	return c.port
+}
+
+func (c *Conn) render() {
+	c.ip = c.Client.Addr().Unmap().String()
+	c.port = strconv.Itoa(c.Port.Public)
+}
 
 // WithConn puts c in ctx; the server's ConnContext calls it.
 func WithConn(ctx context.Context, c *Conn) context.Context {

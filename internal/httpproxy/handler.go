@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -43,10 +44,18 @@ type Handler struct {
 	proxy *httputil.ReverseProxy
 }
 
-// NewHandler makes the handler over the shared upstream pools.
-func NewHandler(pools *Pools, errLog *slog.Logger) *Handler {
+// NewHandler makes the handler over the shared upstream pools; bufs lends
+// the response copy buffers (nil: one per response).
+func NewHandler(pools *Pools, errLog *slog.Logger, bufs *iox.BufferPool) *Handler {
 	h := &Handler{}
+	var bp httputil.BufferPool
+	if bufs != nil {
+		bp = copyBuffers{bufs}
+	}
 	h.proxy = &httputil.ReverseProxy{
+		// Without a pool the reverse proxy allocates (and clears) 32 KiB
+		// for every response it copies.
+		BufferPool: bp,
 		Rewrite:        rewrite,
 		Transport:      roundTripper{pools: pools},
 		ModifyResponse: modifyResponse,
@@ -60,6 +69,13 @@ func NewHandler(pools *Pools, errLog *slog.Logger) *Handler {
 	return h
 }
 
+// copyBuffers adapts the server's buffer pool to httputil.BufferPool.
+type copyBuffers struct{ p *iox.BufferPool }
+
+func (c copyBuffers) Get() []byte { return *c.p.Get() }
+
+func (c copyBuffers) Put(b []byte) { c.p.Put(&b) }
+
 // reqState is one request's routing facts, reached by the reverse proxy's
 // hooks through the request context.
 type reqState struct {
@@ -71,6 +87,8 @@ type reqState struct {
 	lease *upstream.Lease
 	// body is the request's body, kept for retries and replays, or nil.
 	body *replayBody
+	// want is where the request may go, from its routing headers.
+	want upstream.Want
 	// pinned is true when the request went to its connection's machine
 	// without a balancing decision of its own.
 	pinned bool
@@ -169,39 +187,47 @@ func rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
 	c := st.conn
 	out := pr.Out
-	for _, h := range ownedRequestHeaders {
-		out.Header.Del(h)
+	h := out.Header
+	// Header keys are written in canonical form and values share one
+	// backing array: this runs for every request, and Header.Set would
+	// canonicalise each key and allocate each value's slice.
+	for _, k := range ownedRequestHeaders {
+		delete(h, k)
 	}
 	out.URL.Scheme = "http"
 	out.Host = pr.In.Host
-	clientIP := c.Client.Addr().Unmap().String()
-	port := strconv.Itoa(c.Port.Public)
-	out.Header.Set("Fly-Client-IP", clientIP)
+	clientIP, port := c.clientIP(), c.publicPort()
+	vals := make([]string, 0, 10)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set("Fly-Client-Ip", clientIP)
 	// Appending keeps the chain a client's own proxies built; the proxy's
 	// own entry is the last one and the only one apps should trust.
-	if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-		out.Header.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+clientIP)
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+		set("X-Forwarded-For", strings.Join(prior, ", ")+", "+clientIP)
 	} else {
-		out.Header.Set("X-Forwarded-For", clientIP)
+		set("X-Forwarded-For", clientIP)
 	}
-	out.Header.Set("Fly-Forwarded-Port", port)
-	out.Header.Set("Fly-Region", st.env.Region)
-	out.Header.Set("X-Forwarded-Port", port)
+	set("Fly-Forwarded-Port", port)
+	set("Fly-Region", st.env.Region)
+	set("X-Forwarded-Port", port)
 	if c.TLS {
-		out.Header.Set("X-Forwarded-Proto", "https")
-		out.Header.Set("X-Forwarded-Ssl", "on")
+		set("X-Forwarded-Proto", "https")
+		set("X-Forwarded-Ssl", "on")
 	} else {
-		out.Header.Set("X-Forwarded-Proto", "http")
-		out.Header.Set("X-Forwarded-Ssl", "off")
+		set("X-Forwarded-Proto", "http")
+		set("X-Forwarded-Ssl", "off")
 	}
-	out.Header.Add("Via", via(pr.In.ProtoMajor))
-	out.Header.Set("Fly-Request-Id", st.id)
+	h["Via"] = append(h["Via"], via(pr.In.ProtoMajor))
+	set("Fly-Request-Id", st.id)
 	// Apps measure queueing time from this, as on the platform.
-	out.Header.Set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
+	set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
 	if tr := st.env.Tracing; tr != nil && tr.Enabled {
-		out.Header.Del("Traceparent")
-		out.Header.Del("Tracestate")
-		tr.Propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(out.Header))
+		delete(h, "Traceparent")
+		delete(h, "Tracestate")
+		tr.Propagator.Inject(pr.In.Context(), propagation.HeaderCarrier(h))
 	}
 }
 
@@ -222,6 +248,9 @@ func (st *reqState) routeTraced(ctx context.Context, host string) *catalog.Port 
 	return cp
 }
 
+// serverValue is shared by every response: net/http only reads it.
+var serverValue = []string{"edgeproxy"}
+
 func via(major int) string {
 	if major == 2 {
 		return "2 edgeproxy"
@@ -237,11 +266,11 @@ func modifyResponse(resp *http.Response) error {
 	h := resp.Header
 	opts := st.entry.HTTP
 	if !opts.Pristine {
-		if h.Get("Server") == "" {
-			h.Set("Server", "edgeproxy")
+		if len(h["Server"]) == 0 {
+			h["Server"] = serverValue
 		}
-		h.Add("Via", via(resp.Request.ProtoMajor))
-		h.Set("Fly-Request-Id", st.id)
+		h["Via"] = append(h["Via"], via(resp.Request.ProtoMajor))
+		h["Fly-Request-Id"] = []string{st.id}
 	}
 	for _, name := range opts.RemoveHeaders {
 		h.Del(name)

@@ -32,8 +32,7 @@ const (
 
 // routingWant reads the client's routing headers. A malformed value is the
 // client's error (PH01), never a silent "route anywhere".
-func routingWant(h http.Header) (*upstream.Want, error) {
-	w := &upstream.Want{}
+func routingWant(h http.Header, w *upstream.Want) error {
 	force, prefer := h.Get(hdrForceRegion), h.Get(hdrPreferRegion)
 	if force != "" || prefer != "" {
 		v := prefer
@@ -42,7 +41,7 @@ func routingWant(h http.Header) (*upstream.Want, error) {
 		}
 		in, err := replay.ParseHeader("region=" + v)
 		if err != nil {
-			return nil, perr.New(perr.MalformedRequest, fmt.Errorf("routing header: %w", err))
+			return perr.New(perr.MalformedRequest, fmt.Errorf("routing header: %w", err))
 		}
 		w.Regions = in.Regions
 	}
@@ -54,11 +53,11 @@ func routingWant(h http.Header) (*upstream.Want, error) {
 		}
 		in, err := replay.ParseHeader("instance=" + v)
 		if err != nil {
-			return nil, perr.New(perr.MalformedRequest, fmt.Errorf("routing header: %w", err))
+			return perr.New(perr.MalformedRequest, fmt.Errorf("routing header: %w", err))
 		}
 		w.Instance = in.Instance
 	}
-	return w, nil
+	return nil
 }
 
 // fallback is where a replayed request goes if the replay fails.
@@ -242,7 +241,9 @@ func instruction(resp *http.Response) (ins replay.Instruction, ok bool, err erro
 		return ins, true, nil
 	}
 	ct := resp.Header.Get("Content-Type")
-	if ct == "" {
+	// Most responses are not instructions: a prefix test spares them the
+	// allocations of a full media type parse.
+	if len(ct) < len(replay.JSONContentType) || !strings.EqualFold(ct[:len(replay.JSONContentType)], replay.JSONContentType) {
 		return ins, false, nil
 	}
 	if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != replay.JSONContentType {

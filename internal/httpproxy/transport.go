@@ -143,8 +143,8 @@ type roundTripper struct{ pools *Pools }
 
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateFrom(req.Context())
-	want, err := routingWant(req.Header)
-	if err != nil {
+	want := &st.want
+	if err := routingWant(req.Header, want); err != nil {
 		return nil, err
 	}
 	want.Explain = st.entry.HTTP.DebugRouting
@@ -161,16 +161,17 @@ func (rt roundTripper) forward(acquire context.Context, req *http.Request, st *r
 	app := svc.App.Name
 	var lastCode perr.Code
 	w := *want
+	hasBody := st.body != nil && req.Body != nil
 	send := func(l *upstream.Lease) (*http.Response, error) {
-		out := *req
-		u := *req.URL
-		u.Host = l.Addr.String()
-		out.URL = &u
-		if st.body != nil && req.Body != nil {
-			out.Body = st.body.Attempt()
+		// req is the reverse proxy's own copy for the machine: each
+		// attempt points it at its machine and restarts its body, rather
+		// than copying the whole request per attempt.
+		req.URL.Host = l.Addr.String()
+		if hasBody {
+			req.Body = st.body.Attempt()
 			// The transport may resend on a pooled connection that died
 			// before use; give it the same replayable body.
-			out.GetBody = st.getBody
+			req.GetBody = st.getBody
 		}
 		if lastCode != "" && st.env.Metrics != nil {
 			st.env.Metrics.RequestRetries.WithLabelValues(app, string(lastCode)).Inc()
@@ -185,7 +186,7 @@ func (rt roundTripper) forward(acquire context.Context, req *http.Request, st *r
 			}
 		}
 		start := time.Now()
-		resp, err := t.RoundTrip(&out)
+		resp, err := t.RoundTrip(req)
 		if err != nil {
 			err = classify(err, req, st.body)
 			if pe, ok := perr.As(err); ok {

@@ -125,7 +125,6 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s := &Server{
 		log:        log,
 		pools:      pools,
-		handler:    httpproxy.NewHandler(pools, log),
 		bufs:       iox.NewBufferPool(32 << 10),
 		ports:      map[int]*portServer{},
 		active:     map[net.Conn]*conn{},
@@ -133,6 +132,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		guardStats: &iox.Stats{},
 		meters:     &meter.Apps{},
 	}
+	s.handler = httpproxy.NewHandler(pools, log, s.bufs)
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.metrics.SetMachines(s.machineStats)
