@@ -55,7 +55,7 @@ func NewHandler(pools *Pools, errLog *slog.Logger, bufs *iox.BufferPool) *Handle
 	h.proxy = &httputil.ReverseProxy{
 		// Without a pool the reverse proxy allocates (and clears) 32 KiB
 		// for every response it copies.
-		BufferPool: bp,
+		BufferPool:     bp,
 		Rewrite:        rewrite,
 		Transport:      roundTripper{pools: pools},
 		ModifyResponse: modifyResponse,

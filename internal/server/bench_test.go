@@ -29,21 +29,8 @@ func BenchmarkHTTPRequest(b *testing.B) {
 	})}
 	go origin.Serve(ln)
 	defer origin.Close()
-	cfg := `
-[log]
-access_log = "off"
-[[apps]]
-name = "app"
-hostnames = ["app.test"]
-  [[apps.services]]
-  internal_port = 8080
-    [[apps.services.ports]]
-    port = 80
-    handlers = ["http"]
-    [apps.services.concurrency]
-    type = "requests"
-    soft_limit = 1000
-` + machine("m1", ln.Addr().(*net.TCPAddr).Port)
+	cfg := "[log]\naccess_log = \"off\"\n" +
+		singleApp(machine("m1", ln.Addr().(*net.TCPAddr).Port), limits("requests", 1000, 0))
 	p := proxytest.Start(b, cfg, proxytest.Options{})
 	c := p.Client(80, false)
 	req, _ := http.NewRequest("GET", "http://app.test/", nil)
