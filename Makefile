@@ -4,7 +4,7 @@ export GOTOOLCHAIN := go1.27.3
 GO ?= go
 GOFMT = $$($(GO) env GOROOT)/bin/gofmt
 
-.PHONY: build run test lint fuzz
+.PHONY: build run test lint fuzz bench
 build:
 	$(GO) build -o bin/edgeproxy ./cmd/edgeproxy
 
@@ -27,3 +27,10 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run=NONE -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# edgeproxy against nginx and HAProxy (bench/run.sh installs them with
+# apt-get): writes bench/results/latest.csv and docs/performance.md.
+# BENCH_ARGS passes flags, e.g. make bench BENCH_ARGS=-quick.
+BENCH_ARGS ?=
+bench:
+	BENCH_INVOCATION="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" ./bench/run.sh $(BENCH_ARGS)
