@@ -149,10 +149,11 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 func (p *Picker) try(svc *catalog.Service, want *Want, cands []balance.Candidate) (*Lease, error, error) {
 	var forced *catalog.Machine
 	for i, m := range svc.App.Machines {
+		load := svc.Load(m)
 		c := balance.Candidate{
 			Distance: p.distance(m.Region, want),
-			Load:     svc.Load(m).Value(),
-			Latency:  int64(svc.Load(m).Latency()),
+			Load:     load.Value(),
+			Latency:  int64(load.Latency()),
 			Soft:     svc.Soft,
 			Hard:     svc.Hard,
 			Usable:   svc.Usable(m) && !excluded(want.Exclude, m),
