@@ -21,7 +21,10 @@ import (
 // services with http_options.h2_backend.
 type Pools struct {
 	h1, h2c *http.Transport
-	opts    PoolOptions
+	// bodiless carries the requests fastPath admits on the h1 pool's
+	// machines (h1client.go).
+	bodiless *h1Client
+	opts     PoolOptions
 }
 
 // PoolOptions tunes the shared transports.
@@ -47,6 +50,14 @@ func NewPools(o PoolOptions) *Pools {
 	p := &Pools{opts: o}
 	p.h1 = p.newTransport(false, nil)
 	p.h2c = p.newTransport(true, nil)
+	p.bodiless = &h1Client{
+		dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return p.dial(ctx, addr, nil)
+		},
+		maxIdle:       o.MaxIdlePerMachine,
+		idleTimeout:   o.IdleConnTimeout,
+		headerTimeout: o.ResponseHeaderTimeout,
+	}
 	return p
 }
 
@@ -54,6 +65,7 @@ func NewPools(o PoolOptions) *Pools {
 func (p *Pools) Close() {
 	p.h1.CloseIdleConnections()
 	p.h2c.CloseIdleConnections()
+	p.bodiless.Close()
 }
 
 // newTransport builds a transport; header, when set, writes a PROXY
@@ -61,45 +73,62 @@ func (p *Pools) Close() {
 func (p *Pools) newTransport(h2c bool, header func(net.Conn) error) *http.Transport {
 	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			st := stateFrom(ctx)
-			ap, err := netip.ParseAddrPort(addr)
-			if st == nil || err != nil {
-				return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
-			}
-			region := ""
-			if l := st.lease; l != nil && l.Addr == ap {
-				region = l.Machine.Region
-			}
-			c, err := st.env.Dialer.Dial(ctx, st.entry.Service.App.Name, region, ap)
-			if err != nil {
-				return nil, err
-			}
-			if w := st.env.WrapUpstream; w != nil {
-				c = w(c)
-			}
-			if header != nil {
-				if err := header(c); err != nil {
-					c.Close()
-					return nil, upstream.ClassifyDial(err)
-				}
-			}
-			return c, nil
+			return p.dial(ctx, addr, header)
 		},
 		// The proxy passes the client's Accept-Encoding through untouched;
 		// asking for gzip itself would change what the app sends.
-		DisableCompression:    true,
-		MaxIdleConnsPerHost:   p.opts.MaxIdlePerMachine,
-		IdleConnTimeout:       p.opts.IdleConnTimeout,
-		ResponseHeaderTimeout: p.opts.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    p.opts.MaxIdlePerMachine,
+		IdleConnTimeout:        p.opts.IdleConnTimeout,
+		ResponseHeaderTimeout:  p.opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
+		MaxResponseHeaderBytes: maxResponseHeader,
 	}
 	t.Protocols = new(http.Protocols)
 	if h2c {
 		t.Protocols.SetUnencryptedHTTP2(true)
 	} else {
 		t.Protocols.SetHTTP1(true)
+	}
+	return t
+}
+
+// dial connects to a machine for the request whose state ctx carries;
+// header, when set, writes a PROXY header first.
+func (p *Pools) dial(ctx context.Context, addr string, header func(net.Conn) error) (net.Conn, error) {
+	st := stateFrom(ctx)
+	ap, err := netip.ParseAddrPort(addr)
+	if st == nil || err != nil {
+		return nil, perr.New(perr.InternalError, fmt.Errorf("upstream dial without request state to %q", addr))
+	}
+	region := ""
+	if l := st.lease; l != nil && l.Addr == ap {
+		region = l.Machine.Region
+	}
+	c, err := st.env.Dialer.Dial(ctx, st.entry.Service.App.Name, region, ap)
+	if err != nil {
+		return nil, err
+	}
+	if w := st.env.WrapUpstream; w != nil {
+		c = w(c)
+	}
+	if header != nil {
+		if err := header(c); err != nil {
+			c.Close()
+			return nil, upstream.ClassifyDial(err)
+		}
+	}
+	return c, nil
+}
+
+// roundTripper returns what sends req to port cp for conn c: the
+// bodiless client where it can, else the port's transport.
+func (p *Pools) roundTripper(c *Conn, cp *catalog.Port, req *http.Request) http.RoundTripper {
+	t := p.transport(c, cp)
+	if t == p.h1 && fastPath(req) {
+		return p.bodiless
 	}
 	return t
 }
@@ -157,7 +186,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // under its own context.
 func (rt roundTripper) forward(acquire context.Context, req *http.Request, st *reqState, entry *catalog.Port, want *upstream.Want) (*http.Response, error) {
 	svc := entry.Service
-	t := rt.pools.transport(st.conn, entry)
+	t := rt.pools.roundTripper(st.conn, entry, req)
 	app := svc.App.Name
 	var lastCode perr.Code
 	w := *want
