@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -72,6 +73,10 @@ type Conn struct {
 	AdmitApp func(app string) error
 	// AbortOnClose cancels in-flight requests when the client half-closes.
 	AbortOnClose bool
+	// ignoringClose is true while an HTTP/1 request without a body runs
+	// whose context does not follow the client's end of the stream, until
+	// it switches protocols (see IgnoresClose).
+	ignoringClose atomic.Bool
 	// RequestDone, if set, runs after each request (the server settles
 	// the connection's byte counts into its app's totals there).
 	RequestDone func(app string)
@@ -117,6 +122,11 @@ func (c *Conn) render() {
 func WithConn(ctx context.Context, c *Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
+
+// IgnoresClose reports whether an HTTP/1 request is running that reads
+// nothing more from the client and whose outcome does not depend on the
+// client closing: the server need not watch the client's socket for it.
+func (c *Conn) IgnoresClose() bool { return c.ignoringClose.Load() }
 
 // ConnFrom returns the Conn of a request's context, or nil.
 func ConnFrom(ctx context.Context) *Conn {

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -50,7 +51,7 @@ func NewHandler(pools *Pools, errLog *slog.Logger, bufs *iox.BufferPool) *Handle
 	h := &Handler{}
 	var bp httputil.BufferPool
 	if bufs != nil {
-		bp = copyBuffers{bufs}
+		bp = &copyBuffers{p: bufs}
 	}
 	h.proxy = &httputil.ReverseProxy{
 		// Without a pool the reverse proxy allocates (and clears) 32 KiB
@@ -70,11 +71,29 @@ func NewHandler(pools *Pools, errLog *slog.Logger, bufs *iox.BufferPool) *Handle
 }
 
 // copyBuffers adapts the server's buffer pool to httputil.BufferPool.
-type copyBuffers struct{ p *iox.BufferPool }
+// The pool holds *[]byte; boxes keeps the emptied pointers, so that giving
+// a buffer back does not allocate a new one each time.
+type copyBuffers struct {
+	p     *iox.BufferPool
+	boxes sync.Pool
+}
 
-func (c copyBuffers) Get() []byte { return *c.p.Get() }
+func (c *copyBuffers) Get() []byte {
+	bp := c.p.Get()
+	b := *bp
+	*bp = nil
+	c.boxes.Put(bp)
+	return b
+}
 
-func (c copyBuffers) Put(b []byte) { c.p.Put(&b) }
+func (c *copyBuffers) Put(b []byte) {
+	bp, _ := c.boxes.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = b
+	c.p.Put(bp)
+}
 
 // reqState is one request's routing facts, reached by the reverse proxy's
 // hooks through the request context.
@@ -127,6 +146,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a failed write ends it. HTTP/2 streams keep their cancellation: a
 		// reset stream is an explicit "stop".
 		ctx = context.WithoutCancel(ctx)
+		if r.Body == http.NoBody {
+			// Nothing more of this request is read from the client while it
+			// runs; the server may skip watching the socket (IgnoresClose).
+			c.ignoringClose.Store(true)
+			defer c.ignoringClose.Store(false)
+		}
 	}
 	if tr := env.Tracing; tr != nil && tr.Enabled {
 		// Continue the client's trace (W3C traceparent) or start one; the
@@ -197,7 +222,18 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.Host = pr.In.Host
 	clientIP, port := c.clientIP(), c.publicPort()
-	vals := make([]string, 0, 10)
+	// The reverse proxy's copy of the header is sized for the client's
+	// fields; the dozen added here would grow it more than once, so they
+	// go into a map sized for all of them.
+	if len(h) < 8 {
+		sized := make(http.Header, len(h)+12)
+		for k, v := range h {
+			sized[k] = v
+		}
+		h = sized
+		out.Header = h
+	}
+	vals := make([]string, 0, 11)
 	set := func(k, v string) {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -220,10 +256,20 @@ func rewrite(pr *httputil.ProxyRequest) {
 		set("X-Forwarded-Proto", "http")
 		set("X-Forwarded-Ssl", "off")
 	}
-	h["Via"] = append(h["Via"], via(pr.In.ProtoMajor))
+	if prior := h["Via"]; len(prior) > 0 {
+		h["Via"] = append(prior, via(pr.In.ProtoMajor))
+	} else {
+		set("Via", via(pr.In.ProtoMajor))
+	}
 	set("Fly-Request-Id", st.id)
 	// Apps measure queueing time from this, as on the platform.
-	set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
+	var start [24]byte
+	set("X-Request-Start", string(strconv.AppendInt(append(start[:0], "t="...), time.Now().UnixMicro(), 10)))
+	if _, ok := h["User-Agent"]; !ok {
+		// The reverse proxy would set this itself, to stop Go's default
+		// agent being sent, with a slice of its own.
+		set("User-Agent", "")
+	}
 	if tr := st.env.Tracing; tr != nil && tr.Enabled {
 		delete(h, "Traceparent")
 		delete(h, "Tracestate")
@@ -260,6 +306,10 @@ func via(major int) string {
 
 func modifyResponse(resp *http.Response) error {
 	st := stateFrom(resp.Request.Context())
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The client's socket carries the tunnel from now on.
+		st.conn.ignoringClose.Store(false)
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") && st.conn.WebSocket != nil {
 		st.conn.WebSocket()
 	}
@@ -269,8 +319,15 @@ func modifyResponse(resp *http.Response) error {
 		if len(h["Server"]) == 0 {
 			h["Server"] = serverValue
 		}
-		h["Via"] = append(h["Via"], via(resp.Request.ProtoMajor))
-		h["Fly-Request-Id"] = []string{st.id}
+		vals := make([]string, 2)
+		if prior := h["Via"]; len(prior) > 0 {
+			h["Via"] = append(prior, via(resp.Request.ProtoMajor))
+		} else {
+			vals[0] = via(resp.Request.ProtoMajor)
+			h["Via"] = vals[0:1:1]
+		}
+		vals[1] = st.id
+		h["Fly-Request-Id"] = vals[1:2:2]
 	}
 	for _, name := range opts.RemoveHeaders {
 		h.Del(name)

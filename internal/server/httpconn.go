@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,11 +36,36 @@ type httpConn struct {
 	frames    wsframe.Tracker // reader-owned
 	inject    []byte          // reader-owned
 	sentClose bool            // reader-owned
+
+	// While a handler runs, net/http reads one byte from the client in the
+	// background, only to notice a disconnect and cancel the request's
+	// context. An HTTP/1 request that ignores that cancellation (see
+	// httpproxy.Conn.IgnoresClose) gains nothing from it, and on a quiet
+	// socket the read costs a system call that finds nothing, every
+	// request. So that read waits here instead, without touching the
+	// socket, until net/http aborts it (a read deadline in the past: it
+	// returns the timeout the abort expects), a later deadline is set or
+	// the connection closes (it then reads the socket as asked).
+	rmu      sync.Mutex
+	rwaiting bool
+	rclosed  bool
+	// rpast is true while the read deadline last set is in the past: a
+	// read arriving then (the abort can come first) returns at once, as
+	// the socket's would.
+	rpast bool
+	rwake chan bool // true: aborted
 }
 
 // Read passes the client's bytes on; on a draining WebSocket it slips a
 // close frame in between two of the client's frames.
 func (h *httpConn) Read(p []byte) (int, error) {
+	if len(p) == 1 && h.info.IgnoresClose() && h.deferRead() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return h.read(p)
+}
+
+func (h *httpConn) read(p []byte) (int, error) {
 	if !h.ws.Load() {
 		return h.Conn.Read(p)
 	}
@@ -65,6 +92,48 @@ func (h *httpConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+}
+
+// deferRead holds net/http's background read (see rwake) and reports
+// whether it was aborted.
+func (h *httpConn) deferRead() bool {
+	h.rmu.Lock()
+	if h.rclosed || h.rpast {
+		past := h.rpast
+		h.rmu.Unlock()
+		return past
+	}
+	if h.rwake == nil {
+		h.rwake = make(chan bool, 1)
+	}
+	h.rwaiting = true
+	h.rmu.Unlock()
+	return <-h.rwake
+}
+
+// endDeferredRead notes a new read deadline and releases a held read, if
+// there is one: as aborted when the deadline is in the past, else to read
+// the socket.
+func (h *httpConn) endDeferredRead(deadline time.Time) {
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	past := !deadline.IsZero() && deadline.Before(time.Now())
+	h.rpast = past
+	if h.rwaiting {
+		h.rwaiting = false
+		h.rwake <- past
+	}
+}
+
+// SetReadDeadline is how net/http aborts its background read.
+func (h *httpConn) SetReadDeadline(t time.Time) error {
+	h.endDeferredRead(t)
+	return h.Conn.SetReadDeadline(t)
+}
+
+func (h *httpConn) SetDeadline(t time.Time) error {
+	h.endDeferredRead(t)
+	return h.Conn.SetDeadline(t)
 }
 
 // GoAway asks a WebSocket tunnel to close (see Read); false if the
@@ -149,7 +218,17 @@ func (*appLimitError) Error() string { return "app connection limit reached" }
 func (h *httpConn) Close() error {
 	h.info.Close()
 	h.c.finish()
+	h.closeHeldRead()
 	return nil
+}
+
+// closeHeldRead sends a held background read to the closed socket, and
+// any later one straight there.
+func (h *httpConn) closeHeldRead() {
+	h.rmu.Lock()
+	h.rclosed = true
+	h.rmu.Unlock()
+	h.endDeferredRead(time.Time{})
 }
 
 // CloseWrite sends close_notify (TLS) or a FIN.
