@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
 // h1Client sends requests that carry no body and ask for no upgrade (most
@@ -291,17 +293,17 @@ func (pc *h1Conn) readResponse(ctx context.Context, req *http.Request) (*http.Re
 	for n1xx := 0; ; n1xx++ {
 		r, err := http.ReadResponse(pc.br, req)
 		if err != nil {
-			return nil, err
+			return nil, malformed(err)
 		}
 		if r.StatusCode == http.StatusSwitchingProtocols {
-			return nil, errUnexpectedUpgr
+			return nil, perr.New(perr.MalformedResponse, errUnexpectedUpgr)
 		}
 		if r.StatusCode >= 200 || r.StatusCode < 100 {
 			resp = r
 			break
 		}
 		if n1xx >= max1xx {
-			return nil, errTooMany1xx
+			return nil, perr.New(perr.MalformedResponse, errTooMany1xx)
 		}
 		// An informational response (103 Early Hints, 100 Continue): the
 		// reverse proxy passes it on through its client trace.
@@ -317,6 +319,18 @@ func (pc *h1Conn) readResponse(ctx context.Context, req *http.Request) (*http.Re
 	}
 	pc.reused = true
 	return resp, nil
+}
+
+// malformed codes a failure to read a response header: the connection
+// failing is left to the caller's rules, anything else is the app sending
+// what is not HTTP (PU02), which another machine of the same app would
+// most likely send too, so it is not retried.
+func malformed(err error) error {
+	var ne net.Error
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &ne) {
+		return err
+	}
+	return perr.New(perr.MalformedResponse, err)
 }
 
 // beforeResponse marks a failure on a reused connection before any

@@ -349,6 +349,36 @@ func TestH1ClientInformationalResponses(t *testing.T) {
 	}
 }
 
+func TestH1ClientMalformedResponse(t *testing.T) {
+	checkLeaks(t)
+	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		switch n {
+		case 1:
+			io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n\r\n")
+		case 2:
+			// Cut off between two header lines: the connection failed,
+			// which the caller's retry rules decide on. (Cut inside a line,
+			// what arrived is not HTTP, and that is PU02.)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")
+			c.(*net.TCPConn).CloseWrite()
+		}
+	})
+	c := newTestH1(4, time.Minute, time.Minute)
+	defer c.Close()
+	_, _, err := get(t, c, context.Background(), "GET", s.addr)
+	if pe, ok := perr.As(classify(err, nil, nil)); !ok || pe.Code != perr.MalformedResponse || pe.Retryable {
+		t.Fatalf("not HTTP: %v classified as %v, want PU02 and not retryable", err, pe)
+	}
+	_, _, err = get(t, c, context.Background(), "GET", s.addr)
+	req, _ := http.NewRequest("GET", "http://"+s.addr+"/", nil)
+	if pe, ok := perr.As(classify(err, req, nil)); !ok || pe.Code != perr.InstanceClosed {
+		t.Fatalf("cut short: %v classified as %v, want PC03", err, pe)
+	}
+}
+
 func TestH1ClientHeaderLimit(t *testing.T) {
 	checkLeaks(t)
 	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
@@ -365,8 +395,12 @@ func TestH1ClientHeaderLimit(t *testing.T) {
 	})
 	c := newTestH1(4, time.Minute, time.Minute)
 	defer c.Close()
-	if _, _, err := get(t, c, context.Background(), "GET", s.addr); !errors.Is(err, errHeaderTooLarge) {
+	_, _, err := get(t, c, context.Background(), "GET", s.addr)
+	if !errors.Is(err, errHeaderTooLarge) {
 		t.Fatalf("err = %v, want %v", err, errHeaderTooLarge)
+	}
+	if pe, ok := perr.As(classify(err, nil, nil)); !ok || pe.Code != perr.MalformedResponse || pe.Retryable {
+		t.Fatalf("classified as %v, want PU02 and not retryable", pe)
 	}
 }
 
