@@ -36,7 +36,8 @@ type DuplexOptions struct {
 	// (HAProxy's client-fin / server-fin timeouts).
 	HalfClosedTimeout time.Duration
 	// NoSplice copies every byte through user space even where both ends
-	// could be spliced (benchmarks compare the two).
+	// could be spliced. Which is cheaper depends on the traffic: the
+	// server splices only when proxy.splice asks for it.
 	NoSplice bool
 }
 

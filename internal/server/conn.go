@@ -311,7 +311,7 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 	}
 	// The access log line written at finish carries the byte counts.
 	_, _, err = iox.Duplex(c.top, upConn, iox.DuplexOptions{Pool: c.s.bufs,
-		IdleTimeout: p.IdleTimeout.D(), HalfClosedTimeout: p.HalfClosedTimeout.D()})
+		IdleTimeout: p.IdleTimeout.D(), HalfClosedTimeout: p.HalfClosedTimeout.D(), NoSplice: !p.Splice})
 	switch {
 	case errors.Is(err, iox.ErrIdleTimeout):
 		c.s.metrics.Timeouts.WithLabelValues("idle").Inc()

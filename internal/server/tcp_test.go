@@ -34,13 +34,18 @@ hostnames = ["tcp.test"]
 
 // TestTCPEchoClientHalfClose: the client sends, half-closes, and still
 // receives every echoed byte and then EOF (the machine's own half-close
-// passed back).
+// passed back), copied, spliced (proxy.splice) and over TLS.
 func TestTCPEchoClientHalfClose(t *testing.T) {
 	for _, tc := range []struct {
 		handlers, extra string
 		tls             bool
-	}{{"[]", "", false}, {`["tls"]`, "tls_options = { default_self_signed = true }", true}} {
-		p := proxytest.Start(t, tcpApp(proxytest.Machine(t, "m1"), tc.handlers, tc.extra), proxytest.Options{})
+		proxy           string
+	}{
+		{"[]", "", false, ""},
+		{"[]", "", false, "[proxy]\nsplice = true\n"},
+		{`["tls"]`, "tls_options = { default_self_signed = true }", true, ""},
+	} {
+		p := proxytest.Start(t, tc.proxy+tcpApp(proxytest.Machine(t, "m1"), tc.handlers, tc.extra), proxytest.Options{})
 		var c net.Conn
 		var err error
 		if tc.tls {
@@ -59,7 +64,7 @@ func TestTCPEchoClientHalfClose(t *testing.T) {
 		}()
 		got, err := io.ReadAll(c)
 		if err != nil || !bytes.Equal(got, payload) {
-			t.Errorf("tls=%v: echoed %d of %d bytes, err %v", tc.tls, len(got), len(payload), err)
+			t.Errorf("tls=%v %q: echoed %d of %d bytes, err %v", tc.tls, tc.proxy, len(got), len(payload), err)
 		}
 		c.Close()
 	}

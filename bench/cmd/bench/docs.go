@@ -286,7 +286,8 @@ keep-alive connections to the origin reused across clients; listening on
   spooling to disk), stream `+"`proxy_buffer_size 16k`"+`; HAProxy `+"`tune.bufsize 16384`"+` (its
   default); edgeproxy has no buffer setting (its own sizes, see internal/iox).
   HAProxy's raw TCP runs without `+"`option splice-auto`"+` (its default); nginx's stream
-  module does not splice.
+  module does not splice; edgeproxy runs with its default, `+"`proxy.splice = false`"+` (the copy
+  loop cost less CPU per GB than splice in this scenario).
 - **Headers.** nginx and HAProxy add `+"`X-Forwarded-For`"+` and `+"`X-Forwarded-Proto`"+` and pass
   `+"`Host`"+` unchanged. edgeproxy adds its documented set (`+"`Fly-Client-IP`"+`,
   `+"`Fly-Forwarded-Port`"+`, `+"`Fly-Region`"+`, `+"`X-Forwarded-For/-Proto/-Port/-SSL`"+`, `+"`Via`"+`,
