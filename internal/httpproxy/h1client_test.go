@@ -89,6 +89,16 @@ func answer(count int, resp string) func(int, net.Conn, *bufio.Reader) {
 	}
 }
 
+// oneRequest reads one request on each connection and lets reply answer
+// it; n numbers the connection.
+func oneRequest(reply func(n int, c net.Conn)) func(int, net.Conn, *bufio.Reader) {
+	return func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err == nil {
+			reply(n, c)
+		}
+	}
+}
+
 func newTestH1(maxIdle int, idle, header time.Duration) *h1Client {
 	var d net.Dialer
 	return &h1Client{
@@ -268,10 +278,7 @@ func TestH1ClientCancel(t *testing.T) {
 
 func TestH1ClientDoesNotPoolClosingConnections(t *testing.T) {
 	checkLeaks(t)
-	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	s := serveScripted(t, oneRequest(func(n int, c net.Conn) {
 		switch n {
 		case 1:
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
@@ -282,7 +289,7 @@ func TestH1ClientDoesNotPoolClosingConnections(t *testing.T) {
 		case 3:
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart")
 		}
-	})
+	}))
 	c := newTestH1(4, time.Minute, time.Minute)
 	defer c.Close()
 	if _, body, err := get(t, c, context.Background(), "GET", s.addr); err != nil || body != "ok" {
@@ -310,10 +317,7 @@ func TestH1ClientDoesNotPoolClosingConnections(t *testing.T) {
 
 func TestH1ClientInformationalResponses(t *testing.T) {
 	checkLeaks(t)
-	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	s := serveScripted(t, oneRequest(func(n int, c net.Conn) {
 		switch n {
 		case 1:
 			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
@@ -324,7 +328,7 @@ func TestH1ClientInformationalResponses(t *testing.T) {
 			io.WriteString(c, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", max1xx+1)+
 				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	})
+	}))
 	c := newTestH1(4, time.Minute, time.Minute)
 	defer c.Close()
 	var hints []string
@@ -351,10 +355,7 @@ func TestH1ClientInformationalResponses(t *testing.T) {
 
 func TestH1ClientMalformedResponse(t *testing.T) {
 	checkLeaks(t)
-	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	s := serveScripted(t, oneRequest(func(n int, c net.Conn) {
 		switch n {
 		case 1:
 			io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n\r\n")
@@ -365,7 +366,7 @@ func TestH1ClientMalformedResponse(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n")
 			c.(*net.TCPConn).CloseWrite()
 		}
-	})
+	}))
 	c := newTestH1(4, time.Minute, time.Minute)
 	defer c.Close()
 	_, _, err := get(t, c, context.Background(), "GET", s.addr)
@@ -381,10 +382,7 @@ func TestH1ClientMalformedResponse(t *testing.T) {
 
 func TestH1ClientHeaderLimit(t *testing.T) {
 	checkLeaks(t)
-	s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
+	s := serveScripted(t, oneRequest(func(n int, c net.Conn) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
 		line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
 		for i := 0; i < maxResponseHeader/len(line)+2; i++ {
@@ -392,7 +390,7 @@ func TestH1ClientHeaderLimit(t *testing.T) {
 				return
 			}
 		}
-	})
+	}))
 	c := newTestH1(4, time.Minute, time.Minute)
 	defer c.Close()
 	_, _, err := get(t, c, context.Background(), "GET", s.addr)

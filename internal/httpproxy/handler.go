@@ -222,17 +222,6 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = "http"
 	out.Host = pr.In.Host
 	clientIP, port := c.clientIP(), c.publicPort()
-	// The reverse proxy's copy of the header is sized for the client's
-	// fields; the dozen added here would grow it more than once, so they
-	// go into a map sized for all of them.
-	if len(h) < 8 {
-		sized := make(http.Header, len(h)+12)
-		for k, v := range h {
-			sized[k] = v
-		}
-		h = sized
-		out.Header = h
-	}
 	vals := make([]string, 0, 11)
 	set := func(k, v string) {
 		vals = append(vals, v)

@@ -99,9 +99,8 @@ func (h *httpConn) read(p []byte) (int, error) {
 func (h *httpConn) deferRead() bool {
 	h.rmu.Lock()
 	if h.rclosed || h.rpast {
-		past := h.rpast
-		h.rmu.Unlock()
-		return past
+		defer h.rmu.Unlock()
+		return h.rpast
 	}
 	if h.rwake == nil {
 		h.rwake = make(chan bool, 1)
