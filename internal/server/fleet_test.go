@@ -162,10 +162,13 @@ hostnames = [%q]
 
 // healthCheck is the http check most fleet tests use: quick, one failure
 // takes a machine out, its timeout above every injected round trip.
+// The timeout is generous so that a busy test machine (-race, other
+// packages running) does not fail checks by itself and take a machine
+// out of routing with unhealthy_after = 1.
 const healthCheck = `
   [[apps.services.http_checks]]
-  interval = "50ms"
-  timeout = "45ms"
+  interval = "100ms"
+  timeout = "100ms"
   grace_period = "0s"
   unhealthy_after = 1
   path = "/health"`
