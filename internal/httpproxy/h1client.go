@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/perr"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
 
 // h1Client sends requests that carry no body and ask for no upgrade (most
@@ -139,21 +140,22 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // get takes the most recently used idle connection to addr, or dials one.
 func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, errH1Closed
+	for {
+		pc, err := c.takeIdle(addr)
+		if err != nil {
+			return nil, err
+		}
+		if pc == nil {
+			break
+		}
+		// Whatever a machine sent while the connection sat idle answers
+		// no one's request: retire the connection rather than hand those
+		// bytes to this client.
+		if upstream.Quiet(pc.conn) {
+			return pc, nil
+		}
+		pc.close()
 	}
-	if list := c.idle[addr]; len(list) > 0 {
-		pc := list[len(list)-1]
-		list[len(list)-1] = nil
-		c.idle[addr] = list[:len(list)-1]
-		pc.idle = false
-		c.mu.Unlock()
-		pc.idleTimer.Stop()
-		return pc, nil
-	}
-	c.mu.Unlock()
 	conn, err := c.dial(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -162,6 +164,25 @@ func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 	pc.br = bufio.NewReaderSize(pc, h1ReadBuffer)
 	pc.bw = bufio.NewWriterSize(conn, h1WriteBuffer)
 	pc.idleTimer = time.AfterFunc(time.Hour, pc.expire)
+	pc.idleTimer.Stop()
+	return pc, nil
+}
+
+// takeIdle takes the most recently used idle connection to addr, or nil.
+func (c *h1Client) takeIdle(addr string) (*h1Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errH1Closed
+	}
+	list := c.idle[addr]
+	if len(list) == 0 {
+		return nil, nil
+	}
+	pc := list[len(list)-1]
+	list[len(list)-1] = nil
+	c.idle[addr] = list[:len(list)-1]
+	pc.idle = false
 	pc.idleTimer.Stop()
 	return pc, nil
 }
@@ -403,7 +424,10 @@ func (b *h1Body) finish(eof bool) {
 	if b.stop != nil {
 		live = b.stop()
 	}
-	if eof && b.keep && live {
+	// Bytes already read past the response's end are not part of it: a
+	// body after a HEAD, 204 or 304, more body than Content-Length said,
+	// or a second response. The next client must not get them.
+	if eof && b.keep && live && b.pc.br.Buffered() == 0 {
 		b.pc.client.put(b.pc)
 		return
 	}

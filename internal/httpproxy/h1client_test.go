@@ -460,3 +460,60 @@ func TestFastPath(t *testing.T) {
 		}
 	}
 }
+
+// TestH1ClientRetiresConnectionsWithLeftovers: bytes past the end of a
+// response, in the same read or arriving while the connection is idle,
+// answer no request; the connection that carries them is closed, never
+// handed to the next request.
+func TestH1ClientRetiresConnectionsWithLeftovers(t *testing.T) {
+	cases := []struct {
+		name, method string
+		reply        func(c net.Conn)
+	}{
+		{"body after HEAD", "HEAD", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+		}},
+		{"body after 204", "GET", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}},
+		{"over-long body", "GET", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n")
+		}},
+		{"408 while idle", "GET", func(c net.Conn) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			time.Sleep(30 * time.Millisecond)
+			io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			s := serveScripted(t, func(n int, c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				if n == 1 {
+					tc.reply(c)
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+			})
+			c := newTestH1(4, time.Minute, time.Minute)
+			defer c.Close()
+			if _, _, err := get(t, c, context.Background(), tc.method, s.addr); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(60 * time.Millisecond)
+			resp, body, err := get(t, c, context.Background(), "GET", s.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 200 || body != "second" {
+				t.Fatalf("second request got %d %q, want the answer to itself", resp.StatusCode, body)
+			}
+			if n := s.accepts.Load(); n != 2 {
+				t.Fatalf("%d connections, want 2: the first must be retired", n)
+			}
+		})
+	}
+}

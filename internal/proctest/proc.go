@@ -150,6 +150,32 @@ func (p *Proc) AwaitAddr(t testing.TB, msg string, timeout time.Duration) netip.
 	return addr
 }
 
+// AwaitListening awaits the proxy's "listening" lines for every public
+// port in ports and its "admin listening" line, and returns the local
+// address of each public port and of the admin listener.
+func (p *Proc) AwaitListening(t testing.TB, timeout time.Duration, ports ...int) (map[int]netip.AddrPort, netip.AddrPort) {
+	t.Helper()
+	got := map[int]netip.AddrPort{}
+	var admin netip.AddrPort
+	what := fmt.Sprintf("listening lines for the admin port and ports %v", ports)
+	p.Await(t, what, timeout, func(r Record) bool {
+		switch r["msg"] {
+		case "listening":
+			port, _ := r["port"].(float64)
+			got[int(port)] = MustAddr(t, r)
+		case "admin listening":
+			admin = MustAddr(t, r)
+		}
+		for _, port := range ports {
+			if !got[port].IsValid() {
+				return false
+			}
+		}
+		return admin.IsValid()
+	})
+	return got, admin
+}
+
 // Addr reads the "addr" field of a log record, where edgeproxy logs the
 // address it bound. Processes listen on ports the kernel picks and say
 // which, so there is no window in which another process could take a

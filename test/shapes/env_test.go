@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,22 +94,8 @@ func startProxy(t *testing.T) *proxyEnv {
 	}
 	p := startProc(t, "edgeproxy run", "run", "-config", path)
 	env := &proxyEnv{proxy: p, pid: p.Pid(), demoPort: demoAddr.Port()}
-	ports := map[float64]netip.AddrPort{}
-	var admin netip.AddrPort
-	p.Await(t, "listening lines for the admin port and ports 80 and 443", readyTimeout, func(r proctest.Record) bool {
-		switch r["msg"] {
-		case "listening":
-			port, _ := r["port"].(float64)
-			ports[port] = proctest.MustAddr(t, r)
-		case "admin listening":
-			admin = proctest.MustAddr(t, r)
-		}
-		return len(ports) == 2 && admin.IsValid()
-	})
+	ports, admin := p.AwaitListening(t, readyTimeout, 80, 443)
 	tlsAP, plainAP := ports[443], ports[80]
-	if !tlsAP.IsValid() || !plainAP.IsValid() {
-		t.Fatalf("proxy listens on %v, want public ports 80 and 443", ports)
-	}
 	env.tlsAddr, env.plainAddr = tlsAP.String(), plainAP.String()
 	env.adminAddr = admin.String()
 	env.metricsURL = "http://" + env.adminAddr + "/metrics"
