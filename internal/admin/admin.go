@@ -2,11 +2,13 @@
 // (so a profile of a misbehaving proxy is one curl away), and health.
 // Everything but /healthz and /ready needs the bearer token when one is
 // configured; a non-loopback listener without a token is refused by
-// config validation.
+// config validation, and a token-less one answers only requests whose
+// Host is a loopback name or address (see loopbackHostOnly).
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -14,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -115,8 +118,12 @@ func Start(o Options) (*Server, error) {
 		})
 	}
 	mux.Handle("/", requireToken(o.Token, o.Unauthorized, private))
+	var handler http.Handler = mux
+	if o.Token == "" {
+		handler = loopbackHostOnly(mux)
+	}
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Profiles run for as long as asked (seconds=N), so no write timeout.
 		IdleTimeout: 60 * time.Second,
@@ -152,14 +159,23 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
+// requireToken passes on requests that carry the token as RFC 6750
+// bearer credentials, and answers others 401. An empty token checks
+// nothing: config validation allows that only on loopback, where
+// loopbackHostOnly guards the listener instead.
 func requireToken(token string, unauthorized prometheus.Counter, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
+	// Digests of equal length are compared, so that neither the time
+	// taken nor an early return on a length mismatch (as
+	// subtle.ConstantTimeCompare does) tells a guesser anything about the
+	// token, its length included.
+	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(strings.TrimSpace(r.Header.Get("Authorization")))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got, ok := bearerCredentials(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(got))
+		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || !ok {
 			if unauthorized != nil {
 				unauthorized.Inc()
 			}
@@ -169,4 +185,67 @@ func requireToken(token string, unauthorized prometheus.Counter, next http.Handl
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerCredentials returns the credentials of an Authorization header
+// value of the Bearer scheme, and whether it is one. RFC 9110 (11.1)
+// makes the scheme name case-insensitive, so "bearer" and "BEARER" are
+// the same scheme; the credentials are compared exactly by the caller.
+// One or more spaces (or tabs) separate the two.
+func bearerCredentials(h string) (string, bool) {
+	h = strings.Trim(h, " \t")
+	i := strings.IndexAny(h, " \t")
+	if i < 0 || !strings.EqualFold(h[:i], "Bearer") {
+		return "", false
+	}
+	cred := strings.TrimLeft(h[i:], " \t")
+	return cred, cred != ""
+}
+
+// loopbackHostOnly guards the token-less admin API against DNS
+// rebinding. Such a listener is on loopback, but any web page the
+// operator's browser opens can reach it once the page's own domain is
+// re-pointed at 127.0.0.1; the browser then treats the admin API as that
+// page's origin and lets it read every answer (config, metrics, the
+// command line, profiles). The browser still sends the page's name as
+// Host, so only Hosts that cannot be rebound are answered: loopback
+// names and addresses. Anything else gets 421 Misdirected Request.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHost(r.Host) {
+			http.Error(w, "misdirected request: without admin.token the admin API answers only "+
+				"Host localhost, *.localhost or a loopback address", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopbackHost reports whether a Host header (with or without a port)
+// names this machine in a way no DNS answer can change: "localhost" and
+// names under ".localhost" (RFC 6761: resolvers and browsers answer them
+// with loopback themselves), with or without the root's trailing dot, or
+// a literal loopback address (127.0.0.0/8, ::1, IPv4-mapped 127/8).
+//
+// An empty Host is accepted: only an HTTP/1.0 request can lack one (the
+// server refuses HTTP/1.1 without it), and browsers, the only clients a
+// rebinding attack can drive, always send one.
+func isLoopbackHost(hostport string) bool {
+	if hostport == "" {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		// An IPv6 literal without a port; SplitHostPort has already
+		// taken the brackets off one with a port.
+		ip, err := netip.ParseAddr(host[1 : len(host)-1])
+		return err == nil && ip.Is6() && ip.Unmap().IsLoopback()
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().IsLoopback()
+	}
+	name := strings.ToLower(strings.TrimSuffix(host, "."))
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }

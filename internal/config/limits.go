@@ -107,7 +107,7 @@ func (c *checker) validateTelemetry(cfg *Config, s *source) {
 	if tr.Enabled {
 		u, err := url.Parse(tr.Endpoint)
 		if tr.Endpoint == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			c.at(s, "tracing.endpoint", "tracing needs an OTLP/HTTP endpoint URL such as http://127.0.0.1:4318, got %q", tr.Endpoint)
+			c.at(s, "tracing.endpoint", "tracing needs an OTLP/HTTP endpoint URL such as http://127.0.0.1:4318, got %q", tr.RedactedEndpoint())
 		}
 	}
 	tw := cfg.Tripwire
@@ -151,4 +151,62 @@ func (c *Config) AdminToken() string {
 		}
 	}
 	return ""
+}
+
+// redacted replaces a secret inside a URL shown to the user (the admin
+// API's /v1/config, problems found in the file). Unlike the admin API's
+// "<redacted>" for whole values it has no angle brackets, which a URL
+// would show escaped.
+const redacted = "REDACTED"
+
+// RedactedEndpoint is the tracing endpoint as it may be shown: collectors
+// take credentials in the URL's userinfo or in query parameters
+// (api_key=, token=, signatures), so the userinfo and every query value
+// become REDACTED; the scheme, host, port, path and parameter names stay,
+// which is what tells where spans go. Every value is replaced rather
+// than those whose names look secret, because no list of names is
+// complete. A string that is not a URL with a host (tracing off, or a
+// typo validation reports) keeps only what cannot be a credential: what
+// follows the last '@', up to a '?' or '#'.
+func (t Tracing) RedactedEndpoint() string { return redactURL(t.Endpoint) }
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" {
+		// "user:pass@host:4318" parses as scheme "user" with opaque data.
+		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
+			raw = redacted + raw[i:]
+		}
+		if i := strings.IndexAny(raw, "?#"); i >= 0 {
+			raw = raw[:i+1] + redacted
+		}
+		return raw
+	}
+	if u.User != nil {
+		u.User = url.User(redacted)
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = redactQuery(u.RawQuery)
+	}
+	if u.Fragment != "" {
+		u.Fragment, u.RawFragment = redacted, ""
+	}
+	return u.String()
+}
+
+// redactQuery replaces every value of a raw query, keeping the names; a
+// part without '=' may be a bare key, so it is replaced whole.
+func redactQuery(q string) string {
+	parts := strings.Split(q, "&")
+	for i, p := range parts {
+		if p == "" {
+			continue
+		}
+		if name, _, ok := strings.Cut(p, "="); ok {
+			parts[i] = name + "=" + redacted
+		} else {
+			parts[i] = redacted
+		}
+	}
+	return strings.Join(parts, "&")
 }

@@ -2,11 +2,14 @@ package server
 
 import (
 	"encoding/json"
+	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/balance"
+	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 )
 
@@ -167,15 +170,77 @@ func (c *conn) view(now time.Time) ConnView {
 }
 
 // EffectiveConfig is the running config, defaults applied, with secrets
-// replaced.
+// replaced (see redactedConfig).
 func (s *Server) EffectiveConfig() json.RawMessage {
-	cfg := *s.runtime().Config
-	if cfg.Admin.Token != "" {
-		cfg.Admin.Token = "<redacted>"
-	}
-	b, err := json.Marshal(cfg)
+	b, err := json.Marshal(redactedConfig(s.runtime().Config))
 	if err != nil {
 		b, _ = json.Marshal(map[string]string{"error": err.Error()})
 	}
 	return b
+}
+
+// redactedValue replaces a secret value in /v1/config.
+const redactedValue = "<redacted>"
+
+// redactedConfig is a copy of cfg fit to show to whoever can read the
+// admin API (with no token, anything on the host): the admin token,
+// credentials in the tracing endpoint's URL and the values of health
+// check headers (where an app's check credentials go, such as
+// Authorization) are replaced. cfg is the running config, shared with
+// every connection, so each slice and map on the way to a secret is
+// copied before it is written, never cfg's own.
+func redactedConfig(c *config.Config) config.Config {
+	cfg := *c
+	if cfg.Admin.Token != "" {
+		cfg.Admin.Token = redactedValue
+	}
+	cfg.Tracing.Endpoint = cfg.Tracing.RedactedEndpoint()
+	cfg.Apps = slices.Clone(cfg.Apps)
+	for i := range cfg.Apps {
+		a := &cfg.Apps[i]
+		a.Services = slices.Clone(a.Services)
+		for j := range a.Services {
+			a.Services[j].HTTPChecks = redactedChecks(a.Services[j].HTTPChecks)
+		}
+		if a.HTTPService != nil {
+			hs := *a.HTTPService
+			hs.Checks = redactedChecks(hs.Checks)
+			a.HTTPService = &hs
+		}
+	}
+	return cfg
+}
+
+// redactedChecks copies checks with every header value replaced but those
+// of headers that describe the request rather than authenticate it, which
+// help to read a check. Values are replaced unless known harmless because
+// a check's credentials can be in any header an app chooses (X-Api-Key,
+// X-Health-Secret, ...), not only Authorization and Cookie.
+func redactedChecks(checks []config.HTTPCheck) []config.HTTPCheck {
+	out := slices.Clone(checks)
+	for i := range out {
+		if out[i].Headers == nil {
+			continue
+		}
+		h := make(map[string]string, len(out[i].Headers))
+		for name, v := range out[i].Headers {
+			if !harmlessHeader(name) {
+				v = redactedValue
+			}
+			h[name] = v
+		}
+		out[i].Headers = h
+	}
+	return out
+}
+
+// harmlessHeader reports whether a request header never carries a
+// credential.
+func harmlessHeader(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Content-Type",
+		"Cache-Control", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port":
+		return true
+	}
+	return false
 }
