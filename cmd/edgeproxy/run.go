@@ -48,6 +48,11 @@ func runProxy(args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("edgeproxy starting", "version", version, "config", *path, "region", cfg.Proxy.Region, "pid", os.Getpid())
+	// Signals are caught before the ports open: a SIGTERM that arrives
+	// once "listening" is logged must drain, not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -61,9 +66,6 @@ func runProxy(args []string, stderr io.Writer) error {
 	if cfg.Proxy.WatchConfig {
 		go srv.WatchConfig(ctx, *path)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case sig := <-sigs:

@@ -40,6 +40,12 @@ func (c *checker) validateLimits(cfg *Config, s *source) {
 	if p.LingeringMaxBytes < 0 {
 		c.at(s, "proxy.lingering_max_bytes", "must not be negative")
 	}
+	if p.BodyMinBytes < 1 {
+		c.at(s, "proxy.body_min_bytes", "must be at least 1, got %d", p.BodyMinBytes)
+	}
+	if p.H2MaxConcurrentStreams < 1 || p.H2MaxConcurrentStreams > 1000 {
+		c.at(s, "proxy.h2_max_concurrent_streams", "must be between 1 and 1000, got %d", p.H2MaxConcurrentStreams)
+	}
 	if p.SniffMaxBytes < 1024 || p.SniffMaxBytes > 1<<20 {
 		c.at(s, "proxy.sniff_max_bytes", "must be between 1024 and 1048576, got %d", p.SniffMaxBytes)
 	}

@@ -82,6 +82,25 @@ type Proxy struct {
 	MaxConnectionAge Duration `toml:"max_connection_age"`
 	// SniffMaxBytes caps the bytes read to detect the protocol.
 	SniffMaxBytes int `toml:"sniff_max_bytes"`
+	// BodyTimeout and BodyMinBytes bound how slowly a request body may
+	// arrive and a response be taken by the client: within every
+	// BodyTimeout at least BodyMinBytes must move, or the request is cut
+	// and its machine connection released (nginx's client_body_timeout
+	// and send_timeout, with a floor on the bytes so a trickle of one
+	// byte at a time does not count as progress).
+	BodyTimeout  Duration `toml:"body_timeout"`
+	BodyMinBytes int      `toml:"body_min_bytes"`
+	// H2MaxConcurrentStreams bounds the requests one HTTP/2 connection
+	// may have open at once, and with them the machine connections it
+	// holds.
+	H2MaxConcurrentStreams int `toml:"h2_max_concurrent_streams"`
+	// H2MaxResetsPerSecond, H2MaxSettingsPerSecond and
+	// H2MaxPingsPerSecond bound the frames of each kind one HTTP/2
+	// connection may send per second; past one, it is told GOAWAY
+	// (ENHANCE_YOUR_CALM) and closed. Negative: no limit.
+	H2MaxResetsPerSecond   int `toml:"h2_max_resets_per_second"`
+	H2MaxSettingsPerSecond int `toml:"h2_max_settings_per_second"`
+	H2MaxPingsPerSecond    int `toml:"h2_max_pings_per_second"`
 	// DrainTimeout bounds how long a stopping or upgraded proxy lets
 	// in-flight requests and connections finish.
 	DrainTimeout Duration `toml:"drain_timeout"`

@@ -31,6 +31,12 @@ const (
 	DefaultLingeringMaxBytes     = 256 << 10
 	DefaultMaxConnectionAge      = 24 * time.Hour
 	DefaultSniffMaxBytes         = 24 << 10 // the largest ClientHello, 16 KiB of body, plus its record headers
+	DefaultBodyTimeout           = 30 * time.Second
+	DefaultBodyMinBytes          = 1024
+	DefaultH2MaxStreams          = 100
+	DefaultH2MaxResets           = 100
+	DefaultH2MaxSettings         = 20
+	DefaultH2MaxPings            = 20
 	DefaultMaxConnections        = 100000
 	DefaultMaxConnectionsPerApp  = 2048
 	DefaultProxyProtocolTimeout  = 5 * time.Second
@@ -92,6 +98,12 @@ func applyDefaults(c *Config) {
 	setDur(&p.DrainTimeout, DefaultDrainTimeout)
 	setInt(&p.LingeringMaxBytes, DefaultLingeringMaxBytes)
 	setInt(&p.SniffMaxBytes, DefaultSniffMaxBytes)
+	setDur(&p.BodyTimeout, DefaultBodyTimeout)
+	setInt(&p.BodyMinBytes, DefaultBodyMinBytes)
+	setInt(&p.H2MaxConcurrentStreams, DefaultH2MaxStreams)
+	setInt(&p.H2MaxResetsPerSecond, DefaultH2MaxResets)
+	setInt(&p.H2MaxSettingsPerSecond, DefaultH2MaxSettings)
+	setInt(&p.H2MaxPingsPerSecond, DefaultH2MaxPings)
 	l := &c.Limits
 	setInt(&l.MaxConnections, DefaultMaxConnections)
 	setInt(&l.MaxConnectionsPerApp, DefaultMaxConnectionsPerApp)

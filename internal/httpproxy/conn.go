@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,10 @@ type Conn struct {
 	// SNI that name.
 	SNIEntry *catalog.Port
 	SNI      string
+	// CertCovers, if set, reports whether the certificate the TLS
+	// handshake served is valid for a host name. Unset, no other app's
+	// Host is served on the connection (see misdirected).
+	CertCovers func(host string) bool
 	// Current, if set, returns the current runtime's Env and this port's
 	// routes (nil when a reload removed the port), so each request uses
 	// the config in force when it arrives.
@@ -83,6 +88,9 @@ type Conn struct {
 	// WebSocket, if set, runs when the connection becomes a WebSocket
 	// tunnel (a 101 response to an Upgrade: websocket request).
 	WebSocket func()
+	// Switched, if set, runs on any 101 response: the client's bytes are
+	// a tunnel's from then on, no longer requests.
+	Switched func()
 
 	// ip and port are the client's address and the public port as header
 	// values, rendered once per connection (see clientIP).
@@ -224,6 +232,41 @@ func (c *Conn) route(port *route.Port, host string) *catalog.Port {
 		return c.SNIEntry
 	}
 	return port.Lookup(c.SNI)
+}
+
+// misdirected reports whether a request for host, routed to entry, must
+// be answered 421 (RFC 9110 section 15.5.20): it came over TLS, and the
+// handshake was made for another app, whose certificate and tls_options
+// (versions, ALPN) it used. Serving it would let a client pass the Host's
+// app's TLS policy by naming a laxer app in SNI, and reach a host that the
+// certificate served does not cover. Only when the certificate covers host
+// and both apps' tls_options are identical could the connection have been
+// the Host's app's own (HTTP/2 clients reuse one connection for every name
+// of a certificate), and then it is served.
+func (c *Conn) misdirected(port *route.Port, host string, entry *catalog.Port) bool {
+	if !c.TLS {
+		return false
+	}
+	own := c.SNIEntry
+	if port != c.Port {
+		// After a reload: the app the server name chooses now.
+		own = port.Lookup(c.SNI)
+	}
+	if entry == own {
+		return false
+	}
+	if own == nil || !sameTLS(own.TLS, entry.TLS) || c.CertCovers == nil {
+		return true
+	}
+	name := route.NormalizeHost(host)
+	return name == "" || !c.CertCovers(name)
+}
+
+// sameTLS reports whether two ports' TLS settings would make the same
+// handshake.
+func sameTLS(a, b catalog.TLSOptions) bool {
+	return a.MinVersion == b.MinVersion && a.MaxVersion == b.MaxVersion &&
+		a.DefaultSelfSigned == b.DefaultSelfSigned && slices.Equal(a.ALPN, b.ALPN)
 }
 
 // IdleTimeout is the keep-alive idle limit for a port: the first

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -36,7 +37,7 @@ var ownedRequestHeaders = []string{
 
 // ErrorCodeHeader carries the error code on responses the proxy makes
 // itself, so clients and tests need not parse the body.
-const ErrorCodeHeader = "Edgeproxy-Error-Code"
+const ErrorCodeHeader = perr.CodeHeader
 
 // Handler serves every HTTP request of every port. It is stateless apart
 // from the shared pools; per-connection facts come from the request's
@@ -171,9 +172,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx = context.WithValue(ctx, stateKey{}, st)
 	r = r.WithContext(ctx)
+	if err := checkMethod(r.Method); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	st.entry = st.routeTraced(ctx, r.Host)
 	if st.entry == nil {
 		writeError(w, r, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", r.Host, port.Public)))
+		return
+	}
+	if c.misdirected(port, r.Host, st.entry) {
+		writeError(w, r, perr.New(perr.MisdirectedRequest, fmt.Errorf("host %q (app %s) on a TLS connection for %q",
+			r.Host, st.entry.Service.App.Name, c.SNI)))
 		return
 	}
 	if c.AdmitApp != nil {
@@ -219,8 +229,18 @@ func rewrite(pr *httputil.ProxyRequest) {
 	for _, k := range ownedRequestHeaders {
 		delete(h, k)
 	}
+	dropUnderscoreSpoofs(h)
+	// The proxy answers 100-continue itself (net/http sends the 100 when
+	// the body is first read, once a machine is connected): passed on,
+	// the transport would hold every body until the machine said 100,
+	// or a second went by, and most apps never say it.
+	delete(h, "Expect")
 	out.URL.Scheme = "http"
+	keepTarget(out.URL, pr.In.URL)
 	out.Host = pr.In.Host
+	if out.Host == "" {
+		out.Host = defaultHost(st)
+	}
 	clientIP, port := c.clientIP(), c.publicPort()
 	vals := make([]string, 0, 11)
 	set := func(k, v string) {
@@ -298,6 +318,9 @@ func modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The client's socket carries the tunnel from now on.
 		st.conn.ignoringClose.Store(false)
+		if st.conn.Switched != nil {
+			st.conn.Switched()
+		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") && st.conn.WebSocket != nil {
 		st.conn.WebSocket()
@@ -360,27 +383,36 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// make net/http send an empty 200: abort the response instead.
 		panic(http.ErrAbortHandler)
 	}
-	status := pe.HTTPStatus()
-	if status == 0 {
-		status = http.StatusBadGateway
-	}
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set(ErrorCodeHeader, string(pe.Code))
 	h.Set("Server", "edgeproxy")
 	if st != nil {
 		h.Set("Fly-Request-Id", st.id)
 	}
-	w.WriteHeader(status)
-	if detail := routingDetail(pe); detail != "" {
-		// Routing failures are explained to the client: which app, and
-		// why no machine could take the request (every machine failing
-		// its checks, and the check's verdict), so a one-machine app
-		// whose check fails says so instead of a bare 503.
-		fmt.Fprintf(w, "%s: %s: %s\n", pe.Code, pe.Msg, detail)
+	if ct, ok := grpcContentType(r); ok {
+		writeGRPCError(w, ct, pe)
 		return
 	}
-	fmt.Fprintf(w, "%s: %s\n", pe.Code, pe.Msg)
+	status := pe.HTTPStatus()
+	if status == 0 {
+		status = http.StatusBadGateway
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	io.WriteString(w, errorText(pe))
+}
+
+// errorText is the body of an error response: the code's line, with the
+// cause of a routing failure. Routing failures are explained to the
+// client: which app, and why no machine could take the request (every
+// machine failing its checks, and the check's verdict), so a one-machine
+// app whose check fails says so instead of a bare 503.
+func errorText(pe *perr.Error) string {
+	line := pe.Line()
+	if detail := routingDetail(pe); detail != "" {
+		return line[:len(line)-1] + ": " + detail + "\n"
+	}
+	return line
 }
 
 // routingDetail is the cause of a routing error (PR..), which edgeproxy

@@ -27,10 +27,14 @@ const (
 	RequestHeadersTooLarge Code = "PH02"
 	ClientClosed           Code = "PH03"
 	RequestBodyIncomplete  Code = "PH04"
+	PlainHTTPOnTLSPort     Code = "PH05"
+	InvalidMethod          Code = "PH06"
+	ConnectUnsupported     Code = "PH07"
 	NoHealthyInstances     Code = "PR01"
 	NoCandidate            Code = "PR03"
 	NoCandidateTimeout     Code = "PR04"
 	UnknownHost            Code = "PR05"
+	MisdirectedRequest     Code = "PR06"
 	InstanceRefused        Code = "PC01"
 	ConnectTimeout         Code = "PC02"
 	InstanceClosed         Code = "PC03"
@@ -45,6 +49,10 @@ const (
 	QueueTimeout           Code = "PL02"
 	ReplayBodyTooLarge     Code = "PA01"
 	TooManyReplays         Code = "PA02"
+	RequestLineTooLong     Code = "PH08"
+	RequestBodyTooSlow     Code = "PH09"
+	ClientNotReading       Code = "PH10"
+	HTTP2Flood             Code = "PH11"
 )
 
 // Info describes one registered code. Status 0 means the error happens where
@@ -89,6 +97,25 @@ var registry = map[Code]Info{
 		Msg:  "client ended the request body early",
 		Hint: "the client closed or half-closed its connection before sending the whole body it announced",
 	},
+	PlainHTTPOnTLSPort: {
+		// nginx answers the same mistake with "The plain HTTP request was
+		// sent to HTTPS port", which is what users will search for.
+		Source: SourceClient, Status: http.StatusBadRequest,
+		Msg:  "plain HTTP request sent to a TLS port",
+		Hint: "the client sent HTTP without TLS to a port that terminates TLS (such as 443): use https:// for this port, or http:// on the app's plain http port",
+	},
+	InvalidMethod: {
+		Source: SourceClient, Status: http.StatusBadRequest,
+		Msg:  "invalid request method",
+		Hint: "the method is not an HTTP token (RFC 9110): it has a space, a control character or a separator in it",
+	},
+	ConnectUnsupported: {
+		// The request is well formed; the proxy just does not offer
+		// tunnels, so it is refused as a method, not as malformed.
+		Source: SourceClient, Status: http.StatusMethodNotAllowed,
+		Msg:  "CONNECT is not supported",
+		Hint: "edgeproxy forwards requests to apps and opens no tunnels: CONNECT (a forward-proxy request, or HTTP/2 extended CONNECT) is refused",
+	},
 	NoHealthyInstances: {
 		Source: SourceInternal, Status: http.StatusServiceUnavailable,
 		Msg:  "no known healthy instances found for route",
@@ -107,7 +134,12 @@ var registry = map[Code]Info{
 	UnknownHost: {
 		Source: SourceClient, Status: http.StatusNotFound,
 		Msg:  "no app serves this host",
-		Hint: "no app has a certificate or route for the requested hostname; check DNS and the app's hostnames",
+		Hint: "no app has a certificate or route for the requested hostname; check DNS and the app's hostnames. Over TLS the handshake is refused with alert 112 (unrecognized_name)",
+	},
+	MisdirectedRequest: {
+		Source: SourceClient, Status: http.StatusMisdirectedRequest,
+		Msg:  "request misdirected: its host belongs to another app than the TLS connection's",
+		Hint: "the TLS handshake was made for another app's name (SNI), with that app's certificate and tls_options; open a new connection for this host. Clients that reuse connections across names (HTTP/2) do so on a 421",
 	},
 	InstanceRefused: {
 		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
@@ -153,12 +185,12 @@ var registry = map[Code]Info{
 	TLSHandshakeFailed: {
 		Source: SourceClient,
 		Msg:    "TLS handshake with client failed or timed out",
-		Hint:   "the client offered no common TLS version, cipher or ALPN protocol, or stalled during the handshake",
+		Hint:   "the client offered no common TLS version, cipher or ALPN protocol, sent a malformed or oversized ClientHello (alerts 50 and 80), opened TLS at once on a pg_tls port without ALPN postgresql (alert 120), or stalled during the handshake",
 	},
 	NoCertificate: {
 		Source: SourceClient,
 		Msg:    "no valid tls certificate was found for SNI",
-		Hint:   "add a certificate for this hostname, or set tls_options.default_self_signed",
+		Hint:   "add a certificate for this hostname, or set tls_options.default_self_signed; the handshake is refused with alert 112 (unrecognized_name)",
 	},
 	AppConnLimit: {
 		Source: SourceInternal, Status: http.StatusServiceUnavailable,
@@ -179,6 +211,27 @@ var registry = map[Code]Info{
 		Source: SourceUpstream, Status: http.StatusBadGateway,
 		Msg:  "too many replays",
 		Hint: "a request was replayed more than 10 times; check that replay targets do not replay it back",
+	}, RequestLineTooLong: {
+		Source: SourceClient, Status: http.StatusRequestURITooLong,
+		Msg:  "request line too long",
+		Hint: "the method, target and version exceed 8 KiB; long query strings belong in a request body",
+	},
+	RequestBodyTooSlow: {
+		Source: SourceClient, Status: http.StatusRequestTimeout,
+		Msg:  "client sent the request body too slowly",
+		Hint: "the body did not move at least body_min_bytes within body_timeout ([proxy]); a client trickling its body would otherwise hold a machine connection without end",
+	},
+	ClientNotReading: {
+		// No response can be written, the client is not reading; 499 is
+		// what logs and metrics show, as for a client that left.
+		Source: SourceClient, Status: 499,
+		Msg:  "client stopped reading the response",
+		Hint: "the response did not move at least body_min_bytes to the client within body_timeout ([proxy]): a client with a closed flow-control window or a full receive buffer; the machine connection was released",
+	},
+	HTTP2Flood: {
+		Source: SourceClient, Status: 0,
+		Msg:  "HTTP/2 flood: connection closed with ENHANCE_YOUR_CALM",
+		Hint: "the client sent more RST_STREAM, SETTINGS or PING frames per second than [proxy] h2_max_resets_per_second, h2_max_settings_per_second or h2_max_pings_per_second allow (rapid reset and control-frame floods)",
 	},
 }
 

@@ -59,9 +59,14 @@ H client HTTP protocol.
   connection is closed without a response.
 - Counts that vary ("within N attempts") are not part of the message; they
   follow it in the logged error.
+- **gRPC** is the status a gRPC client gets instead: a request whose
+  ` + "`Content-Type`" + ` starts with ` + "`application/grpc`" + ` is answered HTTP 200 with
+  ` + "`grpc-status`" + ` and ` + "`grpc-message`" + ` (` + "`CODE: message`" + `) in the header and no body
+  (a trailers-only response). 14 is Unavailable (no byte reached an app:
+  clients may retry), 8 ResourceExhausted, 13 Internal.
 
-| code | HTTP status | source | retryable | message | hint |
-|---|---|---|---|---|---|
+| code | HTTP status | gRPC | source | retryable | message | hint |
+|---|---|---|---|---|---|---|
 `)
 	for _, info := range infos {
 		status := "none"
@@ -72,8 +77,12 @@ H client HTTP protocol.
 		if info.Retryable {
 			retry = "yes"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n",
-			info.Code, status, info.Source, retry, mdCell(info.Msg), mdCell(info.Hint))
+		grpc := "none"
+		if info.Status != 0 {
+			grpc = strconv.Itoa(GRPCStatus(info.Code))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n",
+			info.Code, status, grpc, info.Source, retry, mdCell(info.Msg), mdCell(info.Hint))
 	}
 	return b.Bytes()
 }

@@ -82,12 +82,13 @@ func TestSourceString(t *testing.T) {
 // callers can name must have a registry entry.
 func TestExportedCodesRegistered(t *testing.T) {
 	exported := []Code{
-		InternalError, MalformedRequest, RequestHeadersTooLarge, ClientClosed, RequestBodyIncomplete,
-		NoHealthyInstances, NoCandidate, NoCandidateTimeout, UnknownHost,
+		InternalError, MalformedRequest, RequestHeadersTooLarge, ClientClosed, RequestBodyIncomplete, PlainHTTPOnTLSPort,
+		InvalidMethod, ConnectUnsupported,
+		NoHealthyInstances, NoCandidate, NoCandidateTimeout, UnknownHost, MisdirectedRequest,
 		InstanceRefused, ConnectTimeout, InstanceClosed, ConnectFailed, MachineUnreachable,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
 		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
-		ReplayBodyTooLarge, TooManyReplays,
+		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood,
 	}
 	for _, c := range exported {
 		if _, ok := lookup(c); !ok {
@@ -116,8 +117,10 @@ func TestRegistryConsistent(t *testing.T) {
 		if info.Status != 0 && http.StatusText(info.Status) == "" && info.Status != 499 {
 			t.Errorf("%s: status %d is not a known HTTP status", info.Code, info.Status)
 		}
-		if (info.Status == 0) != (info.Code[1] == 'T') {
-			t.Errorf("%s: status %d; only TLS codes may lack an HTTP status", info.Code, info.Status)
+		// Only TLS codes and an HTTP/2 connection ended by GOAWAY happen
+		// where no response can be written.
+		if (info.Status == 0) != (info.Code[1] == 'T' || info.Code == HTTP2Flood) {
+			t.Errorf("%s: status %d; only TLS and connection-level codes may lack an HTTP status", info.Code, info.Status)
 		}
 		if info.Retryable && info.Source != SourceUpstream {
 			t.Errorf("%s: retryable but not upstream; only a failing machine makes trying another one useful", info.Code)

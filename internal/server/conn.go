@@ -60,16 +60,8 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 	// client, since some protocols have the server speak first.
 	entry := c.pr.Lookup("") // the only app of an unshared port
 	switch h := c.pr.Handlers; {
-	case h.PgTLS:
-		if !c.pgSSLRequest() {
-			return
-		}
-		fallthrough
-	case h.TLS:
-		if !c.sniffTLS() {
-			return
-		}
-		if entry = c.terminateTLS(); entry == nil {
+	case h.PgTLS, h.TLS:
+		if entry = c.frontTLS(); entry == nil {
 			return
 		}
 	case h.HTTP:

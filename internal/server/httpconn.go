@@ -14,7 +14,10 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/h1scan"
+	"github.com/edgeproxy/edgeproxy/internal/h2watch"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/wsframe"
 )
@@ -54,6 +57,22 @@ type httpConn struct {
 	// the socket's would.
 	rpast bool
 	rwake chan bool // true: aborted
+
+	// Inspection of the client's bytes (inspect.go): reader-owned but
+	// for answer, which Close reads.
+	scan     *h1scan.Scanner
+	h2       *h2watch.Watcher
+	h2limits h2watch.Limits
+	held     error // returned by the next read
+	switched atomic.Bool
+	mute     atomic.Bool
+	answer   atomic.Pointer[perr.Code]
+	// The write side of HTTP/2 (inspect.go), under wmu.
+	h2Writes atomic.Bool
+	wmu      sync.Mutex
+	out      h2watch.Boundaries
+	calmLast uint32 // GOAWAY to send at the next frame boundary
+	calmed   bool   // GOAWAY sent: later writes are dropped
 }
 
 // Read passes the client's bytes on; on a draining WebSocket it slips a
@@ -66,8 +85,18 @@ func (h *httpConn) Read(p []byte) (int, error) {
 }
 
 func (h *httpConn) read(p []byte) (int, error) {
+	if h.held != nil {
+		return 0, h.deliverRefusal(p)
+	}
 	if !h.ws.Load() {
-		return h.Conn.Read(p)
+		n, err := h.Conn.Read(p)
+		if h.scan != nil && h.switched.Load() {
+			h.scan = nil // a tunnel now, not requests
+		}
+		if n > 0 && (h.scan != nil || h.h2 != nil) {
+			return h.inspect(p, n, err)
+		}
+		return n, err
 	}
 	for {
 		if len(h.inject) > 0 {
@@ -173,6 +202,7 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		}}
 	if c.tls != nil {
 		info.SNI = c.tls.ConnectionState().ServerName
+		info.CertCovers = c.certCovers(info.SNI, entry)
 	}
 	if entry != nil {
 		info.AbortOnClose = entry.HTTP.AbortOnClose
@@ -196,7 +226,9 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		c.mu.Unlock()
 	}
 	h := &httpConn{Conn: c.top, c: c, info: info}
+	h.startInspection(c.tls != nil && c.tls.ConnectionState().NegotiatedProtocol == "h2")
 	info.WebSocket = func() { h.ws.Store(true) }
+	info.Switched = func() { h.switched.Store(true) }
 	c.mu.Lock()
 	c.httpc = h
 	c.mu.Unlock()
@@ -204,6 +236,21 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		return &tlsHTTPConn{httpConn: h, state: c.tls.ConnectionState()}
 	}
 	return h
+}
+
+// certCovers reports, for the Host of a request on a TLS connection, whether
+// the certificate the handshake served covers it (a Host of another app is
+// admitted only then, see httpproxy's 421 rule).
+func (c *conn) certCovers(sni string, entry *catalog.Port) func(string) bool {
+	if entry == nil {
+		return nil
+	}
+	cfg, err := c.rt.tlsConfig(sni, entry)
+	if err != nil || len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
+		return nil
+	}
+	leaf := cfg.Certificates[0].Leaf
+	return func(host string) bool { return leaf.VerifyHostname(host) == nil }
 }
 
 var errAppLimit = &appLimitError{}
@@ -215,6 +262,7 @@ func (*appLimitError) Error() string { return "app connection limit reached" }
 // Close finishes the connection: net/http calls it when it is done, and
 // so does an upgraded (WebSocket) connection's proxy when the tunnel ends.
 func (h *httpConn) Close() error {
+	h.answerRefused()
 	h.info.Close()
 	h.c.finish()
 	h.closeHeldRead()
@@ -248,7 +296,10 @@ func (s *Server) newHTTPServer(rt *Runtime, pr *route.Port) *http.Server {
 		ReadHeaderTimeout: p.HandshakeTimeout.D(),
 		IdleTimeout:       httpproxy.IdleTimeout(pr, p.IdleTimeout.D()),
 		MaxHeaderBytes:    p.MaxHeaderBytes,
-		ErrorLog:          slogLogger(s.log),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: p.H2MaxConcurrentStreams,
+		},
+		ErrorLog: slogLogger(s.log),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			switch x := c.(type) {
 			case *httpConn:

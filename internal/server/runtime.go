@@ -244,11 +244,16 @@ func (rt *Runtime) baseTLS(pr *route.Port, keys [][32]byte) *tls.Config {
 	}
 	c := &tls.Config{
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			entry := pr.Lookup(hello.ServerName)
+			name := tlsterm.SNIHost(hello.ServerName)
+			entry := pr.Lookup(name)
 			if entry == nil {
-				return nil, perr.New(perr.UnknownHost, fmt.Errorf("sni %q on port %d", hello.ServerName, pr.Public))
+				return refuseName(hello, perr.New(perr.UnknownHost, fmt.Errorf("sni %q on port %d", hello.ServerName, pr.Public)))
 			}
-			return rt.tlsConfig(hello.ServerName, entry)
+			cfg, err := rt.tlsConfig(name, entry)
+			if pe, ok := perr.As(err); ok && pe.Code == perr.NoCertificate {
+				return refuseName(hello, err)
+			}
+			return cfg, err
 		},
 	}
 	if len(keys) > 0 {

@@ -7,14 +7,20 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/peek"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
 	"github.com/edgeproxy/edgeproxy/internal/sniff"
+	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -104,26 +110,96 @@ func (c *conn) proxyFail(reason string, err error) bool {
 	return false
 }
 
+// frontTLS runs the TLS front end of tls and pg_tls ports: PostgreSQL's
+// SSLRequest, the ClientHello sniff, then the handshake. It returns the app
+// service, or nil when the connection was refused.
+func (c *conn) frontTLS() *catalog.Port {
+	direct := false
+	if c.pr.Handlers.PgTLS {
+		var ok bool
+		if direct, ok = c.pgSSLRequest(); !ok {
+			return nil
+		}
+	}
+	hello, ok := c.sniffTLS()
+	if !ok || direct && !c.pgDirectALPN(hello) {
+		return nil
+	}
+	return c.terminateTLS()
+}
+
 // sniffTLS peeks the ClientHello, bounded in bytes and time, so that
-// garbage and slow clients are dropped before any TLS work.
-func (c *conn) sniffTLS() bool {
-	b, err := c.peek.Peek(c.handshakeDeadline(), func(b []byte) sniff.Result {
-		r, _, _ := sniff.ClientHello(b)
-		return r
-	})
-	if err != nil {
+// garbage and slow clients are dropped before any TLS work. Every refusal
+// a client can act on is answered, since a bare close looks like a dead
+// proxy: a hello crypto/tls would refuse, or one over the byte cap, gets
+// the alert crypto/tls would send, and plain HTTP a 400.
+func (c *conn) sniffTLS() (sniff.HelloInfo, bool) {
+	b, err := c.peek.Peek(c.handshakeDeadline(), decideTLS)
+	if err != nil && !errors.Is(err, peek.ErrTooLarge) {
 		if !c.timedOut("sniff", err) {
 			c.fail("sniff", "")
 		}
-		return false
+		return sniff.HelloInfo{}, false
 	}
-	if r, _, herr := sniff.ClientHello(b); r != sniff.Match {
-		if !c.refuseUntrustedHeader(b) {
-			c.fail("not_tls", "client did not send a TLS ClientHello", "error", errString(herr))
-		}
-		return false
+	r, hello, herr := sniff.ClientHello(b)
+	switch {
+	case r == sniff.Match:
+		return hello, true
+	case r == sniff.NeedMore: // a well-formed start, cut by the byte cap
+		c.refuseHello("sniff", alertInternalError,
+			fmt.Errorf("ClientHello exceeds proxy.sniff_max_bytes (%d bytes)", c.rt.Config.Proxy.SniffMaxBytes))
+	case c.refuseUntrustedHeader(b):
+	case isHTTP1(b):
+		c.answerHTTPError("not_tls", perr.PlainHTTPOnTLSPort)
+	case errors.Is(herr, sniff.ErrHelloTooLarge):
+		c.refuseHello("not_tls", alertInternalError, herr)
+	case errors.Is(herr, sniff.ErrMalformed):
+		c.refuseHello("not_tls", alertDecodeError, herr)
+	default:
+		c.fail("not_tls", "client did not send a TLS ClientHello", "error", errString(herr))
 	}
-	return true
+	return sniff.HelloInfo{}, false
+}
+
+// decideTLS waits for a whole ClientHello. Bytes that cannot start one are
+// read on as far as an HTTP request line, so that plain HTTP sent to a TLS
+// port is recognised however the request was split into reads.
+func decideTLS(b []byte) sniff.Result {
+	if r, _, _ := sniff.ClientHello(b); r != sniff.NoMatch {
+		return r
+	}
+	r, _ := sniff.HTTP1(b)
+	return r
+}
+
+func isHTTP1(b []byte) bool {
+	r, _ := sniff.HTTP1(b)
+	return r == sniff.Match
+}
+
+// TLS alerts the proxy sends itself, before crypto/tls has the connection
+// (RFC 8446 section 6).
+const (
+	alertDecodeError           = 50
+	alertInternalError         = 80
+	alertNoApplicationProtocol = 120
+)
+
+// refuseHello ends a connection whose ClientHello is not handed to
+// crypto/tls, with the alert crypto/tls would send for it: decode_error for
+// a malformed hello, internal_error for one over a size limit.
+func (c *conn) refuseHello(reason string, alert byte, err error) {
+	c.sendAlert(alert)
+	c.code = perr.TLSHandshakeFailed
+	c.fail(reason, "tls handshake refused", "code", string(c.code), "alert", int(alert), "error", err.Error())
+}
+
+// sendAlert writes a fatal alert in a plaintext record, as a TLS server does
+// before any key is agreed.
+func (c *conn) sendAlert(alert byte) {
+	const recordTypeAlert, levelFatal = 21, 2
+	c.top.SetWriteDeadline(time.Now().Add(time.Second))
+	c.top.Write([]byte{recordTypeAlert, 3, 3, 0, 2, levelFatal, alert})
 }
 
 // sniffHTTP peeks the request line or h2 preface on a plain HTTP port.
@@ -143,17 +219,27 @@ func (c *conn) sniffHTTP() bool {
 		return false
 	}
 	if decide(b) != sniff.Match {
-		if c.refuseUntrustedHeader(b) {
-			return false
+		if !c.refuseUntrustedHeader(b) {
+			c.answerHTTPError("not_http", perr.MalformedRequest)
 		}
-		c.top.SetWriteDeadline(time.Now().Add(time.Second))
-		io.WriteString(c.top, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"+
-			"Edgeproxy-Error-Code: "+string(perr.MalformedRequest)+"\r\nContent-Length: 40\r\n\r\n"+
-			string(perr.MalformedRequest)+": malformed HTTP request from client\n")
-		c.fail("not_http", "")
 		return false
 	}
 	return true
+}
+
+// answerHTTPError answers a client refused before any HTTP server ran with
+// the proxy's error response for code (the format, headers and body that
+// httpproxy's errors have), in HTTP/1.1, and ends the connection.
+func (c *conn) answerHTTPError(reason string, code perr.Code) {
+	pe := perr.New(code, nil)
+	status := pe.HTTPStatus()
+	body := string(pe.Code) + ": " + pe.Msg + "\n"
+	c.top.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c.top, "HTTP/1.1 "+strconv.Itoa(status)+" "+http.StatusText(status)+"\r\n"+
+		"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nServer: edgeproxy\r\n"+
+		httpproxy.ErrorCodeHeader+": "+string(pe.Code)+"\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	c.code = code
+	c.fail(reason, "")
 }
 
 // terminateTLS runs the handshake, choosing app and certificate from the
@@ -161,7 +247,9 @@ func (c *conn) sniffHTTP() bool {
 // name or a name without certificate ends with an alert, not a hang).
 func (c *conn) terminateTLS() *catalog.Port {
 	tc := tls.Server(c.top, c.rt.baseTLS(c.pr, c.s.ticketKeys))
-	ctx, cancel := context.WithDeadline(context.Background(), c.handshakeDeadline())
+	var refused error // why GetConfigForClient refused the name, if it did
+	ctx, cancel := context.WithDeadline(context.WithValue(context.Background(), nameRefusalKey{}, &refused),
+		c.handshakeDeadline())
 	defer cancel()
 	_, span := c.startSpan("tls")
 	start := time.Now()
@@ -173,6 +261,9 @@ func (c *conn) terminateTLS() *catalog.Port {
 	}
 	if err != nil {
 		c.s.metrics.TLSHandshakes.WithLabelValues("none", "failed").Inc()
+		if refused != nil {
+			err = refused
+		}
 		if c.timedOut("handshake", err) || errors.Is(err, context.DeadlineExceeded) {
 			c.fail("timeout", "")
 			return nil
@@ -191,11 +282,30 @@ func (c *conn) terminateTLS() *catalog.Port {
 	c.tls = tc
 	c.top = c.guard.Wrap("tls", tc)
 	// The same lookup GetConfigForClient made, so it finds the same app.
-	return c.pr.Lookup(st.ServerName)
+	return c.pr.Lookup(tlsterm.SNIHost(st.ServerName))
 }
 
-// pgSSLRequest answers PostgreSQL's SSLRequest on a pg_tls port.
-func (c *conn) pgSSLRequest() bool {
+// nameRefusalKey finds, in a handshake's context, where refuseName leaves
+// the classified reason a server name was refused, for terminateTLS to log
+// and count in place of crypto/tls's own error.
+type nameRefusalKey struct{}
+
+// refuseName is GetConfigForClient's answer for a server name the port
+// cannot serve (PR05, PT05). An error returned from that hook would make
+// crypto/tls send internal_error, which blames the proxy; a config without
+// certificates makes it send unrecognized_name (RFC 6066 section 3)
+// instead. Session tickets are off in it, because a resumed session needs
+// no certificate and would slip past the refusal.
+func refuseName(hello *tls.ClientHelloInfo, why error) (*tls.Config, error) {
+	if p, ok := hello.Context().Value(nameRefusalKey{}).(*error); ok {
+		*p = why
+	}
+	return &tls.Config{SessionTicketsDisabled: true}, nil
+}
+
+// pgSSLRequest answers PostgreSQL's SSLRequest on a pg_tls port. direct
+// reports a client that opened with TLS at once (sslnegotiation=direct).
+func (c *conn) pgSSLRequest() (direct, ok bool) {
 	deadline := c.handshakeDeadline()
 	// A client may first ask for GSSAPI encryption (libpq does when it
 	// holds a Kerberos ticket): it is declined and the client asks again.
@@ -208,20 +318,20 @@ func (c *conn) pgSSLRequest() bool {
 			if !c.timedOut("handshake", err) {
 				c.fail("pg_tls", "pg_tls: no SSLRequest", "error", err.Error())
 			}
-			return false
+			return false, false
 		}
 		r, kind := sniff.Postgres(b)
 		switch {
 		case r != sniff.Match:
 			c.fail("pg_tls", "pg_tls: no SSLRequest", "error",
 				"first message is not an SSLRequest (is the client using sslmode=disable?)")
-			return false
+			return false, false
 		case kind == sniff.PgDirectTLS:
 			// sslnegotiation=direct: the ClientHello comes at once.
-			return true
+			return true, true
 		case kind == sniff.PgCancel:
 			c.forwardPgCancel(deadline)
-			return false
+			return false, false
 		}
 		reply := byte('S')
 		if kind == sniff.PgGSSENC {
@@ -231,13 +341,34 @@ func (c *conn) pgSSLRequest() bool {
 			if !c.timedOut("handshake", err) {
 				c.fail("pg_tls", "pg_tls: startup failed", "error", err.Error())
 			}
-			return false
+			return false, false
 		}
 		if reply == 'S' {
-			return true
+			return false, true
 		}
 	}
 	c.fail("pg_tls", "pg_tls: no SSLRequest after GSSENCRequest")
+	return false, false
+}
+
+// pgALPN is PostgreSQL's ALPN protocol name.
+const pgALPN = "postgresql"
+
+// pgDirectALPN refuses direct TLS without ALPN "postgresql", with alert
+// no_application_protocol, as PostgreSQL 17 does. With no SSLRequest
+// exchange, ALPN is all that shows the client means to speak PostgreSQL:
+// without it, a TLS client of another protocol (a browser steered to the
+// port by a cross-protocol attack) would have its bytes handed to the
+// database.
+func (c *conn) pgDirectALPN(hello sniff.HelloInfo) bool {
+	if slices.Contains(hello.ALPN, pgALPN) {
+		return true
+	}
+	c.s.metrics.TLSHandshakes.WithLabelValues("none", "failed").Inc()
+	c.sendAlert(alertNoApplicationProtocol)
+	c.code = perr.TLSHandshakeFailed
+	c.fail("tls_error", "tls handshake refused", "code", string(c.code), "alert", alertNoApplicationProtocol,
+		"error", "pg_tls: direct TLS without ALPN "+pgALPN, "alpn_offered", len(hello.ALPN))
 	return false
 }
 

@@ -6,10 +6,14 @@ import (
 	"fmt"
 )
 
-// MaxHelloLen bounds the body of a ClientHello handshake message. Real
-// hellos are a few hundred bytes, about 1.8 KiB with a post-quantum key
-// share; anything past 16 KiB is refused rather than buffered.
-const MaxHelloLen = 16 << 10
+// MaxHelloLen bounds the body of a ClientHello handshake message: 64 KiB,
+// the largest handshake message crypto/tls accepts, so that the sniffer
+// never passes a hello the TLS stack behind it would refuse. Most hellos are
+// a few hundred bytes, about 1.8 KiB with a post-quantum key share, but
+// several key shares, long ALPN lists and padding make bigger ones real,
+// spread over several records. What is buffered to read one is bounded by
+// the caller (peek's byte cap, proxy.sniff_max_bytes), not here.
+const MaxHelloLen = 64 << 10
 
 // TLS framing constants (RFC 8446 sections 4 and 5.1).
 const (
@@ -29,10 +33,17 @@ var ErrNotHandshake = errors.New("sniff: not a TLS handshake record")
 // like TLS but break the framing or the ClientHello grammar.
 var ErrMalformed = errors.New("sniff: malformed ClientHello")
 
+// ErrHelloTooLarge is wrapped, with ErrMalformed, by the error for a hello
+// longer than MaxHelloLen: no TLS stack behind the proxy would take it, and
+// TLS servers answer that with internal_error rather than decode_error.
+var ErrHelloTooLarge = errors.New("ClientHello over the size limit")
+
 // HelloInfo is what routing needs from a ClientHello.
 type HelloInfo struct {
 	// ServerName is the SNI host_name, as sent (ASCII, not case-folded), or
-	// "" when the client sent none.
+	// "" when the client sent none. It may be an IP literal, which RFC 6066
+	// forbids but wrk and some OpenSSL-based tools send: the address they
+	// dialled, naming no host.
 	ServerName string
 	// ALPN lists the offered application protocols in the client's order,
 	// or is nil when the client sent no ALPN extension.
@@ -55,7 +66,8 @@ type HelloInfo struct {
 // records are 1..2^14 bytes with version 3.x, no other record type may be
 // interleaved, the message is at most MaxHelloLen and must end exactly at a
 // record boundary, every vector length is checked against its enclosing
-// vector, extensions are unique, and host_name must be a DNS-style name.
+// vector, extensions are unique, and host_name must be a DNS-style name (or
+// an IP literal, which crypto/tls accepts too).
 func ClientHello(b []byte) (Result, HelloInfo, error) {
 	var (
 		off      int    // where the next record header starts in b
@@ -93,7 +105,7 @@ func ClientHello(b []byte) (Result, HelloInfo, error) {
 			}
 			bodyLen := int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3])
 			if bodyLen > MaxHelloLen {
-				return NoMatch, HelloInfo{}, malformed("ClientHello of %d bytes exceeds %d", bodyLen, MaxHelloLen)
+				return NoMatch, HelloInfo{}, malformed("%w: %d bytes exceed %d", ErrHelloTooLarge, bodyLen, MaxHelloLen)
 			}
 			total = handshakeHeaderLen + bodyLen
 		}

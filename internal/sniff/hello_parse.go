@@ -3,6 +3,7 @@ package sniff
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 )
 
 // Extension types ClientHello reads; every other extension is only framed.
@@ -217,14 +218,14 @@ func (h *hello) parseServerName(data cursor) error {
 		if name.n > maxHostName {
 			return malformed("host_name of %d bytes exceeds %d", name.n, maxHostName)
 		}
-		if err := checkHostName(name.buf, false); err != nil {
+		if err := checkHostName(name.buf, false); err != nil && !ipv6Prefix(name.buf) {
 			return err
 		}
 		host, err := name.all()
 		if err != nil {
 			return err
 		}
-		if err := checkHostName(host, true); err != nil {
+		if err := checkHostName(host, true); err != nil && !isIPLiteral(host) {
 			return err
 		}
 		h.host = host
@@ -259,6 +260,30 @@ func checkHostName(name []byte, complete bool) error {
 		return malformed("host_name ends with a dot")
 	}
 	return nil
+}
+
+// isIPLiteral reports an IPv4 or IPv6 address without zone. RFC 6066 forbids
+// one as host_name, but clients that dial an address send it (wrk, some
+// OpenSSL-based tools) and crypto/tls accepts it; routing reads it as no
+// name at all. IPv4 literals already pass checkHostName.
+func isIPLiteral(name []byte) bool {
+	a, err := netip.ParseAddr(string(name))
+	return err == nil && a.Zone() == ""
+}
+
+// ipv6Prefix reports bytes that may still grow into an IPv6 literal (hex
+// digits, colons, and dots for an embedded IPv4 part), so that a name still
+// arriving is refused early only when it can be neither a DNS name nor an
+// address.
+func ipv6Prefix(b []byte) bool {
+	for _, ch := range b {
+		switch {
+		case '0' <= ch && ch <= '9', 'a' <= ch && ch <= 'f', 'A' <= ch && ch <= 'F', ch == ':', ch == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (h *hello) parseALPN(data cursor) error {

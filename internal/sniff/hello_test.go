@@ -47,6 +47,13 @@ func TestClientHelloValid(t *testing.T) {
 			HelloInfo{ALPN: []string{"\x00\xff"}, Versions: tls12}},
 		{"future versions kept", baseHello(versionsExt(0x0305, 0x7f1c)).wire(),
 			HelloInfo{Versions: []uint16{0x0305, 0x7f1c}}},
+		// RFC 6066 forbids IP literals as host_name; wrk sends them anyway.
+		{"IPv4 literal", baseHello(sniExt("127.0.0.1")).wire(),
+			HelloInfo{ServerName: "127.0.0.1", Versions: tls12}},
+		{"IPv6 literal", baseHello(sniExt("::1")).wire(),
+			HelloInfo{ServerName: "::1", Versions: tls12}},
+		{"IPv6 literal with IPv4 tail", baseHello(sniExt("::ffff:10.0.0.1")).wire(),
+			HelloInfo{ServerName: "::ffff:10.0.0.1", Versions: tls12}},
 		{"largest hello", func() []byte {
 			h := baseHello(sniExt("big.example"))
 			pad := MaxHelloLen - len(h.body()) - 4
@@ -100,7 +107,7 @@ func TestClientHelloMalformed(t *testing.T) {
 		{"empty record", []byte{0x16, 3, 1, 0, 0}, "record length 0"},
 		{"record over 2^14", []byte{0x16, 3, 1, 0x40, 1}, "record length 16385"},
 		{"server hello", patch(ok, 5, 2), "handshake type 2"},
-		{"hello over the limit", records(append([]byte{1, 0, 0x40, 1}, make([]byte, 100)...), 1000), "exceeds"},
+		{"hello over the limit", records(append([]byte{1, 1, 0, 1}, make([]byte, 100)...), 1000), "over the size limit: 65537 bytes exceed 65536"},
 		{"record longer than the hello", records(append(message(1, baseHello().body()), 0), maxRecordLen), "past the ClientHello"},
 		{"alert between fragments", func() []byte {
 			b := records(message(1, baseHello().body()), 20)
@@ -127,7 +134,10 @@ func TestClientHelloMalformed(t *testing.T) {
 		{"slash in host", withExts(sniExt("a.example/x")), "byte 0x2f"},
 		{"space in host", withExts(sniExt("a example")), "byte 0x20"},
 		{"non-ASCII host", withExts(sniExt("bücher.example")), "byte 0xc3"},
-		{"IPv6 literal", withExts(sniExt("::1")), "byte 0x3a"},
+		{"IPv6 literal with zone", withExts(sniExt("fe80::1%eth0")), "byte 0x3a"},
+		{"IPv6 literal in brackets", withExts(sniExt("[::1]")), "byte 0x5b"},
+		{"colon in host", withExts(sniExt("a.example:443")), "byte 0x3a"},
+		{"not quite IPv6", withExts(sniExt("::1::2")), "byte 0x3a"},
 		{"NUL in host", withExts(sniExt("a\x00.example")), "byte 0x00"},
 		{"trailing dot", withExts(sniExt("a.example.")), "ends with a dot"},
 		{"leading dot", withExts(sniExt(".a.example")), "empty label"},
@@ -150,6 +160,18 @@ func TestClientHelloMalformed(t *testing.T) {
 				t.Fatalf("ClientHello = %v, %v; want NoMatch, ErrMalformed mentioning %q", v.r, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestClientHelloTooLarge: a hello over MaxHelloLen is told apart from a
+// garbled one, since a server answers the two with different alerts.
+func TestClientHelloTooLarge(t *testing.T) {
+	big := records(append([]byte{1, 1, 0, 1}, make([]byte, 100)...), 1000)
+	if _, _, err := ClientHello(big); !errors.Is(err, ErrHelloTooLarge) || !errors.Is(err, ErrMalformed) {
+		t.Errorf("hello of 65537 bytes: %v, want ErrHelloTooLarge and ErrMalformed", err)
+	}
+	if _, _, err := ClientHello(baseHello(sniExt("a.example.")).wire()); errors.Is(err, ErrHelloTooLarge) {
+		t.Errorf("trailing dot: %v, want no ErrHelloTooLarge", err)
 	}
 }
 

@@ -1,5 +1,7 @@
 package sniff
 
+import "github.com/edgeproxy/edgeproxy/internal/h1scan"
+
 // MaxRequestLine bounds an HTTP/1.x request line, CRLF included. A longer
 // line is NoMatch rather than NeedMore so that detection ends within a known
 // number of bytes; 8 KiB is nginx's large_client_header_buffers default,
@@ -36,7 +38,7 @@ type RequestLine struct {
 // b is a valid prefix, and Match with the parts once the CRLF is seen.
 func HTTP1(b []byte) (Result, RequestLine) {
 	i := 0
-	for i < len(b) && i <= maxMethod && isTchar(b[i]) {
+	for i < len(b) && i <= maxMethod && h1scan.IsTchar(b[i]) {
 		i++
 	}
 	method := i
@@ -96,19 +98,4 @@ func HTTP1(b []byte) (Result, RequestLine) {
 // it, Match when it is complete, NoMatch at the first differing byte.
 func H2Preface(b []byte) Result {
 	return prefixOf(b, h2Preface)
-}
-
-// isTchar reports whether c may appear in an RFC 9110 token:
-// "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" /
-// "`" / "|" / "~" / DIGIT / ALPHA.
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }

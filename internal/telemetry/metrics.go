@@ -24,6 +24,7 @@ type Metrics struct {
 	Timeouts          *prometheus.CounterVec
 	Lingering         *prometheus.CounterVec
 	ProxyHeaderErrors *prometheus.CounterVec
+	H2Floods          *prometheus.CounterVec
 
 	TLSHandshakes           *prometheus.CounterVec
 	TLSHandshakeDuration    prometheus.Histogram
@@ -81,6 +82,8 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Lingering closes, by how the drain ended."}, []string{"outcome"}),
 		ProxyHeaderErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ProxyHeaderFails,
 			Help: "Connections closed for an inbound PROXY header problem, by reason."}, []string{"reason"}),
+		H2Floods: prometheus.NewCounterVec(prometheus.CounterOpts{Name: H2Floods,
+			Help: "HTTP/2 client connections told GOAWAY (ENHANCE_YOUR_CALM) and closed for sending too many frames of a kind per second."}, []string{"kind"}),
 		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: TLSHandshakes,
 			Help: "TLS handshakes with clients, by negotiated version (or none) and outcome."}, []string{"version", "outcome"}),
 		TLSHandshakeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: TLSHandshakeDuration,
@@ -115,7 +118,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Always 1; the labels name the running build."}, []string{"version", "goversion"}),
 		machines: &machineCollector{},
 	}
-	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors,
+	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -30,6 +30,9 @@ const (
 	LingeringCloses  = "edgeproxy_lingering_closes_total"    // {outcome}: clean, timeout, limit
 	ProxyHeaderFails = "edgeproxy_proxy_header_errors_total" // {reason}
 
+	// HTTP/2 connections closed for a flood (h2watch).
+	H2Floods = "edgeproxy_h2_floods_total" // {kind}: rst_stream, settings, ping
+
 	// TLS.
 	TLSHandshakes        = "edgeproxy_tls_handshakes_total"           // {version, outcome}
 	TLSHandshakeDuration = "edgeproxy_tls_handshake_duration_seconds" // histogram

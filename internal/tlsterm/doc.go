@@ -4,9 +4,10 @@
 //
 // The server wires it like this, for one connection:
 //
+//	sni = SNIHost(sni)           // an IP literal sent as SNI names no host
 //	store.Lookup(sni)            // configured cert: exact name, then *.parent
 //	  └─ nil → selfSigner.Get    // only when tls_options.default_self_signed
-//	  └─ nil → ErrNoCertificate  // PT05, handshake refused
+//	  └─ nil → ErrNoCertificate  // PT05, handshake refused (unrecognized_name)
 //	ServerConfig(cert, alpn, Versions(tls_options.versions))
 //
 // Everything here is either immutable once built (Store, the returned

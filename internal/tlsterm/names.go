@@ -1,6 +1,9 @@
 package tlsterm
 
-import "strings"
+import (
+	"net/netip"
+	"strings"
+)
 
 // Host name matching, kept apart from Store so it can be fuzzed as a pure
 // function; Store.Lookup is an indexed form of the same rules and a fuzz test
@@ -72,4 +75,17 @@ func matchName(pattern, name string) bool {
 	}
 	parent, ok := parentOf(n)
 	return ok && parent == suffix
+}
+
+// SNIHost is the host a ClientHello's server name asks for, as routing and
+// certificate selection read it: the name itself, or "" for an IP literal.
+// RFC 6066 forbids sending an address, but wrk and some OpenSSL-based tools
+// send the one they dialled, and a client that dialled an address asked for
+// no host: it is served as if it had sent no SNI, not refused (PT05) for a
+// name nobody has a certificate for.
+func SNIHost(sni string) string {
+	if _, err := netip.ParseAddr(sni); err == nil {
+		return ""
+	}
+	return sni
 }

@@ -133,6 +133,16 @@ func (r *recorder) Requests() int {
 	return n
 }
 
+// Received is every byte received over every connection, in order of
+// connection.
+func (r *recorder) Received() []byte {
+	var all []byte
+	for _, c := range r.Conns() {
+		all = append(all, c.Received()...)
+	}
+	return all
+}
+
 // serveEach answers every request on the connection with answer, until
 // the proxy closes it or answer returns false.
 func serveEach(answer func(c *recConn, req *http.Request, body []byte) bool) func(c *recConn) {
