@@ -47,6 +47,11 @@ type Env struct {
 	AccessLog *slog.Logger
 	// Tracing traces requests (nil: off).
 	Tracing *telemetry.Tracing
+	// BodyTimeout and BodyMinBytes cut requests whose client stalls
+	// (stall.go): fewer than BodyMinBytes moved while a read or write
+	// waited on the client across a BodyTimeout. 0: never.
+	BodyTimeout  time.Duration
+	BodyMinBytes int64
 	// Catalog is the runtime's apps, for fly-replay's app=.
 	Catalog *catalog.Snapshot
 }

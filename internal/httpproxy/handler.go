@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -114,6 +115,8 @@ type reqState struct {
 	pinned bool
 	// code is the error code the request ended with, if any.
 	code string
+	// cut is set when the request was cut for a stalled client (stall.go).
+	cut atomic.Pointer[perr.Code]
 }
 
 type stateKey struct{}
@@ -136,8 +139,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w}
 	w = rec
 	defer observe(env, st, r, rec, time.Now())
+	stalls := newStallWatch(env.BodyTimeout, env.BodyMinBytes)
+	defer stalls.stop()
+	rec.stalls = stalls
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = newReplayBody(r.Body, r.ContentLength)
+		st.body = newReplayBody(&stallReader{ReadCloser: r.Body, w: stalls}, r.ContentLength)
 	}
 	ctx := r.Context()
 	if !c.AbortOnClose && r.ProtoMajor == 1 {
@@ -170,6 +176,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			span.End()
 		}()
 	}
+	// A cut (stall.go) cancels the upstream request; its code decides
+	// what the client and the log see.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stalls.start(stallCut(st, rec, cancel))
+	defer func() {
+		if code := st.cut.Load(); code != nil {
+			st.code = string(*code)
+		}
+	}()
 	ctx = context.WithValue(ctx, stateKey{}, st)
 	r = r.WithContext(ctx)
 	if err := checkMethod(r.Method); err != nil {
@@ -363,12 +379,17 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	st := stateFrom(r.Context())
+	if st != nil {
+		if code := st.cut.Load(); code != nil {
+			pe = perr.New(*code, err)
+		}
+	}
 	defer func() {
 		if st != nil {
 			st.code = string(pe.Code)
 		}
 	}()
-	if st != nil && st.body != nil && st.body.failed.Load() {
+	if st != nil && st.cut.Load() == nil && st.body != nil && st.body.failed.Load() {
 		// The client cut its body short: whatever the upstream side saw
 		// (a cancelled request, a machine that gave up) follows from that.
 		// The client may still be reading, having only half-closed.
@@ -378,7 +399,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		st.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
 			"request_id", st.id, "conn_id", st.conn.ID, "host", r.Host, "error", pe.Error())
 	}
-	if pe.Code == perr.ClientClosed {
+	if pe.Code == perr.ClientClosed || pe.Code == perr.ClientNotReading {
 		// Nobody is listening for the answer, and returning normally would
 		// make net/http send an empty 200: abort the response instead.
 		panic(http.ErrAbortHandler)

@@ -23,6 +23,8 @@ type recorder struct {
 	// tunnel is the client connection of an upgraded (101) exchange,
 	// whose bytes never pass through Write.
 	tunnel *tunnelConn
+	// stalls, if set, watches writes for a client that stopped reading.
+	stalls *stallWatch
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -40,7 +42,15 @@ func (r *recorder) Write(p []byte) (int, error) {
 		r.status = http.StatusOK
 		r.keepContentType()
 	}
+	if r.stalls == nil {
+		n, err := r.ResponseWriter.Write(p)
+		r.bytes += int64(n)
+		return n, err
+	}
+	r.stalls.writing.Add(1)
 	n, err := r.ResponseWriter.Write(p)
+	r.stalls.writing.Add(-1)
+	r.stalls.moved.Add(int64(n))
 	r.bytes += int64(n)
 	return n, err
 }

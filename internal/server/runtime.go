@@ -162,6 +162,7 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
 		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap,
+		BodyTimeout: p.BodyTimeout.D(), BodyMinBytes: int64(p.BodyMinBytes),
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
 			// by the guard with the chain and counted like any other.

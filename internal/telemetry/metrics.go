@@ -77,7 +77,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ConnectionsClosed,
 			Help: "Connections closed, by why they ended."}, []string{"reason"}),
 		Timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Timeouts,
-			Help: "Connections ended by a deadline, by kind."}, []string{"kind"}),
+			Help: "Connections ended by a deadline, and requests cut for a stalled client (body, response), by kind."}, []string{"kind"}),
 		Lingering: prometheus.NewCounterVec(prometheus.CounterOpts{Name: LingeringCloses,
 			Help: "Lingering closes, by how the drain ended."}, []string{"outcome"}),
 		ProxyHeaderErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ProxyHeaderFails,

@@ -26,7 +26,7 @@ const (
 	SpinKills              = "edgeproxy_spin_kills_total"                // {layer, reason}
 
 	// Deadlines and closes.
-	Timeouts         = "edgeproxy_timeouts_total"            // {kind}: handshake, idle, half_closed, sniff, proxy_header
+	Timeouts         = "edgeproxy_timeouts_total"            // {kind}: handshake, idle, half_closed, sniff, proxy_header, max_age, body, response
 	LingeringCloses  = "edgeproxy_lingering_closes_total"    // {outcome}: clean, timeout, limit
 	ProxyHeaderFails = "edgeproxy_proxy_header_errors_total" // {reason}
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -26,6 +27,9 @@ type recorder struct {
 	mu    sync.Mutex
 	conns []*recConn
 	wg    sync.WaitGroup
+	// live counts connections whose script still runs: those the proxy
+	// holds open.
+	live atomic.Int32
 }
 
 // recConn is one connection to the recorder.
@@ -92,8 +96,10 @@ func (r *recorder) accept() {
 		r.conns = append(r.conns, c)
 		r.mu.Unlock()
 		r.wg.Add(1)
+		r.live.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer r.live.Add(-1)
 			defer nc.Close()
 			r.script(c)
 		}()
