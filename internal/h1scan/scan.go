@@ -231,6 +231,13 @@ func (s *Scanner) Feed(p []byte) (int, *Error) {
 				s.state = sChunkDataCR
 			}
 			continue
+		case sValue, sTarget, sName:
+			// Runs of ordinary bytes, the bulk of a head, skip the
+			// per-byte state machine.
+			if k := s.run(p[i:]); k > 0 {
+				i += k
+				continue
+			}
 		}
 		if s.state == sStart || s.state == sStartLF {
 			start = i
@@ -255,4 +262,54 @@ func (s *Scanner) passed(i, start int, err *Error) int {
 		return i
 	}
 	return max(0, start)
+}
+
+// plain marks the bytes a run may skip: in a target, visible ASCII; in a
+// value, those and SP, HTAB and obs-text.
+var plainTarget, plainValue, plainName = func() (t, v, n [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c > ' ' && c < 0x7f
+		v[c] = t[c] || c == ' ' || c == '\t' || c >= 0x80
+		n[c] = IsTchar(byte(c))
+	}
+	return t, v, n
+}()
+
+// run skips the ordinary bytes at the start of p in a target, a field
+// name, or a value that decides no framing, and returns how many; 0 leaves the next
+// byte to step. Limits are checked as step would, by leaving the byte
+// that crosses one to it.
+func (s *Scanner) run(p []byte) int {
+	if s.state == sValue && s.field != fieldOther {
+		return 0
+	}
+	room := s.maxHead - s.headLen
+	if s.state == sName {
+		k := 0
+		for k < len(p) && k < room && plainName[p[k]] {
+			s.addName(p[k])
+			k++
+		}
+		s.headLen += k
+		return k
+	}
+	table := &plainValue
+	if s.state == sTarget {
+		table = &plainTarget
+		room = min(room, MaxRequestLine-s.lineLen)
+	}
+	k := 0
+	for k < len(p) && k < room && table[p[k]] {
+		k++
+	}
+	s.headLen += k
+	if s.state == sTarget {
+		s.lineLen += k
+		s.targetLen += k
+	} else if k > 0 {
+		// Trailing whitespace is not tracked for fields that decide no
+		// framing; only the value's being non-empty matters.
+		s.valLen += k
+	}
+	return k
 }
