@@ -40,11 +40,8 @@ func TestRapidResetIsCaught(t *testing.T) {
 	in := rapidReset(1000)
 	for _, split := range []int{1, 7, 4096, len(in)} {
 		c := &clock{t: time.Unix(0, 0), step: time.Microsecond}
-		w := New(Limits{ResetsPerSecond: 100}, true, c.now)
-		var got Kind
-		for off := 0; off < len(in) && got == ""; off += split {
-			got = w.Feed(in[off:min(off+split, len(in))])
-		}
+		w := New(Config{Limits: Limits{ResetsPerSecond: 100}, Preface: len(Preface)}, c.now)
+		_, got := pump(w, in, split, 64<<10)
 		if got != Resets {
 			t.Fatalf("split %d: got %q, want %q", split, got, Resets)
 		}
@@ -60,14 +57,14 @@ func TestRapidResetIsCaught(t *testing.T) {
 func TestSlowResetsPass(t *testing.T) {
 	// 1000 resets at 50 per second: within the limit.
 	t0 := time.Unix(0, 0)
-	w := New(Limits{ResetsPerSecond: 100}, true, func() time.Time { return t0 })
+	w := New(Config{Limits: Limits{ResetsPerSecond: 100}, Preface: len(Preface)}, func() time.Time { return t0 })
 	in := rapidReset(1000)
 	start := len(Preface) + headerLen
-	w.Feed(in[:start])
+	feed(t, w, in[:start])
 	pair := (len(in) - start) / 1000
 	for i := 0; i < 1000; i++ {
 		t0 = t0.Add(20 * time.Millisecond)
-		if got := w.Feed(in[start+i*pair : start+(i+1)*pair]); got != "" {
+		if got := feed(t, w, in[start+i*pair:start+(i+1)*pair]); got != "" {
 			t.Fatalf("reset %d: got %q for resets under the limit", i, got)
 		}
 	}
@@ -85,10 +82,10 @@ func TestFloods(t *testing.T) {
 		{frame(0x0, 0, 1, make([]byte, 100)), ""},
 	} {
 		c := &clock{t: time.Unix(0, 0), step: time.Microsecond}
-		w := New(Limits{SettingsPerSecond: 10, PingsPerSecond: 10, ResetsPerSecond: 10}, false, c.now)
+		w := New(Config{Limits: Limits{SettingsPerSecond: 10, PingsPerSecond: 10, ResetsPerSecond: 10}}, c.now)
 		var got Kind
 		for i := 0; i < 50 && got == ""; i++ {
-			got = w.Feed(tc.f)
+			got = feed(t, w, tc.f)
 		}
 		if got != tc.want {
 			t.Errorf("frame type %d flags %d: got %q, want %q", tc.f[3], tc.f[4], got, tc.want)
@@ -109,23 +106,4 @@ func TestBoundaries(t *testing.T) {
 	if len(g) != 17 || g[3] != 0x7 || binary.BigEndian.Uint32(g[9:]) != 7 || binary.BigEndian.Uint32(g[13:]) != 0xb {
 		t.Fatalf("GOAWAY frame %x", g)
 	}
-}
-
-func FuzzFeed(f *testing.F) {
-	f.Add(rapidReset(3), uint8(1))
-	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
-		c := &clock{t: time.Unix(0, 0), step: time.Millisecond}
-		whole := New(Limits{ResetsPerSecond: 5, SettingsPerSecond: 5, PingsPerSecond: 5}, true, c.now)
-		want := whole.Feed(in)
-		c2 := &clock{t: time.Unix(0, 0), step: time.Millisecond}
-		pieces := New(Limits{ResetsPerSecond: 5, SettingsPerSecond: 5, PingsPerSecond: 5}, true, c2.now)
-		n := int(split)%13 + 1
-		var got Kind
-		for off := 0; off < len(in); off += n {
-			got = pieces.Feed(in[off:min(off+n, len(in))])
-		}
-		if got != want || pieces.LastStream() != whole.LastStream() && want == "" {
-			t.Fatalf("pieces of %d: %q (last %d), whole: %q (last %d)", n, got, pieces.LastStream(), want, whole.LastStream())
-		}
-	})
 }

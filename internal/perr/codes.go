@@ -79,7 +79,7 @@ var registry = map[Code]Info{
 	MalformedRequest: {
 		Source: SourceClient, Status: http.StatusBadRequest,
 		Msg:  "malformed HTTP request from client",
-		Hint: "the client sent bytes that are not valid HTTP/1.1 or HTTP/2 on an http port",
+		Hint: "the client sent bytes that are not valid HTTP/1.1 or HTTP/2 on an http port; bytes that are not HTTP at all (neither an HTTP/1 request line nor the HTTP/2 preface, such as TLS or a broken preface) are closed without a response",
 	},
 	RequestHeadersTooLarge: {
 		Source: SourceClient, Status: http.StatusRequestHeaderFieldsTooLarge,

@@ -60,9 +60,13 @@ type httpConn struct {
 
 	// Inspection of the client's bytes (inspect.go): reader-owned but
 	// for answer, which Close reads.
-	scan     *h1scan.Scanner
-	h2       *h2watch.Watcher
-	h2limits h2watch.Limits
+	scan   *h1scan.Scanner
+	h2     *h2watch.Watcher
+	h2conf h2watch.Config
+	h2err  error // a read error held until the watcher's output is read
+	// scanned counts the bytes scanned, up to the length of the HTTP/2
+	// preface: where a connection that began with it switches to frames.
+	scanned  int
 	held     error // returned by the next read
 	switched atomic.Bool
 	mute     atomic.Bool
@@ -89,11 +93,14 @@ func (h *httpConn) read(p []byte) (int, error) {
 		return 0, h.deliverRefusal(p)
 	}
 	if !h.ws.Load() {
+		if h.h2 != nil {
+			return h.readH2(p)
+		}
 		n, err := h.Conn.Read(p)
 		if h.scan != nil && h.switched.Load() {
 			h.scan = nil // a tunnel now, not requests
 		}
-		if n > 0 && (h.scan != nil || h.h2 != nil) {
+		if n > 0 && h.scan != nil {
 			return h.inspect(p, n, err)
 		}
 		return n, err
@@ -289,6 +296,20 @@ func (h *httpConn) CloseWrite() error {
 // Unwrap returns the layer below, for layer chains.
 func (h *httpConn) Unwrap() net.Conn { return h.Conn }
 
+// The HTTP/2 server's reading limits, which h2watch follows too (see
+// startInspection).
+const (
+	// h2MaxFrameSize is the SETTINGS_MAX_FRAME_SIZE announced, and the
+	// largest frame read: 16 KiB, the protocol's initial value. net/http's
+	// default, 1 MiB, made a 17 KiB HEADERS frame legal (h2spec
+	// http2/4.2/3 wants FRAME_SIZE_ERROR for it), and it bounds what
+	// h2watch holds back of a header block.
+	h2MaxFrameSize = 16 << 10
+	// h2HeaderTableSize is the HPACK decoding table's size (net/http's
+	// default), which h2watch's table mirrors.
+	h2HeaderTableSize = 4096
+)
+
 func (s *Server) newHTTPServer(rt *Runtime, pr *route.Port) *http.Server {
 	p := rt.Config.Proxy
 	hs := &http.Server{
@@ -297,7 +318,9 @@ func (s *Server) newHTTPServer(rt *Runtime, pr *route.Port) *http.Server {
 		IdleTimeout:       httpproxy.IdleTimeout(pr, p.IdleTimeout.D()),
 		MaxHeaderBytes:    p.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: p.H2MaxConcurrentStreams,
+			MaxConcurrentStreams:      p.H2MaxConcurrentStreams,
+			MaxReadFrameSize:          h2MaxFrameSize,
+			MaxDecoderHeaderTableSize: h2HeaderTableSize,
 		},
 		ErrorLog: slogLogger(s.log),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

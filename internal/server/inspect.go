@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 // parser is lenient, and its strictness would apply only where we sniff
 // the first request); HTTP/2 frames by h2watch, which ends floods that
 // net/http's server answers too late or never (rapid reset, SETTINGS and
-// PING floods) with GOAWAY ENHANCE_YOUR_CALM.
+// PING floods) with GOAWAY ENHANCE_YOUR_CALM and which rewrites the few
+// frames net/http would answer otherwise than RFC 9113 asks (see
+// internal/h2watch).
 
 // errRefused ends net/http's reading of a connection whose next request
 // was refused. It is a read error (*net.OpError, Op "read") because
@@ -31,13 +34,24 @@ var errRefused error = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("req
 // starts with the HTTP/2 preface switches to frames).
 func (h *httpConn) startInspection(alpnH2 bool) {
 	p := h.c.rt.Config.Proxy
-	h.h2limits = h2watch.Limits{
-		ResetsPerSecond:   p.H2MaxResetsPerSecond,
-		SettingsPerSecond: p.H2MaxSettingsPerSecond,
-		PingsPerSecond:    p.H2MaxPingsPerSecond,
+	h.h2conf = h2watch.Config{
+		Limits: h2watch.Limits{
+			ResetsPerSecond:   p.H2MaxResetsPerSecond,
+			SettingsPerSecond: p.H2MaxSettingsPerSecond,
+			PingsPerSecond:    p.H2MaxPingsPerSecond,
+		},
+		Preface: len(h2watch.Preface),
+		// The limits of newHTTPServer's HTTP/2 server.
+		MaxFrameSize:    h2MaxFrameSize,
+		HeaderTableSize: h2HeaderTableSize,
+	}
+	if p.MaxHeaderBytes > 0 {
+		// net/http's header list limit: MaxHeaderBytes plus the overhead
+		// of 10 fields at 32 bytes each.
+		h.h2conf.MaxHeaderListSize = uint32(p.MaxHeaderBytes) + 10*32
 	}
 	if alpnH2 {
-		h.h2 = h2watch.New(h.h2limits, true, time.Now)
+		h.h2 = h2watch.New(h.h2conf, time.Now)
 		h.h2Writes.Store(true)
 		return
 	}
@@ -47,35 +61,88 @@ func (h *httpConn) startInspection(alpnH2 bool) {
 // inspect passes the n bytes just read through the inspectors and
 // returns what net/http may have of them.
 func (h *httpConn) inspect(p []byte, n int, err error) (int, error) {
-	if h.scan != nil {
-		ok, serr := h.scan.Feed(p[:n])
-		switch {
-		case serr != nil:
-			h.refuse(serr)
-			// Every later read fails the same way (bufio.Reader hands an
-			// error on only once). What came before the refused request
-			// is the end of earlier ones and is passed first.
-			h.held = errRefused
-			if ok == 0 {
-				return 0, h.deliverRefusal(p)
-			}
-			return ok, nil
-		case h.scan.Mode() == h1scan.ModeH2:
-			h.scan = nil
-			h.h2 = h2watch.New(h.h2limits, false, time.Now)
-			h.h2Writes.Store(true)
-			if h.h2.Feed(p[ok:n]) != "" {
-				return 0, h.flood()
-			}
-		case h.scan.Mode() == h1scan.ModeOpaque:
-			h.scan = nil
+	scanned := h.scanned
+	h.scanned = min(scanned+n, len(h2watch.Preface))
+	ok, serr := h.scan.Feed(p[:n])
+	switch {
+	case serr != nil:
+		h.refuse(serr)
+		// Every later read fails the same way (bufio.Reader hands an
+		// error on only once). What came before the refused request
+		// is the end of earlier ones and is passed first.
+		h.held = errRefused
+		if ok == 0 {
+			return 0, h.deliverRefusal(p)
 		}
-		return n, err
-	}
-	if h.h2 != nil && h.h2.Feed(p[:n]) != "" {
-		return 0, h.flood()
+		return ok, nil
+	case h.scan.Mode() == h1scan.ModeH2:
+		// The preface, which began the connection, ended in p: the
+		// watcher passes what is left of it and follows the frames after.
+		h.scan = nil
+		conf := h.h2conf
+		conf.Preface = len(h2watch.Preface) - scanned
+		h.h2 = h2watch.New(conf, time.Now)
+		h.h2Writes.Store(true)
+		ready, kind := h.h2.Filter(p[:n])
+		if kind != "" {
+			return 0, h.flood()
+		}
+		h.h2err = err
+		if ready > 0 {
+			return ready, nil
+		}
+		return h.readH2(p)
+	case h.scan.Mode() == h1scan.ModeOpaque:
+		h.scan = nil
 	}
 	return n, err
+}
+
+// readH2 hands net/http the client's HTTP/2 bytes as the watcher lets
+// them through. Frames that pass are read into p and handed on in place;
+// a frame the watcher holds back is read into its own buffer, exactly the
+// bytes it lacks, and handed on from its queue once whole (rewritten or
+// not). A read returns bytes or an error, never (0, nil): while all that
+// came is held back, it reads on.
+func (h *httpConn) readH2(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for empty := 0; ; {
+		if q := h.h2.Queued(); len(q) > 0 {
+			n := copy(p, q)
+			h.h2.Dequeue(n)
+			return n, nil
+		}
+		if err := h.h2err; err != nil {
+			// After what was read with it, as io.Reader has it.
+			h.h2err = nil
+			return 0, err
+		}
+		var n, ready int
+		var err error
+		if space := h.h2.Space(); space != nil {
+			n, err = h.Conn.Read(space)
+			h.h2.Filled(n)
+		} else {
+			n, err = h.Conn.Read(p)
+			var kind h2watch.Kind
+			if ready, kind = h.h2.Filter(p[:n]); kind != "" {
+				return 0, h.flood()
+			}
+		}
+		h.h2err = err
+		if ready > 0 {
+			return ready, nil
+		}
+		if n == 0 && err == nil {
+			// A layer below that makes no progress (the guard below ends
+			// it first); as bufio.Reader does.
+			if empty++; empty >= 100 {
+				return 0, io.ErrNoProgress
+			}
+		}
+	}
 }
 
 // deliverRefusal returns errRefused to a read. Once net/http's request
@@ -115,7 +182,7 @@ func (h *httpConn) refuse(e *h1scan.Error) {
 // flood ends an HTTP/2 connection that flooded: GOAWAY, then net/http's
 // reading ends.
 func (h *httpConn) flood() error {
-	kind := h.h2.Feed(nil)
+	kind := h.h2.Flood()
 	c := h.c
 	c.s.metrics.H2Floods.WithLabelValues(string(kind)).Inc()
 	c.mu.Lock()

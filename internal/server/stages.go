@@ -220,11 +220,33 @@ func (c *conn) sniffHTTP() bool {
 	}
 	if decide(b) != sniff.Match {
 		if !c.refuseUntrustedHeader(b) {
-			c.answerHTTPError("not_http", perr.MalformedRequest)
+			c.refuseNotHTTP()
 		}
 		return false
 	}
 	return true
+}
+
+// refuseNotHTTP ends a connection on an http port whose first bytes are
+// neither an HTTP/1 request line nor the HTTP/2 preface. A malformed HTTP/1
+// request (its first line names an HTTP/1 version) is answered 400 (PH01),
+// as RFC 9112 asks; other bytes are closed without an answer, which their
+// sender could not read: a connection that opens with a broken HTTP/2
+// preface is to be closed (RFC 9113 section 3.4, h2spec http2/3.5/2), and
+// TLS or another protocol sent to the port gains nothing from an HTTP/1
+// reply. Both are logged and counted as not_http with PH01. The decision
+// waits for the end of the first line; a text line that fills the sniff
+// byte cap is answered as HTTP/1.
+func (c *conn) refuseNotHTTP() {
+	b, err := c.peek.Peek(c.handshakeDeadline(), sniff.HTTP1Attempt)
+	switch {
+	case sniff.HTTP1Attempt(b) == sniff.Match, errors.Is(err, peek.ErrTooLarge):
+		c.answerHTTPError("not_http", perr.MalformedRequest)
+	case err != nil && c.timedOut("sniff", err):
+	default:
+		c.code = perr.MalformedRequest
+		c.fail("not_http", "")
+	}
 }
 
 // answerHTTPError answers a client refused before any HTTP server ran with

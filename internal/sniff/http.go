@@ -1,6 +1,10 @@
 package sniff
 
-import "github.com/edgeproxy/edgeproxy/internal/h1scan"
+import (
+	"bytes"
+
+	"github.com/edgeproxy/edgeproxy/internal/h1scan"
+)
 
 // MaxRequestLine bounds an HTTP/1.x request line, CRLF included. A longer
 // line is NoMatch rather than NeedMore so that detection ends within a known
@@ -98,4 +102,43 @@ func HTTP1(b []byte) (Result, RequestLine) {
 // it, Match when it is complete, NoMatch at the first differing byte.
 func H2Preface(b []byte) Result {
 	return prefixOf(b, h2Preface)
+}
+
+// HTTP1Attempt tells, of bytes that neither HTTP1 nor H2Preface matches,
+// whether they are an HTTP/1 request all the same, a malformed one (Match),
+// or not HTTP at all (NoMatch). It reads the first line that is not empty,
+// up to its LF: Match when that line is text and names an HTTP/1 version
+// (" HTTP/1."), NoMatch when it names none or at the first byte that is
+// not text (a control byte other than HTAB and CR: TLS, binary protocols),
+// NeedMore while the line is text and not yet ended.
+//
+// The difference is whom an answer helps: an HTTP/1 client can read an
+// HTTP/1 400, anything else reads it as garbage. A connection that opens
+// with a broken HTTP/2 preface, in particular, is to be closed (RFC 9113
+// section 3.4).
+func HTTP1Attempt(b []byte) Result {
+	i := 0
+	for i < len(b) {
+		// Empty lines before a request line (RFC 9112 section 2.2).
+		if b[i] == '\n' {
+			i++
+		} else if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+			i += 2
+		} else {
+			break
+		}
+	}
+	start := i
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '\n':
+			if bytes.Contains(b[start:i], []byte(" HTTP/1.")) {
+				return Match
+			}
+			return NoMatch
+		case c < ' ' && c != '\t' && c != '\r', c == 0x7f:
+			return NoMatch
+		}
+	}
+	return NeedMore
 }

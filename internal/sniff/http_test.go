@@ -85,6 +85,40 @@ func TestHTTP1LineLimit(t *testing.T) {
 	}
 }
 
+func TestHTTP1Attempt(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Result
+	}{
+		// Malformed HTTP/1 request lines: answered 400.
+		{"GET /a b HTTP/1.1\r\n", Match},
+		{"GET  / HTTP/1.1\r\n", Match},
+		{"GET / HTTP/1.1\n", Match},
+		{"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", Match},
+		{strings.Repeat("G", 100) + " / HTTP/1.1\r\n", Match},
+		{"\r\n\r\nGET(x) / HTTP/1.0\r\n", Match},
+		{"GET /\xc3\xa9 HTTP/1.1\r\n", Match},
+		// Not HTTP at all: closed.
+		{"INVALID CONNECTION PREFACE\r\n\r\n", NoMatch}, // h2spec http2/3.5/2
+		{"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", NoMatch},
+		{"\x00\x01 not http\r\n\r\n", NoMatch},
+		{"\x16\x03\x01\x02\x00\x01", NoMatch}, // a TLS ClientHello
+		{"GET / HTTP/1.1\x00\r\n", NoMatch},
+		{"SSH-2.0-OpenSSH_9.6\r\n", NoMatch},
+		{"\r\n\n\r\nhello\n", NoMatch},
+		// Text, the line not ended yet.
+		{"", NeedMore},
+		{"\r", NeedMore},
+		{"\r\n", NeedMore},
+		{"INVALID CONNECTION PREF", NeedMore},
+		{"GET /a b HTTP/1.1\r", NeedMore},
+	} {
+		if got := HTTP1Attempt([]byte(tc.in)); got != tc.want {
+			t.Errorf("HTTP1Attempt(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestH2Preface(t *testing.T) {
 	for i := range len(h2Preface) {
 		if r := H2Preface([]byte(h2Preface[:i])); r != NeedMore {

@@ -334,14 +334,14 @@ func TestHeadersTargetAsSent(t *testing.T) {
 	}
 }
 
-// TestErrorsMalformedRequestLength: the proxy's own 400 for bytes that
-// are not HTTP declares exactly the body it sends; a Content-Length one
-// short leaves a byte that a keep-alive client reads as the start of its
-// next response.
+// TestErrorsMalformedRequestLength: the proxy's own 400 for a malformed
+// HTTP/1 request line declares exactly the body it sends; a Content-Length
+// one short leaves a byte that a keep-alive client reads as the start of
+// its next response.
 func TestErrorsMalformedRequestLength(t *testing.T) {
 	rec := startRecorder(t, hdrOK)
 	env := hdrStartProxy(t, baseConfig, rec.Port())
-	got := rawExchange(t, env.plainAddr, "\x00\x01 not http\r\n\r\n", 2*time.Second)
+	got := rawExchange(t, env.plainAddr, "GET /not a target HTTP/1.1\r\n\r\n", 2*time.Second)
 	br := bufio.NewReader(strings.NewReader(got))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -355,6 +355,31 @@ func TestErrorsMalformedRequestLength(t *testing.T) {
 	if len(rest) != 0 {
 		t.Errorf("Content-Length %d, body %q, then %d bytes past the declared length: %q",
 			resp.ContentLength, body, len(rest), rest)
+	}
+}
+
+// TestErrorsNotHTTPClosed: bytes that are not HTTP at all (neither an
+// HTTP/1 request line nor the HTTP/2 preface) get no HTTP/1 answer, which
+// their sender could not read: the connection is closed without a byte. A
+// connection that opens with a broken HTTP/2 preface is one (RFC 9113
+// section 3.4, h2spec http2/3.5/2).
+func TestErrorsNotHTTPClosed(t *testing.T) {
+	rec := startRecorder(t, hdrOK)
+	env := hdrStartProxy(t, baseConfig, rec.Port())
+	for _, in := range []string{
+		"INVALID CONNECTION PREFACE\r\n\r\n",
+		"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
+		"\x00\x01 not http\r\n\r\n",
+		"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", // TLS on the plain port
+	} {
+		start := time.Now()
+		got := rawExchange(t, env.plainAddr, in, 5*time.Second)
+		if took := time.Since(start); got != "" || took > 4*time.Second {
+			t.Errorf("%q: got %q after %v, want the connection closed without a byte", in, got, took.Round(time.Millisecond))
+		}
+	}
+	if n := rec.Requests(); n != 0 {
+		t.Errorf("the machine received %d requests", n)
 	}
 }
 
