@@ -90,6 +90,8 @@ type h1Conn struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	// probe looks for bytes the machine sent while the connection idled.
+	probe *upstream.IdleProbe
 	// limit is what may still be read: the response header's budget while
 	// it is read, unbounded for the body.
 	limit int64
@@ -151,7 +153,7 @@ func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		// Whatever a machine sent while the connection sat idle answers
 		// no one's request: retire the connection rather than hand those
 		// bytes to this client.
-		if upstream.Quiet(pc.conn) {
+		if pc.probe.Quiet() {
 			return pc, nil
 		}
 		pc.close()
@@ -160,7 +162,7 @@ func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc := &h1Conn{client: c, addr: addr, conn: conn}
+	pc := &h1Conn{client: c, addr: addr, conn: conn, probe: upstream.NewIdleProbe(conn)}
 	pc.br = bufio.NewReaderSize(pc, h1ReadBuffer)
 	pc.bw = bufio.NewWriterSize(conn, h1WriteBuffer)
 	pc.idleTimer = time.AfterFunc(time.Hour, pc.expire)

@@ -15,21 +15,41 @@ import (
 // It peeks at the socket without blocking and without a goroutine per
 // idle connection. A connection it cannot see through (no socket under
 // its wrappers) counts as quiet, as it did before the check existed.
-func Quiet(c net.Conn) bool {
-	sc := socketOf(c)
-	if sc == nil {
+// Pools that reuse connections often keep an IdleProbe per connection
+// instead, which finds the socket once.
+func Quiet(c net.Conn) bool { return NewIdleProbe(c).Quiet() }
+
+// IdleProbe is Quiet for one connection, with its socket found once and
+// no allocation per check.
+type IdleProbe struct {
+	raw   syscall.RawConn
+	quiet bool
+	peek  func(fd uintptr) bool
+}
+
+// NewIdleProbe finds c's socket below its wrappers.
+func NewIdleProbe(c net.Conn) *IdleProbe {
+	p := &IdleProbe{}
+	if sc := socketOf(c); sc != nil {
+		if raw, err := sc.SyscallConn(); err == nil {
+			p.raw = raw
+		}
+	}
+	p.peek = func(fd uintptr) bool {
+		p.quiet = peekNothing(fd)
+		return true // never wait for readability
+	}
+	return p
+}
+
+// Quiet reports whether nothing arrived on the connection (see Quiet).
+func (p *IdleProbe) Quiet() bool {
+	if p.raw == nil {
 		return true
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	quiet := false
-	err = raw.Read(func(fd uintptr) bool {
-		quiet = peekNothing(fd)
-		return true // never wait for readability
-	})
-	return err == nil && quiet
+	p.quiet = false
+	err := p.raw.Read(p.peek)
+	return err == nil && p.quiet
 }
 
 // socketOf unwraps c down to a connection that exposes its socket.
