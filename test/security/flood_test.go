@@ -124,8 +124,8 @@ func TestH2RapidReset(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // let the proxy finish what it started
 	cpu := cpuSeconds(t, env.pid) - cpu0
 	reached := rec.Requests()
-	t.Logf("rapid reset: %d pairs written before the proxy closed, %d requests reached the machine, %.2f s of proxy CPU, GOAWAY %v (%v)",
-		sent, reached, cpu, got, code)
+	t.Logf("rapid reset: %d pairs written before the proxy closed, %d requests reached the machine, at most %d machine connections held at once, %d held after, %.2f s of proxy CPU, GOAWAY %v (%v)",
+		sent, reached, rec.peak.Load(), rec.live.Load(), cpu, got, code)
 	if !got || code != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("no GOAWAY ENHANCE_YOUR_CALM (got %v, code %v)", got, code)
 	}

@@ -30,6 +30,8 @@ type recorder struct {
 	// live counts connections whose script still runs: those the proxy
 	// holds open.
 	live atomic.Int32
+	// peak is the most connections live at once.
+	peak atomic.Int32
 }
 
 // recConn is one connection to the recorder.
@@ -96,7 +98,9 @@ func (r *recorder) accept() {
 		r.conns = append(r.conns, c)
 		r.mu.Unlock()
 		r.wg.Add(1)
-		r.live.Add(1)
+		if n := r.live.Add(1); n > r.peak.Load() {
+			r.peak.Store(n) // accept is one goroutine: no lost update
+		}
 		go func() {
 			defer r.wg.Done()
 			defer r.live.Add(-1)
