@@ -141,6 +141,8 @@ type Machine struct {
 	// ports maps internal ports to the ports the machine listens on.
 	ports map[int]int
 	State string
+	// Cordoned machines take no new work; health checks go on.
+	Cordoned bool
 }
 
 // AddrFor is the address a service reaches the machine on.
@@ -163,8 +165,11 @@ func (svc *Service) Load(m *Machine) *Load { return svc.loads[m.ID] }
 // Health returns machine m's health for service svc.
 func (svc *Service) Health(m *Machine) *Health { return svc.health[m.ID] }
 
-// Usable reports whether m may take new work for svc: started and healthy.
-func (svc *Service) Usable(m *Machine) bool { return m.Started() && svc.health[m.ID].Healthy() }
+// Usable reports whether m may take new work for svc: started, not
+// cordoned and healthy.
+func (svc *Service) Usable(m *Machine) bool {
+	return m.Started() && !m.Cordoned && svc.health[m.ID].Healthy()
+}
 
 // Machine returns the app's machine with id, or nil.
 func (a *App) Machine(id string) *Machine {
@@ -211,7 +216,7 @@ func buildMachine(cm config.Machine) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, ports: map[int]int{}}
+	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, Cordoned: cm.Cordoned, ports: map[int]int{}}
 	for k, v := range cm.Ports {
 		n, err := strconv.Atoi(k)
 		if err != nil {

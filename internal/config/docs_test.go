@@ -74,6 +74,9 @@ var documentedDefaults = map[string]struct {
 	"DefaultCheckPath":             {"path", DefaultCheckPath},
 	"DefaultCheckProtocol":         {"protocol", DefaultCheckProtocol},
 	"DefaultBalance":               {"balance", DefaultBalance},
+	"DefaultFleetListen":           {"listen", DefaultFleetListen},
+	"DefaultFleetRole":             {"role", DefaultFleetRole},
+	"DefaultFleetDir":              {"data_dir", DefaultFleetDir},
 }
 
 // literalDefaults are defaults applyDefaults writes without a named

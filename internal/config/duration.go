@@ -41,3 +41,7 @@ func (d *Duration) UnmarshalTOML(v any) error {
 
 // MarshalText writes the duration in Go syntax, for the effective config.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText reads what MarshalText writes, for configs carried as
+// JSON (the fleet catalog).
+func (d *Duration) UnmarshalText(b []byte) error { return d.UnmarshalTOML(string(b)) }

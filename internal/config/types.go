@@ -19,6 +19,10 @@ type Config struct {
 	Tripwire      Tripwire      `toml:"tripwire"`
 	Certificates  []Certificate `toml:"certificates"`
 	Apps          []App         `toml:"apps"`
+	// Fleet, when present, joins this node to a fleet whose apps and
+	// machines come from a shared catalog on NATS JetStream, added to
+	// the apps of this file.
+	Fleet *Fleet `toml:"fleet"`
 
 	// File is the path the config was read from; relative paths inside the
 	// file (certificates, fly_toml) are resolved against its directory.
@@ -361,4 +365,39 @@ type Machine struct {
 	// on, for machines sharing one host address.
 	Ports map[string]int `toml:"ports"`
 	State string         `toml:"state"`
+	// Cordoned machines get no new requests; those in flight finish.
+	Cordoned bool `toml:"cordoned"`
+}
+
+// Fleet is the [fleet] table: how this node reaches the fleet's NATS
+// servers, or runs one itself, and what it is in the fleet.
+type Fleet struct {
+	// URLs of the fleet's NATS servers. Without them, Embedded runs one
+	// in this process.
+	URLs     []string `toml:"urls"`
+	Embedded bool     `toml:"embedded"`
+	// Listen is the embedded server's client address; Cluster* and
+	// Routes join embedded servers into a cluster.
+	Listen        string   `toml:"listen"`
+	ClusterName   string   `toml:"cluster_name"`
+	ClusterListen string   `toml:"cluster_listen"`
+	Routes        []string `toml:"routes"`
+	// DataDir holds the embedded server's JetStream store and the last
+	// catalog applied, served from at start while NATS is unreachable.
+	DataDir string `toml:"data_dir"`
+	// Credentials, from files so that none is written in the config.
+	CredsFile    string `toml:"creds_file"`
+	UserFile     string `toml:"user_file"`
+	PasswordFile string `toml:"password_file"`
+	TokenFile    string `toml:"token_file"`
+	// TLS to NATS.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// Node is this node's name in the fleet (default: the host name);
+	// Role is edge, worker or edge+worker.
+	Node string `toml:"node"`
+	Role string `toml:"role"`
+	// Regions whose machines this edge watches in detail; empty: all.
+	Regions []string `toml:"regions"`
 }

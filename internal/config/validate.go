@@ -131,17 +131,23 @@ func applyDefaults(c *Config) {
 	setInt(&tw.MaxFiles, DefaultTripwireMaxFiles)
 	setDur(&tw.Cooldown, DefaultTripwireCooldown)
 	for i := range c.Apps {
-		a := &c.Apps[i]
-		for j := range a.Services {
-			checkDefaults(&a.Services[j].Balance, a.Services[j].TCPChecks, a.Services[j].HTTPChecks)
-		}
-		if h := a.HTTPService; h != nil {
-			checkDefaults(&h.Balance, nil, h.Checks)
-		}
-		for j := range a.Machines {
-			setStr(&a.Machines[j].Region, p.Region)
-			setStr(&a.Machines[j].State, "started")
-		}
+		appDefaults(&c.Apps[i], p.Region)
+	}
+	fleetDefaults(c.Fleet)
+}
+
+// appDefaults fills an app's balance policies, health check settings and
+// its machines' region (this edge's) and state.
+func appDefaults(a *App, region string) {
+	for j := range a.Services {
+		checkDefaults(&a.Services[j].Balance, a.Services[j].TCPChecks, a.Services[j].HTTPChecks)
+	}
+	if h := a.HTTPService; h != nil {
+		checkDefaults(&h.Balance, nil, h.Checks)
+	}
+	for j := range a.Machines {
+		setStr(&a.Machines[j].Region, region)
+		setStr(&a.Machines[j].State, "started")
 	}
 }
 
@@ -194,9 +200,16 @@ func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 	for i, cert := range cfg.Certificates {
 		c.certificate(cfg, main, i, cert)
 	}
-	if len(cfg.Apps) == 0 {
+	if len(cfg.Apps) == 0 && cfg.Fleet == nil {
 		c.at(main, "apps", "no [[apps]] configured: edgeproxy would serve nothing")
 	}
+	c.validateFleet(cfg, main)
+	c.validateApps(cfg, srcs)
+}
+
+// validateApps checks the apps and the ports they share.
+func (c *checker) validateApps(cfg *Config, srcs map[int]*source) {
+	main := srcs[-1]
 	names := map[string]bool{}
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]

@@ -21,18 +21,34 @@ import (
 func (s *Server) Reload(path string) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	old := s.runtime()
 	cfg, notices, err := config.Load(path)
-	var rt *Runtime
-	if err == nil {
-		rt, err = BuildRuntime(cfg, old, s.deps)
-	}
 	if err != nil {
 		s.reloadFailed(err)
 		return err
 	}
 	for _, n := range notices {
 		s.log.Info("config note", "file", n.File, "line", n.Line, "key", n.Key, "note", n.Msg)
+	}
+	s.fileCfg = cfg
+	return s.swap(s.withFleet(cfg), "file", path)
+}
+
+// ApplyFleet makes apps, the fleet catalog's, part of the running config
+// alongside the file's, through the same path as a reload.
+func (s *Server) ApplyFleet(apps []config.App) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.fleetApps = apps
+	return s.swap(s.withFleet(s.fileCfg), "fleet", "")
+}
+
+// swap builds a runtime for cfg and puts it in place; reloadMu is held.
+func (s *Server) swap(cfg *config.Config, source, path string) error {
+	old := s.runtime()
+	rt, err := BuildRuntime(cfg, old, s.deps)
+	if err != nil {
+		s.reloadFailed(err)
+		return err
 	}
 	s.warnRestartOnly(old.Config, cfg)
 
@@ -89,8 +105,36 @@ func (s *Server) Reload(path string) error {
 		}
 	}
 	s.metrics.ConfigReloads.WithLabelValues("ok").Inc()
-	s.log.Info("config reloaded", "file", path, "apps", len(cfg.Apps), "ports", len(rt.Routes.Ports()))
+	if source == "file" {
+		s.log.Info("config reloaded", "file", path, "apps", len(cfg.Apps), "ports", len(rt.Routes.Ports()))
+	} else {
+		s.log.Debug("fleet catalog applied", "apps", len(cfg.Apps), "ports", len(rt.Routes.Ports()))
+	}
 	return nil
+}
+
+// withFleet is the file's config with the fleet's apps added. A fleet app
+// the file's config refuses (a bad service, a hostname or port taken) is
+// left out and logged; the rest apply.
+func (s *Server) withFleet(file *config.Config) *config.Config {
+	if len(s.fleetApps) == 0 {
+		return file
+	}
+	cfg, problems := config.WithApps(file, s.fleetApps)
+	if len(problems) == 0 {
+		return cfg
+	}
+	var kept []config.App
+	for _, a := range s.fleetApps {
+		if _, p := config.WithApps(file, append(kept, a)); len(p) > 0 {
+			s.log.Warn("fleet app refused", "app", a.Name, "problem", p[0].Msg)
+			s.metrics.FleetUpdates.WithLabelValues("app_config", "refused").Inc()
+			continue
+		}
+		kept = append(kept, a)
+	}
+	cfg, _ = config.WithApps(file, kept)
+	return cfg
 }
 
 func (s *Server) reloadFailed(err error) {
@@ -172,6 +216,11 @@ func (s *Server) Handover() error {
 // everything the server started.
 func (s *Server) Drain() error {
 	timeout := s.runtime().Config.Proxy.DrainTimeout.D()
+	if s.fleet != nil {
+		// No catalog change may open ports while they close; the one
+		// applied last serves the requests that finish.
+		s.fleet.close()
+	}
 	if s.admin != nil {
 		s.admin.SetReady(false)
 	}

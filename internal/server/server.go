@@ -52,6 +52,12 @@ type Server struct {
 	health   *health.Checker
 	listen   func(network, addr string) (net.Listener, error)
 	reloadMu sync.Mutex // one reload at a time
+	// fileCfg is the config file's, fleetApps the fleet catalog's last
+	// apps; the running config is both (under reloadMu).
+	fileCfg   *config.Config
+	fleetApps []config.App
+	fleet     *fleetNode
+	version   string
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -131,10 +137,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		permits:    permit.New(permitLimits(cfg.Limits), time.Now),
 		guardStats: &iox.Stats{},
 		meters:     &meter.Apps{},
+		fileCfg:    cfg,
 	}
 	s.handler = httpproxy.NewHandler(pools, log, s.bufs)
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
+	s.version = cmp.Or(o.Version, "dev")
 	s.metrics.SetMachines(s.machineStats)
 	s.wrapWire = o.TestWrapWire
 	s.listen = o.Listen
@@ -228,6 +236,12 @@ func (s *Server) Start() error {
 			return err
 		}
 		s.addPort(rt, public, ln)
+	}
+	if rt.Config.Fleet != nil {
+		if err := s.startFleet(rt.Config, s.version); err != nil {
+			s.Close()
+			return fmt.Errorf("fleet: %w", err)
+		}
 	}
 	s.health.Reconcile(rt.Snap)
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
@@ -331,6 +345,10 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // Close stops accepting, closes every connection and waits for all
 // goroutines the server started. (Graceful drain comes with reloads.)
 func (s *Server) Close() error {
+	// The fleet first: a catalog applied while closing would open ports.
+	if s.fleet != nil {
+		s.fleet.close()
+	}
 	s.mu.Lock()
 	s.closed = true
 	ports := s.ports

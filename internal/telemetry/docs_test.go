@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -80,6 +81,7 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	stats.Layer("tcp")
 	apps.Totals("app")
 	m.SetMachines(func() []MachineStat { return []MachineStat{{App: "app", Service: "0", Machine: "m1"}} })
+	m.SetFleet(func() bool { return true }, func() time.Duration { return 0 })
 
 	descs := describe(t, m.Registry)
 	touchVecs(t, m, descs)

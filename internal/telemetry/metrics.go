@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -25,6 +26,7 @@ type Metrics struct {
 	Lingering         *prometheus.CounterVec
 	ProxyHeaderErrors *prometheus.CounterVec
 	H2Floods          *prometheus.CounterVec
+	FleetUpdates      *prometheus.CounterVec
 
 	TLSHandshakes           *prometheus.CounterVec
 	TLSHandshakeDuration    prometheus.Histogram
@@ -52,6 +54,21 @@ type MachineStat struct {
 	App, Service, Machine string
 	Load                  int64
 	Band                  int
+}
+
+// SetFleet registers the fleet connection gauges, read at scrape time.
+func (m *Metrics) SetFleet(connected func() bool, age func() time.Duration) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: FleetConnected,
+			Help: "1 while this node is connected to the fleet's NATS, else 0."}, func() float64 {
+			if connected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: FleetCatalogAge,
+			Help: "How stale this node's copy of the fleet catalog may be: 0 while connected, else the seconds since the connection was lost."},
+			func() float64 { return age().Seconds() }))
 }
 
 // SetMachines installs the function that lists machine loads at scrape
@@ -84,6 +101,8 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Connections closed for an inbound PROXY header problem, by reason."}, []string{"reason"}),
 		H2Floods: prometheus.NewCounterVec(prometheus.CounterOpts{Name: H2Floods,
 			Help: "HTTP/2 client connections told GOAWAY (ENHANCE_YOUR_CALM) and closed for sending too many frames of a kind per second."}, []string{"kind"}),
+		FleetUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: FleetUpdates,
+			Help: "Fleet catalog records taken into this node's copy or refused (the previous value of the key stays), by bucket."}, []string{"bucket", "result"}),
 		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: TLSHandshakes,
 			Help: "TLS handshakes with clients, by negotiated version (or none) and outcome."}, []string{"version", "outcome"}),
 		TLSHandshakeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: TLSHandshakeDuration,
@@ -118,7 +137,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Always 1; the labels name the running build."}, []string{"version", "goversion"}),
 		machines: &machineCollector{},
 	}
-	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods,
+	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods, m.FleetUpdates,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

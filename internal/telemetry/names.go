@@ -33,6 +33,11 @@ const (
 	// HTTP/2 connections closed for a flood (h2watch).
 	H2Floods = "edgeproxy_h2_floods_total" // {kind}: rst_stream, settings, ping
 
+	// Fleet catalog (internal/fleet).
+	FleetConnected  = "edgeproxy_fleet_connected"           // 1 while connected to the fleet's NATS
+	FleetCatalogAge = "edgeproxy_fleet_catalog_age_seconds" // 0 while connected; else since the connection was lost
+	FleetUpdates    = "edgeproxy_fleet_updates_total"       // {bucket, result}: applied, refused
+
 	// TLS.
 	TLSHandshakes        = "edgeproxy_tls_handshakes_total"           // {version, outcome}
 	TLSHandshakeDuration = "edgeproxy_tls_handshake_duration_seconds" // histogram

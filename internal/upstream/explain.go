@@ -45,6 +45,8 @@ func (p *Picker) explain(svc *catalog.Service, want *Want, cands []balance.Candi
 		switch {
 		case !m.Started():
 			k.Skipped = "state " + m.State
+		case m.Cordoned:
+			k.Skipped = "cordoned"
 		case !svc.Health(m).Healthy():
 			k.Skipped = "unhealthy"
 		case excluded(want.Exclude, m):

@@ -1,0 +1,147 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// Fleet defaults.
+const (
+	DefaultFleetListen = "127.0.0.1:4222"
+	DefaultFleetRole   = "edge+worker"
+	DefaultFleetDir    = "edgeproxy-fleet" // under the system temp dir, then the node name
+)
+
+// regionRE is what a region may be called: it names a JetStream bucket.
+var regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// ValidRegion reports whether r can name a region in the fleet.
+func ValidRegion(r string) bool { return regionRE.MatchString(r) }
+
+func fleetDefaults(f *Fleet) {
+	if f == nil {
+		return
+	}
+	if f.Node == "" {
+		f.Node, _ = os.Hostname()
+	}
+	setStr(&f.Role, DefaultFleetRole)
+	if f.Embedded {
+		setStr(&f.Listen, DefaultFleetListen)
+	}
+	setStr(&f.DataDir, filepath.Join(os.TempDir(), DefaultFleetDir, f.Node))
+}
+
+func (c *checker) validateFleet(cfg *Config, s *source) {
+	f := cfg.Fleet
+	if f == nil {
+		return
+	}
+	switch {
+	case len(f.URLs) > 0 && f.Embedded:
+		c.at(s, "fleet.urls", "set urls (an external NATS) or embedded = true, not both")
+	case len(f.URLs) == 0 && !f.Embedded:
+		c.at(s, "fleet.urls", "needs the fleet's NATS urls, or embedded = true to run one in this process")
+	}
+	if !nameRE.MatchString(f.Node) {
+		c.at(s, "fleet.node", "%q is not a valid node name (lowercase letters, digits and '-'); set node", f.Node)
+	}
+	switch f.Role {
+	case "edge", "worker", "edge+worker":
+	default:
+		c.at(s, "fleet.role", "must be edge, worker or edge+worker, got %q", f.Role)
+	}
+	if !ValidRegion(cfg.Proxy.Region) {
+		c.at(s, "proxy.region", "%q cannot name a fleet region (lowercase letters, digits and '-', at most 32)", cfg.Proxy.Region)
+	}
+	for _, r := range f.Regions {
+		if !ValidRegion(r) {
+			c.at(s, "fleet.regions", "%q is not a valid region name", r)
+		}
+	}
+	creds := 0
+	for _, kv := range []struct{ key, path string }{{"creds_file", f.CredsFile}, {"user_file", f.UserFile},
+		{"password_file", f.PasswordFile}, {"token_file", f.TokenFile}, {"ca_file", f.CAFile},
+		{"cert_file", f.CertFile}, {"key_file", f.KeyFile}} {
+		if kv.path == "" {
+			continue
+		}
+		if _, err := os.Stat(cfg.Resolve(kv.path)); err != nil {
+			c.at(s, "fleet."+kv.key, "cannot read %s: %v", kv.path, err)
+		}
+		if kv.key != "ca_file" && kv.key != "cert_file" && kv.key != "key_file" {
+			creds++
+		}
+	}
+	if (f.UserFile == "") != (f.PasswordFile == "") {
+		c.at(s, "fleet.user_file", "user_file and password_file go together")
+	}
+	if (f.CertFile == "") != (f.KeyFile == "") {
+		c.at(s, "fleet.cert_file", "cert_file and key_file go together")
+	}
+	if f.Embedded {
+		c.embeddedListen(s, "fleet.listen", f.Listen, creds > 0)
+		if f.ClusterListen != "" {
+			c.embeddedListen(s, "fleet.cluster_listen", f.ClusterListen, creds > 0)
+			if f.ClusterName == "" {
+				c.at(s, "fleet.cluster_name", "required with cluster_listen")
+			}
+		}
+		if f.CredsFile != "" {
+			c.at(s, "fleet.creds_file", "an embedded server takes a token_file or a user_file and password_file; creds files are for external NATS")
+		}
+	}
+}
+
+// embeddedListen checks an address the embedded server binds: anything
+// but loopback is reachable by others, and then needs credentials.
+func (c *checker) embeddedListen(s *source, key, addr string, creds bool) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		c.at(s, key, "%q is not HOST:PORT", addr)
+		return
+	}
+	ip, err := netip.ParseAddr(host)
+	loopback := host == "localhost" || err == nil && ip.IsLoopback()
+	if !loopback && !creds {
+		c.at(s, key, "%q is not loopback: an embedded server others can reach needs token_file or user_file and password_file", addr)
+	}
+}
+
+// WithApps returns a copy of base with apps from outside its file (the
+// fleet catalog) added, their defaults applied, and the problems that
+// refuse them; base itself is not changed. Problems name the app, not a
+// line.
+func WithApps(base *Config, apps []App) (*Config, []Problem) {
+	cfg := *base
+	cfg.Apps = make([]App, 0, len(base.Apps)+len(apps))
+	cfg.Apps = append(cfg.Apps, base.Apps...)
+	cfg.Apps = append(cfg.Apps, apps...)
+	for i := len(base.Apps); i < len(cfg.Apps); i++ {
+		appDefaults(&cfg.Apps[i], cfg.Proxy.Region)
+	}
+	c := &checker{}
+	main := &source{file: "fleet", pos: &positions{lines: map[string]int{}}}
+	srcs := map[int]*source{-1: main}
+	for i := range cfg.Apps {
+		srcs[i] = main
+	}
+	c.validateApps(&cfg, srcs)
+	for i := range c.problems {
+		c.problems[i].Msg = appNamed(&cfg, c.problems[i].Key) + c.problems[i].Msg
+	}
+	return &cfg, c.problems
+}
+
+// appNamed prefixes a problem with the app its key points into.
+func appNamed(cfg *Config, key string) string {
+	var i int
+	if _, err := fmt.Sscanf(key, "apps[%d]", &i); err == nil && i >= 0 && i < len(cfg.Apps) {
+		return fmt.Sprintf("app %q: ", cfg.Apps[i].Name)
+	}
+	return ""
+}

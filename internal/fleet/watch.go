@@ -1,0 +1,291 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+)
+
+// coalesce is how long a burst of changes is gathered before the catalog
+// is rebuilt: a thousand updates a second cost about twenty rebuilds.
+const coalesce = 50 * time.Millisecond
+
+// initialWait bounds how long a starting edge waits for every watched
+// bucket's current values before it applies what it has.
+const initialWait = 3 * time.Second
+
+// Counts are what a Watcher has done, for metrics.
+type Counts interface {
+	Update(bucket, result string) // result: applied or refused
+}
+
+// Watcher keeps this edge's copy of the fleet catalog: every app, the
+// summary, and the machines of the regions it watches (all when regions
+// is empty). Each change is checked on its own; a refused record leaves
+// the previous good value of its key in place. Changes are gathered and
+// handed to apply as a whole catalog, which the caller turns into a
+// runtime exactly as a reload does. The last catalog applied is written
+// to cacheFile, and read back at start, so an edge that starts while NATS
+// is down serves at once.
+type Watcher struct {
+	Store     *Store
+	Regions   []string
+	Log       *slog.Logger
+	Counts    Counts
+	CacheFile string
+	Apply     func(apps []config.App)
+
+	events chan event
+	// owned by Run's goroutine
+	apps     map[string]*AppRecord
+	nodes    map[string]*NodeRecord
+	machines map[string]map[string]*MachineRecord // region → key → record
+	watching map[string]bool                      // buckets
+	pending  map[string]bool                      // buckets whose current values are not all in yet
+	wg       sync.WaitGroup
+}
+
+type event struct {
+	bucket, region string
+	entry          jetstream.KeyValueEntry // nil: the bucket's current values are all in
+}
+
+// Run watches until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	w.events = make(chan event, 1024)
+	w.apps = map[string]*AppRecord{}
+	w.nodes = map[string]*NodeRecord{}
+	w.machines = map[string]map[string]*MachineRecord{}
+	w.watching = map[string]bool{}
+	w.pending = map[string]bool{}
+	defer w.wg.Wait()
+	if apps, ok := w.readCache(); ok {
+		w.Log.Info("fleet catalog from cache", "file", w.CacheFile, "apps", len(apps))
+		w.Apply(apps)
+	}
+	w.watch(ctx, BucketApps, "")
+	w.watch(ctx, BucketSummary, "")
+	w.watch(ctx, BucketNodes, "")
+	regions := w.Regions
+	if len(regions) == 0 {
+		found, err := w.Store.Regions(ctx)
+		if err != nil {
+			w.Log.Warn("fleet: listing regions", "error", err.Error())
+		}
+		regions = found
+	}
+	for _, r := range regions {
+		w.watch(ctx, MachineBucket(r), r)
+	}
+	initial := time.NewTimer(initialWait)
+	defer initial.Stop()
+	synced := false
+	var flush <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-w.events:
+			w.take(ctx, e)
+			if !synced && len(w.pending) == 0 {
+				synced = true
+				flush = time.After(0)
+			} else if synced && flush == nil {
+				flush = time.After(coalesce)
+			}
+		case <-initial.C:
+			if !synced {
+				w.Log.Warn("fleet: applying the catalog before every bucket answered", "waiting_for", len(w.pending))
+				synced = true
+				flush = time.After(0)
+			}
+		case <-flush:
+			flush = nil
+			apps := w.catalog()
+			w.Apply(apps)
+			w.writeCache(apps)
+		}
+	}
+}
+
+// watch follows one bucket from its current values on, until ctx ends.
+// The ordered consumer under a KV watch survives reconnects.
+func (w *Watcher) watch(ctx context.Context, bucket, region string) {
+	if w.watching[bucket] {
+		return
+	}
+	w.watching[bucket] = true
+	w.pending[bucket] = true
+	w.wg.Go(func() {
+		for ctx.Err() == nil {
+			kv, err := w.Store.bucket(ctx, bucket)
+			var kw jetstream.KeyWatcher
+			if err == nil {
+				kw, err = kv.WatchAll(ctx)
+			}
+			if err != nil {
+				w.Log.Warn("fleet: cannot watch bucket yet", "bucket", bucket, "error", err.Error())
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			for e := range kw.Updates() {
+				select {
+				case w.events <- event{bucket: bucket, region: region, entry: e}:
+				case <-ctx.Done():
+				}
+			}
+			kw.Stop()
+		}
+	})
+}
+
+// take applies one change to the copy.
+func (w *Watcher) take(ctx context.Context, e event) {
+	if e.entry == nil {
+		delete(w.pending, e.bucket)
+		return
+	}
+	key := e.entry.Key()
+	deleted := e.entry.Operation() != jetstream.KeyValuePut
+	var err error
+	switch {
+	case e.bucket == BucketApps && deleted:
+		delete(w.apps, key)
+	case e.bucket == BucketApps:
+		var a *AppRecord
+		if a, err = DecodeApp(key, e.entry.Value()); err == nil {
+			w.apps[key] = a
+		}
+	case e.bucket == BucketNodes:
+		if deleted {
+			delete(w.nodes, key)
+			break
+		}
+		var n *NodeRecord
+		if n, err = DecodeNode(key, e.entry.Value()); err == nil {
+			w.nodes[key] = n
+		}
+	case e.bucket == BucketSummary:
+		if deleted {
+			break
+		}
+		var s *SummaryRecord
+		if s, err = DecodeSummary(key, e.entry.Value()); err == nil && len(w.Regions) == 0 {
+			// A region seen for the first time gets watched.
+			for r := range s.Regions {
+				w.watch(ctx, MachineBucket(r), r)
+			}
+		}
+	default:
+		ms := w.machines[e.region]
+		if ms == nil {
+			ms = map[string]*MachineRecord{}
+			w.machines[e.region] = ms
+		}
+		if deleted {
+			delete(ms, key)
+			break
+		}
+		var m *MachineRecord
+		if m, err = DecodeMachine(e.region, key, e.entry.Value()); err == nil {
+			ms[key] = m
+		}
+	}
+	result := "applied"
+	if err != nil {
+		result = "refused"
+		w.Log.Warn("fleet: record refused; the previous value stays", "bucket", e.bucket, "key", key, "error", err.Error())
+	}
+	if w.Counts != nil {
+		w.Counts.Update(e.bucket, result)
+	}
+}
+
+// catalog is the copy as [[apps]] entries: every app, with the machines
+// of the watched regions.
+func (w *Watcher) catalog() []config.App {
+	byApp := map[string][]*MachineRecord{}
+	for _, ms := range w.machines {
+		for _, m := range ms {
+			byApp[m.App] = append(byApp[m.App], m)
+		}
+	}
+	names := make([]string, 0, len(w.apps))
+	for n := range w.apps {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	apps := make([]config.App, 0, len(names))
+	for _, n := range names {
+		ms := byApp[n]
+		slices.SortFunc(ms, func(a, b *MachineRecord) int { return compareStrings(a.ID, b.ID) })
+		apps = append(apps, AppConfig(w.apps[n], ms))
+	}
+	return apps
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// readCache loads the last catalog applied, if there is one.
+func (w *Watcher) readCache() ([]config.App, bool) {
+	if w.CacheFile == "" {
+		return nil, false
+	}
+	b, err := os.ReadFile(w.CacheFile)
+	if err != nil {
+		return nil, false
+	}
+	var c struct {
+		Schema int          `json:"schema"`
+		Apps   []config.App `json:"apps"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.Schema != Schema {
+		w.Log.Warn("fleet: catalog cache unreadable, ignored", "file", w.CacheFile)
+		return nil, false
+	}
+	return c.Apps, true
+}
+
+// writeCache replaces the cache file whole (write, then rename).
+func (w *Watcher) writeCache(apps []config.App) {
+	if w.CacheFile == "" {
+		return
+	}
+	b, err := json.Marshal(struct {
+		Schema int          `json:"schema"`
+		Apps   []config.App `json:"apps"`
+	}{Schema, apps})
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(w.CacheFile), 0o700)
+	}
+	tmp := w.CacheFile + ".tmp"
+	if err == nil {
+		err = os.WriteFile(tmp, b, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp, w.CacheFile)
+	}
+	if err != nil {
+		w.Log.Warn("fleet: cannot write the catalog cache", "file", w.CacheFile, "error", err.Error())
+	}
+}

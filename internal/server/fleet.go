@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
+	"github.com/edgeproxy/edgeproxy/internal/telemetry"
+)
+
+// heartbeatEvery keeps this node in ep-nodes, well inside its TTL.
+const heartbeatEvery = 5 * time.Second
+
+// fleetNode is this process's part in a fleet: the embedded NATS server
+// when there is one, the connection, the watcher that keeps the catalog
+// copy and the heartbeat.
+type fleetNode struct {
+	emb    *fleet.Embedded
+	nc     *nats.Conn
+	store  *fleet.Store
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// lostAt is when the connection was lost (0 while connected), in
+	// Unix nanoseconds.
+	lostAt atomic.Int64
+	once   sync.Once
+}
+
+// startFleet joins the fleet [fleet] describes. The catalog copy is
+// applied as it arrives; nothing here waits for the fleet, so a fleet
+// that is down delays no port.
+func (s *Server) startFleet(cfg *config.Config, version string) error {
+	f := cfg.Fleet
+	n := &fleetNode{}
+	if f.Embedded {
+		emb, err := fleet.StartEmbedded(f, cfg.Resolve)
+		if err != nil {
+			return err
+		}
+		n.emb = emb
+		s.log.Info("fleet: embedded NATS listening", "url", emb.ClientURL())
+	}
+	n.lostAt.Store(time.Now().UnixNano())
+	nc, err := fleet.Connect(f, cfg.Resolve, n.emb)
+	if err != nil {
+		n.close()
+		return err
+	}
+	n.nc = nc
+	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) {
+		n.lostAt.CompareAndSwap(0, time.Now().UnixNano())
+		s.log.Warn("fleet: disconnected from NATS; serving the last catalog", "error", errText(err))
+	})
+	nc.SetReconnectHandler(func(c *nats.Conn) {
+		n.lostAt.Store(0)
+		s.log.Info("fleet: reconnected to NATS", "url", c.ConnectedUrlRedacted())
+	})
+	if nc.IsConnected() {
+		n.lostAt.Store(0)
+	}
+	store, err := fleet.NewStore(nc)
+	if err != nil {
+		n.close()
+		return err
+	}
+	n.store = store
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics},
+		CacheFile: filepath.Join(cfg.Resolve(f.DataDir), "catalog.json"),
+		Apply: func(apps []config.App) {
+			if err := s.ApplyFleet(apps); err != nil {
+				s.log.Warn("fleet: catalog not applied; the previous one stays", "error", err.Error())
+			}
+		}}
+	n.wg.Go(func() { w.Run(ctx) })
+	rec := &fleet.NodeRecord{Name: f.Node, Role: f.Role, Region: cfg.Proxy.Region, Version: version,
+		Addresses: nodeAddresses(cfg)}
+	n.wg.Go(func() { n.heartbeat(ctx, rec) })
+	s.metrics.SetFleet(nc.IsConnected, n.age)
+	s.fleet = n
+	return nil
+}
+
+// age is how stale the copy may be: 0 while connected.
+func (n *fleetNode) age() time.Duration {
+	at := n.lostAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, at))
+}
+
+func (n *fleetNode) heartbeat(ctx context.Context, rec *fleet.NodeRecord) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		if n.nc.IsConnected() {
+			hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			n.store.Heartbeat(hctx, rec)
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// close leaves the fleet; the catalog applied last keeps serving.
+func (n *fleetNode) close() {
+	n.once.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		if n.nc != nil {
+			n.nc.Close()
+		}
+		if n.emb != nil {
+			n.emb.Close()
+		}
+	})
+}
+
+// nodeAddresses are the addresses this node's public ports listen on.
+func nodeAddresses(cfg *config.Config) []string {
+	if cfg.Proxy.Bind == "" {
+		return nil
+	}
+	return []string{cfg.Proxy.Bind}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "connection closed"
+	}
+	return err.Error()
+}
+
+// fleetCounts counts catalog records for the metrics.
+type fleetCounts struct{ m *telemetry.Metrics }
+
+func (f fleetCounts) Update(bucket, result string) {
+	f.m.FleetUpdates.WithLabelValues(bucketLabel(bucket), result).Inc()
+}
+
+// bucketLabel keeps the label bounded: machine buckets count as one.
+func bucketLabel(bucket string) string {
+	switch bucket {
+	case fleet.BucketApps, fleet.BucketSummary, fleet.BucketNodes:
+		return bucket
+	}
+	return "ep-machines"
+}
+
+// FleetURL is the embedded NATS server's client URL ("" without one), for
+// the fleet CLI and tests.
+func (s *Server) FleetURL() string {
+	if s.fleet == nil || s.fleet.emb == nil {
+		return ""
+	}
+	return s.fleet.emb.ClientURL()
+}

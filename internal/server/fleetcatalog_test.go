@@ -1,0 +1,163 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	fleetcat "github.com/edgeproxy/edgeproxy/internal/fleet"
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
+)
+
+// fleetEdge is an in-process edge with an embedded NATS server, serving
+// one app from its file ("app", on ports 80 and 443) and whatever the
+// fleet catalog adds.
+func fleetEdge(t *testing.T, dataDir string) (*proxytest.Proxy, *fleetcat.Store, *nats.Conn) {
+	t.Helper()
+	local := proxytest.Machine(t, "local")
+	cfg := fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+embedded = true
+listen = "127.0.0.1:0"
+node = "edge-1"
+data_dir = %q
+`, dataDir) + singleApp(machine("local", local), httpService)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	nc, err := nats.Connect(p.FleetURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	store, err := fleetcat.NewStore(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, store, nc
+}
+
+// getHost asks the proxy's port 80 for host and returns the status and
+// the machine id the demo machine reports (or the error code).
+func getHost(t *testing.T, p *proxytest.Proxy, host string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+p.Addr(80)+"/", nil)
+	req.Host = host
+	resp, err := p.Client(80, false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return resp.StatusCode, resp.Header.Get("Edgeproxy-Error-Code")
+	}
+	return resp.StatusCode, string(b)
+}
+
+// until polls cond every 10 ms for up to 5 s and returns how long it took.
+func until(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func TestFleetCatalogEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	p, store, nc := fleetEdge(t, dir)
+	ctx := t.Context()
+	m1 := proxytest.Machine(t, "f1")
+	app := &fleetcat.AppRecord{Name: "fleetapp", Hostnames: []string{"fleet.test"},
+		HTTPService: &config.HTTPService{InternalPort: 8080}}
+	if err := store.PutApp(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	mr := &fleetcat.MachineRecord{ID: "f1", App: "fleetapp", Region: "iad", Address: "127.0.0.1",
+		Ports: map[string]int{"8080": m1}, State: "started"}
+	if err := store.PutMachine(ctx, mr); err != nil {
+		t.Fatal(err)
+	}
+	took := until(t, "a fleet app served", func() bool {
+		code, body := getHost(t, p, "fleet.test")
+		return code == 200 && strings.Contains(body, `"f1"`)
+	})
+	t.Logf("app and machine written to routed: %v", took)
+
+	// The file's own app still serves.
+	if code, body := getHost(t, p, "app.test"); code != 200 || !strings.Contains(body, `"local"`) {
+		t.Fatalf("the file's app: %d %s", code, body)
+	}
+
+	// Cordoned: no new requests.
+	mr.Cordoned = true
+	if err := store.PutMachine(ctx, mr); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "a cordoned machine left out", func() bool {
+		code, _ := getHost(t, p, "fleet.test")
+		return code == 503
+	})
+	mr.Cordoned = false
+	store.PutMachine(ctx, mr)
+	until(t, "uncordoned", func() bool { code, _ := getHost(t, p, "fleet.test"); return code == 200 })
+
+	// Garbage in every bucket is refused record by record; serving goes on
+	// and the previous good value of a key stays.
+	js, _ := jetstream.New(nc)
+	for bucket, key := range map[string]string{fleetcat.BucketApps: "fleetapp", fleetcat.BucketSummary: "fleetapp",
+		fleetcat.MachineBucket("iad"): "fleetapp.f1", fleetcat.BucketNodes: "edge-1"} {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatalf("%s: %v", bucket, err)
+		}
+		for _, junk := range []string{"not json", `{"schema": 99, "name": "fleetapp"}`, `{"schema": 1, "id": "f1", "app": "fleetapp", "region": "iad", "address": "nowhere", "state": "started"}`} {
+			if _, err := kv.Put(ctx, key, []byte(junk)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if code, body := getHost(t, p, "fleet.test"); code != 200 || !strings.Contains(body, `"f1"`) {
+		t.Fatalf("after garbage: %d %s", code, body)
+	}
+	for _, bucket := range []string{"ep-apps", "ep-machines", "ep-summary", "ep-nodes"} {
+		// A watch may skip a value overwritten before it was delivered
+		// (the buckets keep one per key), so at least one of three.
+		if n := scrape(t, p, `edgeproxy_fleet_updates_total{bucket="`+bucket+`",result="refused"}`); n < 1 {
+			t.Errorf("%s: %v refusals counted, want some", bucket, n)
+		}
+	}
+
+	// The catalog applied is cached for a start without NATS.
+	b, err := os.ReadFile(filepath.Join(dir, "catalog.json"))
+	if err != nil || !strings.Contains(string(b), "fleetapp") {
+		t.Fatalf("catalog cache: %v %s", err, b)
+	}
+
+	// Removing the machine and the app takes them out of routing.
+	if err := store.DeleteMachine(ctx, "iad", "fleetapp", "f1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.DeleteApp(ctx, "fleetapp"); err != nil {
+		t.Fatal(err)
+	}
+	// (The port's one remaining app, the file's, then takes any Host.)
+	until(t, "app removed", func() bool { _, body := getHost(t, p, "fleet.test"); return !strings.Contains(body, `"f1"`) })
+}
