@@ -10,6 +10,7 @@
 //	                                  reproduce hostile connection shapes at volume
 //	edgeproxy profile -admin URL -seconds N -o FILE
 //	                                  pull a CPU profile from a running proxy
+//	edgeproxy fleet apply -config FILE   publish apps and machines to the fleet catalog
 //	edgeproxy gen-cert -cert FILE -key FILE NAME...
 //	                                  write a self-signed certificate for local runs
 package main
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runStorm(args[1:], stdout, stderr)
 	case "profile":
 		err = runProfile(args[1:], stdout, stderr)
+	case "fleet":
+		err = runFleet(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
@@ -86,5 +89,7 @@ commands:
   gen-cert -cert FILE -key FILE NAME... write a self-signed certificate for local runs
   storm -target HOST:PORT -sni NAME   reproduce the incident's connection shapes at volume
   profile [-admin URL] -o FILE        record a CPU profile of a running proxy through its admin API
+  fleet apply|apps|machines|nodes|cordon|uncordon -config FILE
+                                      read and write the fleet catalog (edgeproxy fleet for more)
 `)
 }

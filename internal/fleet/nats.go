@@ -129,11 +129,21 @@ func readCredentials(f *config.Fleet, resolve func(string) string) (credentials,
 	return c, err
 }
 
+// ConnectOnce connects for a command: it fails at once when the fleet
+// cannot be reached, instead of retrying for ever as a node does.
+func ConnectOnce(f *config.Fleet, resolve func(string) string) (*nats.Conn, error) {
+	return connect(f, resolve, nil, false)
+}
+
 // Connect opens this node's connection to the fleet's NATS: the URLs of
 // [fleet], or the embedded server. It keeps reconnecting for ever, with
 // backoff: a fleet that is down makes the catalog stale, it does not end
 // the proxy.
 func Connect(f *config.Fleet, resolve func(string) string, emb *Embedded) (*nats.Conn, error) {
+	return connect(f, resolve, emb, true)
+}
+
+func connect(f *config.Fleet, resolve func(string) string, emb *Embedded, node bool) (*nats.Conn, error) {
 	creds, err := readCredentials(f, resolve)
 	if err != nil {
 		return nil, err
@@ -143,7 +153,7 @@ func Connect(f *config.Fleet, resolve func(string) string, emb *Embedded) (*nats
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.RetryOnFailedConnect(true),
+		nats.RetryOnFailedConnect(node),
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 	}

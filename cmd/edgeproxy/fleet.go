@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
+)
+
+const fleetUsage = `usage: edgeproxy fleet <command> [flags]
+
+Reads and writes the fleet catalog over NATS. -config names a config file
+whose [fleet] table says how to reach the fleet's NATS (for an embedded
+server, its listen address and credentials).
+
+commands:
+  apply -config FILE [-dry-run] [-owner NAME]
+                           publish the file's apps and machines; show the
+                           changes first; remove only records NAME wrote
+  apps -config FILE        list apps
+  machines -config FILE [-region R]
+                           list machines
+  nodes -config FILE       list live nodes
+  machines set-state -config FILE ID started|stopped|suspended
+  cordon -config FILE ID   no new requests for the machine
+  uncordon -config FILE ID
+`
+
+// runFleet is `edgeproxy fleet`.
+func runFleet(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, fleetUsage)
+		return usageError{fmt.Errorf("no command")}
+	}
+	cmd, args := args[0], args[1:]
+	if cmd == "machines" && len(args) > 0 && args[0] == "set-state" {
+		cmd, args = "set-state", args[1:]
+	}
+	fs := flag.NewFlagSet("fleet "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "edgeproxy.toml", "config file with the [fleet] table (for apply, also the apps to publish)")
+	dryRun := fs.Bool("dry-run", false, "apply: show the changes, make none")
+	owner := fs.String("owner", "fleet-apply", "apply: the owner written into records; only its records are removed")
+	region := fs.String("region", "", "machines: only this region")
+	jsonOut := fs.Bool("json", false, "list commands: print JSON")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, _, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if cfg.Fleet == nil {
+		return fmt.Errorf("%s has no [fleet] table: nothing says where the fleet is", *path)
+	}
+	store, done, err := dialFleet(cfg)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	switch cmd {
+	case "apply":
+		plan, err := store.Plan(ctx, cfg.Apps, *owner, cfg.Proxy.Region)
+		if err != nil {
+			return err
+		}
+		if len(plan) == 0 {
+			fmt.Fprintln(stdout, "no changes")
+			return nil
+		}
+		if *dryRun {
+			for _, c := range plan {
+				fmt.Fprintln(stdout, c)
+			}
+			fmt.Fprintf(stdout, "%d changes (dry run: none made)\n", len(plan))
+			return nil
+		}
+		return store.Apply(ctx, plan, stdout)
+	case "apps":
+		apps, err := store.Apps(ctx)
+		if err != nil {
+			return err
+		}
+		return list(stdout, *jsonOut, apps, "NAME\tHOSTNAMES\tOWNER\tUPDATED", func(a *fleet.AppRecord) string {
+			return fmt.Sprintf("%s\t%v\t%s\t%s", a.Name, a.Hostnames, a.Owner, a.Updated.Format(time.RFC3339))
+		})
+	case "machines":
+		ms, err := store.Machines(ctx, *region)
+		if err != nil {
+			return err
+		}
+		return list(stdout, *jsonOut, ms, "ID\tAPP\tREGION\tADDRESS\tSTATE\tCORDONED\tOWNER\tVERSION", func(m *fleet.MachineRecord) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%v\t%s\t%d", m.ID, m.App, m.Region, m.Address, m.State, m.Cordoned, m.Owner, m.Version)
+		})
+	case "nodes":
+		ns, err := store.Nodes(ctx)
+		if err != nil {
+			return err
+		}
+		return list(stdout, *jsonOut, ns, "NAME\tROLE\tREGION\tVERSION\tHEARTBEAT", func(n *fleet.NodeRecord) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", n.Name, n.Role, n.Region, n.Version, n.Heartbeat.Format(time.RFC3339))
+		})
+	case "set-state", "cordon", "uncordon":
+		return changeMachine(ctx, store, cmd, fs.Args(), stdout)
+	}
+	fmt.Fprint(stderr, fleetUsage)
+	return usageError{fmt.Errorf("unknown fleet command %q", cmd)}
+}
+
+// changeMachine is set-state, cordon and uncordon.
+func changeMachine(ctx context.Context, store *fleet.Store, cmd string, args []string, stdout io.Writer) error {
+	want := 1
+	if cmd == "set-state" {
+		want = 2
+	}
+	if len(args) != want {
+		return fmt.Errorf("%s takes %d arguments, got %d", cmd, want, len(args))
+	}
+	m, err := store.GetMachine(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "set-state":
+		switch args[1] {
+		case "started", "stopped", "suspended":
+			m.State = args[1]
+		default:
+			return fmt.Errorf("state must be started, stopped or suspended, got %q", args[1])
+		}
+	case "cordon":
+		m.Cordoned = true
+	case "uncordon":
+		m.Cordoned = false
+	}
+	if err := store.PutMachine(ctx, m); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "machine %s of %s in %s: state %s, cordoned %v\n", m.ID, m.App, m.Region, m.State, m.Cordoned)
+	return nil
+}
+
+// list prints records as a table, or as JSON.
+func list[T any](w io.Writer, asJSON bool, items []T, header string, row func(T) string) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(items)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
+// dialFleet connects to the fleet the config's [fleet] names: its URLs,
+// or the address its embedded server listens on.
+func dialFleet(cfg *config.Config) (*fleet.Store, func(), error) {
+	f := *cfg.Fleet
+	if f.Embedded {
+		f.Embedded = false
+		f.URLs = []string{"nats://" + f.Listen}
+	}
+	nc, err := fleet.ConnectOnce(&f, cfg.Resolve)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := fleet.NewStore(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return store, nc.Close, nil
+}
