@@ -107,6 +107,14 @@ hostnames = ["web.test"]
 	if out := fleetCmd("nodes", "-config", apps); !strings.Contains(out, "node-1") {
 		t.Fatalf("nodes:\n%s", out)
 	}
+	// A CPU profile of the node, over NATS.
+	prof := filepath.Join(dir, "cpu.pprof")
+	if out := fleetCmd("profile", "-config", apps, "-node", "node-1", "-seconds", "1", "-o", prof); !strings.Contains(out, "CPU profile") {
+		t.Fatalf("profile:\n%s", out)
+	}
+	if out, err := runClient(t, bin, "fleet", "profile", "-config", apps, "-node", "nobody", "-seconds", "1", "-timeout", "2s"); err == nil || !strings.Contains(out, "nobody") {
+		t.Fatalf("profile of a node that is not there: %v\n%s", err, out)
+	}
 	fleetCmd("cordon", "-config", apps, "m1")
 	for !strings.Contains(get(), "PR01") {
 		if time.Since(start) > 10*time.Second {

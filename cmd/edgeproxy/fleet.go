@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -30,6 +32,8 @@ commands:
   machines set-state -config FILE ID started|stopped|suspended
   cordon -config FILE ID   no new requests for the machine
   uncordon -config FILE ID
+  profile -config FILE -node NAME [-seconds 30] [-o cpu.pprof] [-token-file FILE]
+                           record a CPU profile of any node, over NATS
 `
 
 // runFleet is `edgeproxy fleet`.
@@ -49,7 +53,11 @@ func runFleet(args []string, stdout, stderr io.Writer) error {
 	owner := fs.String("owner", "fleet-apply", "apply: the owner written into records; only its records are removed")
 	region := fs.String("region", "", "machines: only this region")
 	jsonOut := fs.Bool("json", false, "list commands: print JSON")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long (profile: on top of -seconds)")
+	nodeName := fs.String("node", "", "profile: the node to profile")
+	seconds := fs.Int("seconds", 30, "profile: seconds to record")
+	out := fs.String("o", "cpu.pprof", "profile: file to write")
+	tokenFile := fs.String("token-file", "", "profile: file holding the node's admin token, if it has one")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -65,9 +73,14 @@ func runFleet(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer done()
+	if cmd == "profile" {
+		*timeout += time.Duration(*seconds) * time.Second
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	switch cmd {
+	case "profile":
+		return fleetProfile(ctx, store, *nodeName, *seconds, *out, *tokenFile, stdout)
 	case "apply":
 		plan, err := store.Plan(ctx, cfg.Apps, *owner, cfg.Proxy.Region)
 		if err != nil {
@@ -114,6 +127,26 @@ func runFleet(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stderr, fleetUsage)
 	return usageError{fmt.Errorf("unknown fleet command %q", cmd)}
+}
+
+// fleetProfile is `fleet profile`.
+func fleetProfile(ctx context.Context, store *fleet.Store, node string, seconds int, out, tokenFile string, stdout io.Writer) error {
+	if node == "" {
+		return fmt.Errorf("-node is required (edgeproxy fleet nodes lists them)")
+	}
+	token := ""
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	body, err := fleet.FetchProfile(ctx, store.Conn(), node, seconds, token)
+	if err != nil {
+		return err
+	}
+	return writeProfile(out, body, seconds, "node "+node, stdout)
 }
 
 // changeMachine is set-state, cordon and uncordon.

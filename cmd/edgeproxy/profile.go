@@ -99,9 +99,16 @@ flags:
 	if err != nil {
 		return err
 	}
+	return writeProfile(out, body, seconds, u.Redacted(), stdout)
+}
+
+// writeProfile checks that body is a profile (a proxy or login page in
+// between would otherwise leave a file pprof rejects only later) and
+// writes it to out.
+func writeProfile(out string, body []byte, seconds int, from string, stdout io.Writer) error {
 	p, err := profile.ParseData(body)
 	if err != nil {
-		return fmt.Errorf("%s did not answer with a profile (%v); it began %q", u.Redacted(), err, snippet(body))
+		return fmt.Errorf("%s did not answer with a profile (%v); it began %q", from, err, snippet(body))
 	}
 	if err := os.WriteFile(out, body, 0o600); err != nil {
 		return err

@@ -20,6 +20,7 @@ const nodeTTL = 15 * time.Second
 // Store reads and writes the fleet's buckets. Its methods are what the
 // CLI and the workers use; edges only watch (Watcher).
 type Store struct {
+	nc *nats.Conn
 	js jetstream.JetStream
 
 	mu  sync.Mutex
@@ -32,8 +33,11 @@ func NewStore(nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{js: js, kvs: map[string]jetstream.KeyValue{}}, nil
+	return &Store{nc: nc, js: js, kvs: map[string]jetstream.KeyValue{}}, nil
 }
+
+// Conn is the connection the store uses.
+func (s *Store) Conn() *nats.Conn { return s.nc }
 
 // bucket opens (creating it if needed) a bucket. Creating is idempotent,
 // so any node may be first.

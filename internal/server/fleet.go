@@ -70,6 +70,10 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 		return err
 	}
 	n.store = store
+	if _, err := fleet.ServeProfiles(nc, f.Node, func() string { return s.runtime().Config.AdminToken() }, s.log); err != nil {
+		n.close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics},
