@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,6 +44,10 @@ type Watcher struct {
 	Counts    Counts
 	CacheFile string
 	Apply     func(apps []config.App)
+	// Resync, when signalled (the connection came back), restarts every
+	// watch from the buckets' current values, instead of waiting for the
+	// watches to notice on their own that their consumers are gone.
+	Resync chan struct{}
 
 	events chan event
 	// owned by Run's goroutine
@@ -51,12 +56,18 @@ type Watcher struct {
 	machines map[string]map[string]*MachineRecord // region → key → record
 	watching map[string]bool                      // buckets
 	pending  map[string]bool                      // buckets whose current values are not all in yet
+	regionOf map[string]string                    // bucket → region, for restarts
+	gen      int
+	runCtx   context.Context
+	wctx     context.Context
+	wcancel  context.CancelFunc
 	wg       sync.WaitGroup
 }
 
 type event struct {
 	bucket, region string
 	entry          jetstream.KeyValueEntry // nil: the bucket's current values are all in
+	gen            int                     // the watches' generation: older ones are dropped
 }
 
 // Run watches until ctx ends.
@@ -67,7 +78,11 @@ func (w *Watcher) Run(ctx context.Context) {
 	w.machines = map[string]map[string]*MachineRecord{}
 	w.watching = map[string]bool{}
 	w.pending = map[string]bool{}
+	w.regionOf = map[string]string{}
+	w.runCtx = ctx
+	w.wctx, w.wcancel = context.WithCancel(ctx)
 	defer w.wg.Wait()
+	defer func() { w.wcancel() }()
 	if apps, ok := w.readCache(); ok {
 		w.Log.Info("fleet catalog from cache", "file", w.CacheFile, "apps", len(apps))
 		w.Apply(apps)
@@ -90,17 +105,25 @@ func (w *Watcher) Run(ctx context.Context) {
 	defer initial.Stop()
 	synced := false
 	var flush <-chan time.Time
+	var lastApply time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.Resync:
+			w.restart()
 		case e := <-w.events:
+			if e.gen != w.gen {
+				continue // from a watch replaced since
+			}
 			w.take(ctx, e)
 			if !synced && len(w.pending) == 0 {
 				synced = true
 				flush = time.After(0)
 			} else if synced && flush == nil {
-				flush = time.After(coalesce)
+				// The first change after a quiet spell applies at once;
+				// a burst is gathered, so rebuilds stay a few a second.
+				flush = time.After(max(0, coalesce-time.Since(lastApply)))
 			}
 		case <-initial.C:
 			if !synced {
@@ -110,6 +133,7 @@ func (w *Watcher) Run(ctx context.Context) {
 			}
 		case <-flush:
 			flush = nil
+			lastApply = time.Now()
 			apps := w.catalog()
 			w.Apply(apps)
 			w.writeCache(apps)
@@ -117,13 +141,29 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 }
 
-// watch follows one bucket from its current values on, until ctx ends.
-// The ordered consumer under a KV watch survives reconnects.
-func (w *Watcher) watch(ctx context.Context, bucket, region string) {
+// watch follows one bucket from its current values on, until the
+// watches are restarted or ctx ends.
+func (w *Watcher) watch(_ context.Context, bucket, region string) {
 	if w.watching[bucket] {
 		return
 	}
 	w.watching[bucket] = true
+	w.regionOf[bucket] = region
+	w.start(bucket, region)
+}
+
+// restart replaces every watch with a new one from current values.
+func (w *Watcher) restart() {
+	w.wcancel()
+	w.wctx, w.wcancel = context.WithCancel(w.runCtx)
+	w.gen++
+	for bucket, region := range w.regionOf {
+		w.start(bucket, region)
+	}
+}
+
+func (w *Watcher) start(bucket, region string) {
+	ctx, gen := w.wctx, w.gen
 	w.pending[bucket] = true
 	w.wg.Go(func() {
 		for ctx.Err() == nil {
@@ -142,7 +182,7 @@ func (w *Watcher) watch(ctx context.Context, bucket, region string) {
 			}
 			for e := range kw.Updates() {
 				select {
-				case w.events <- event{bucket: bucket, region: region, entry: e}:
+				case w.events <- event{bucket: bucket, region: region, entry: e, gen: gen}:
 				case <-ctx.Done():
 				}
 			}
@@ -248,22 +288,33 @@ func compareStrings(a, b string) int {
 
 // readCache loads the last catalog applied, if there is one.
 func (w *Watcher) readCache() ([]config.App, bool) {
-	if w.CacheFile == "" {
-		return nil, false
+	apps, err := ReadCache(w.CacheFile)
+	if err != nil && !os.IsNotExist(err) {
+		w.Log.Warn("fleet: catalog cache unreadable, ignored", "file", w.CacheFile, "error", err.Error())
 	}
-	b, err := os.ReadFile(w.CacheFile)
+	return apps, err == nil
+}
+
+// ReadCache reads the catalog a Watcher cached in file.
+func ReadCache(file string) ([]config.App, error) {
+	if file == "" {
+		return nil, os.ErrNotExist
+	}
+	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
 	var c struct {
 		Schema int          `json:"schema"`
 		Apps   []config.App `json:"apps"`
 	}
-	if err := json.Unmarshal(b, &c); err != nil || c.Schema != Schema {
-		w.Log.Warn("fleet: catalog cache unreadable, ignored", "file", w.CacheFile)
-		return nil, false
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
 	}
-	return c.Apps, true
+	if c.Schema != Schema {
+		return nil, fmt.Errorf("cache schema %d, this node reads %d", c.Schema, Schema)
+	}
+	return c.Apps, nil
 }
 
 // writeCache replaces the cache file whole (write, then rename).

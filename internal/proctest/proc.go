@@ -265,3 +265,19 @@ func (l *Output) String() string {
 	s, _ := l.Snapshot()
 	return s
 }
+
+// RunCommand runs a short-lived command to its end, bounded by timeout,
+// and returns its combined output. Running out of time fails the test: a
+// command that hangs is a bug, not a result.
+func RunCommand(t testing.TB, timeout time.Duration, bin string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s did not finish within %v\n%s", bin, strings.Join(args, " "), timeout, out)
+	}
+	return string(out), err
+}

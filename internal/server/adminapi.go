@@ -43,6 +43,8 @@ type MachineView struct {
 	Region  string `json:"region"`
 	Address string `json:"address"`
 	State   string `json:"state"`
+	// Cordoned machines take no new work.
+	Cordoned bool `json:"cordoned,omitempty"`
 	// RegionRTT is this edge's round-trip estimate to the machine's
 	// region ("" when not known yet).
 	RegionRTT string     `json:"region_rtt,omitempty"`
@@ -105,7 +107,7 @@ func (s *Server) Machines() []MachineView {
 	out := []MachineView{}
 	for _, a := range rt.Snap.Apps {
 		for _, m := range a.Machines {
-			v := MachineView{App: a.Name, ID: m.ID, Region: m.Region, Address: m.Addr.String(), State: m.State}
+			v := MachineView{App: a.Name, ID: m.ID, Region: m.Region, Address: m.Addr.String(), State: m.State, Cordoned: m.Cordoned}
 			if d, ok := rt.RTT.RTT(m.Region); ok {
 				v.RegionRTT = d.String()
 			}

@@ -57,9 +57,14 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 		n.lostAt.CompareAndSwap(0, time.Now().UnixNano())
 		s.log.Warn("fleet: disconnected from NATS; serving the last catalog", "error", errText(err))
 	})
+	resync := make(chan struct{}, 1)
 	nc.SetReconnectHandler(func(c *nats.Conn) {
 		n.lostAt.Store(0)
 		s.log.Info("fleet: reconnected to NATS", "url", c.ConnectedUrlRedacted())
+		select {
+		case resync <- struct{}{}:
+		default:
+		}
 	})
 	if nc.IsConnected() {
 		n.lostAt.Store(0)
@@ -76,8 +81,8 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics},
-		CacheFile: filepath.Join(cfg.Resolve(f.DataDir), "catalog.json"),
+	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics}, Resync: resync,
+		CacheFile: fleetCache(cfg),
 		Apply: func(apps []config.App) {
 			if err := s.ApplyFleet(apps); err != nil {
 				s.log.Warn("fleet: catalog not applied; the previous one stays", "error", err.Error())
@@ -172,4 +177,30 @@ func (s *Server) FleetURL() string {
 		return ""
 	}
 	return s.fleet.emb.ClientURL()
+}
+
+// fleetCache is where a node caches the catalog it applied last.
+func fleetCache(cfg *config.Config) string {
+	return filepath.Join(cfg.Resolve(cfg.Fleet.DataDir), "catalog.json")
+}
+
+// fromFleetCache builds the starting runtime with the catalog cached at
+// the last run, before any port opens: a node that starts while NATS is
+// down serves the fleet's apps from its first connection on.
+func (s *Server) fromFleetCache(rt *Runtime) *Runtime {
+	apps, err := fleet.ReadCache(fleetCache(rt.Config))
+	if err != nil {
+		return rt
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.fleetApps = apps
+	next, err := BuildRuntime(s.withFleet(s.fileCfg), rt, s.deps)
+	if err != nil {
+		s.log.Warn("fleet: cached catalog not applied", "error", err.Error())
+		return rt
+	}
+	s.rt.Store(next)
+	s.log.Info("fleet: serving the cached catalog until NATS answers", "apps", len(apps))
+	return next
 }

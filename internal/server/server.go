@@ -213,6 +213,9 @@ func (s *Server) healthDial(dial func(ctx context.Context, network, addr string)
 // error (closing what it opened).
 func (s *Server) Start() error {
 	rt := s.runtime()
+	if rt.Config.Fleet != nil {
+		rt = s.fromFleetCache(rt)
+	}
 	if a := rt.Config.Admin; a.Listen != "off" {
 		adm, err := admin.Start(admin.Options{Listen: a.Listen, ListenFunc: s.listen, Token: rt.Config.AdminToken(),
 			Registry: s.metrics.Registry, Unauthorized: s.metrics.AdminUnauthorized, Log: s.log,
@@ -243,7 +246,8 @@ func (s *Server) Start() error {
 			return fmt.Errorf("fleet: %w", err)
 		}
 	}
-	s.health.Reconcile(rt.Snap)
+	// The fleet may have swapped in a newer runtime already.
+	s.health.Reconcile(s.runtime().Snap)
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
 		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
 			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),

@@ -1,0 +1,56 @@
+//go:build linux
+
+package fleet_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
+)
+
+const readyTimeout = 15 * time.Second
+
+var (
+	bin     proctest.Bin
+	natsBin string
+	natsErr error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "edgeproxy-fleet-nats-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// The NATS server edgeproxy embeds, as its own program: the same
+	// version, nothing to install.
+	natsBin = filepath.Join(dir, "nats-server")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		natsErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
+	}
+	return bin.Main(m, "fleet", true)
+}
+
+func startProc(t *testing.T, name, path string, args ...string) *proctest.Proc {
+	t.Helper()
+	lim := proctest.Limits{Lifetime: 5 * time.Minute, Grace: 10 * time.Second}
+	return proctest.Run(t, lim, name, path, args...)
+}
+
+func edgeproxy(t *testing.T) string {
+	t.Helper()
+	return bin.Path(t, "the fleet suite runs three edges and NATS for a minute; skipped in -short mode")
+}
