@@ -12,6 +12,10 @@ import (
 // read.
 type Load struct {
 	n atomic.Int64
+	// remote is what the fleet's other nodes last reported of the same
+	// machine and service (see internal/fleet's load sharing): balancing
+	// and the hard limit count it, this node's share is n.
+	remote atomic.Int64
 	// latency is the smoothed response time in nanoseconds, 0 until the
 	// first measurement.
 	latency atomic.Int64
@@ -38,16 +42,24 @@ func (l *Load) ObserveLatency(d time.Duration) {
 	l.latency.Store(old + (int64(d)-old)/8)
 }
 
-// Value is the current load.
-func (l *Load) Value() int64 { return l.n.Load() }
+// Value is the current load, across the fleet.
+func (l *Load) Value() int64 { return l.n.Load() + l.remote.Load() }
+
+// Local is this node's share of the load.
+func (l *Load) Local() int64 { return l.n.Load() }
+
+// SetRemote records the other nodes' share and reports whether it fell:
+// work queued for capacity must then be woken, as on a local release.
+func (l *Load) SetRemote(v int64) (fell bool) { return l.remote.Swap(v) > v }
 
 // TryAcquire takes one unit unless that would reach beyond hard (0: no
-// limit). The compare-and-swap keeps the hard limit exact when many
-// connections race for the last slot.
+// limit). The compare-and-swap keeps this node's share exact when many
+// connections race for the last slot; the other nodes' share is as fresh
+// as their last report.
 func (l *Load) TryAcquire(hard int) bool {
 	for {
 		cur := l.n.Load()
-		if hard > 0 && cur >= int64(hard) {
+		if hard > 0 && cur+l.remote.Load() >= int64(hard) {
 			return false
 		}
 		if l.n.CompareAndSwap(cur, cur+1) {

@@ -30,6 +30,7 @@ type fleetNode struct {
 	// Unix nanoseconds.
 	lostAt atomic.Int64
 	once   sync.Once
+	load   *fleet.LoadSharing
 }
 
 // startFleet joins the fleet [fleet] describes. The catalog copy is
@@ -87,7 +88,17 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 			if err := s.ApplyFleet(apps); err != nil {
 				s.log.Warn("fleet: catalog not applied; the previous one stays", "error", err.Error())
 			}
+			if ls := n.load; ls != nil {
+				ls.Reapply()
+			}
 		}}
+	ls, err := fleet.ShareLoad(nc, f.Node, f.Regions, func() fleet.LoadView { return loadView{s.runtime()} }, s.log)
+	if err != nil {
+		n.close()
+		return err
+	}
+	n.load = ls
+	n.wg.Go(func() { n.shareLoad(ctx) })
 	n.wg.Go(func() { w.Run(ctx) })
 	rec := &fleet.NodeRecord{Name: f.Node, Role: f.Role, Region: cfg.Proxy.Region, Version: version,
 		Addresses: nodeAddresses(cfg)}
@@ -104,6 +115,20 @@ func (n *fleetNode) age() time.Duration {
 		return 0
 	}
 	return time.Since(time.Unix(0, at))
+}
+
+// shareLoad reports this node's loads every interval.
+func (n *fleetNode) shareLoad(ctx context.Context) {
+	t := time.NewTicker(fleet.LoadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n.load.Tick(now)
+		}
+	}
 }
 
 func (n *fleetNode) heartbeat(ctx context.Context, rec *fleet.NodeRecord) {
@@ -203,4 +228,30 @@ func (s *Server) fromFleetCache(rt *Runtime) *Runtime {
 	s.rt.Store(next)
 	s.log.Info("fleet: serving the cached catalog until NATS answers", "apps", len(apps))
 	return next
+}
+
+// loadView is a runtime's catalog as load sharing sees it.
+type loadView struct{ rt *Runtime }
+
+func (v loadView) Local(yield func(k fleet.LoadKey, region string, n int64)) {
+	for _, a := range v.rt.Snap.Apps {
+		for j, svc := range a.Services {
+			for _, m := range a.Machines {
+				yield(fleet.LoadKey{App: a.Name, Service: j, Machine: m.ID}, m.Region, svc.Load(m).Local())
+			}
+		}
+	}
+}
+
+func (v loadView) SetRemote(k fleet.LoadKey, n int64) {
+	a := v.rt.Snap.App(k.App)
+	if a == nil || k.Service < 0 || k.Service >= len(a.Services) {
+		return
+	}
+	if m := a.Machine(k.Machine); m != nil {
+		svc := a.Services[k.Service]
+		if l := svc.Load(m); l != nil && l.SetRemote(n) {
+			svc.Waiters().Wake()
+		}
+	}
 }
