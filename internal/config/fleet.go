@@ -137,6 +137,15 @@ func WithApps(base *Config, apps []App) (*Config, []Problem) {
 	return &cfg, c.problems
 }
 
+// ProblemApp is the index in cfg.Apps of the app a problem is about.
+func ProblemApp(p Problem) (int, bool) {
+	var i int
+	if _, err := fmt.Sscanf(p.Key, "apps[%d]", &i); err == nil && i >= 0 {
+		return i, true
+	}
+	return 0, false
+}
+
 // appNamed prefixes a problem with the app its key points into.
 func appNamed(cfg *Config, key string) string {
 	var i int

@@ -166,7 +166,6 @@ type binding struct {
 
 func (c *checker) validatePorts(cfg *Config, srcs map[int]*source) {
 	byPort := map[int][]binding{}
-	total := 0
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
 		for j, s := range a.AllServices() {
@@ -176,11 +175,6 @@ func (c *checker) validatePorts(cfg *Config, srcs map[int]*source) {
 			}
 			for k, p := range s.Ports {
 				lo, hi := p.Range()
-				total += hi - lo + 1
-				if total > MaxListeners {
-					c.at(srcs[i], skey, "more than %d public ports in the config", MaxListeners)
-					return
-				}
 				hs := append([]string(nil), p.Handlers...)
 				sort.Strings(hs)
 				b := binding{app: i, key: fmt.Sprintf("%s.ports[%d]", skey, k), src: srcs[i], handlers: strings.Join(hs, "+")}
@@ -188,6 +182,12 @@ func (c *checker) validatePorts(cfg *Config, srcs map[int]*source) {
 					b.key = skey
 				}
 				for port := lo; port <= hi; port++ {
+					// Distinct ports count: apps sharing 80 and 443 open
+					// them once.
+					if _, ok := byPort[port]; !ok && len(byPort) >= MaxListeners {
+						c.at(srcs[i], skey, "more than %d public ports in the config", MaxListeners)
+						return
+					}
 					byPort[port] = append(byPort[port], b)
 				}
 			}

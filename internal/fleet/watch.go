@@ -20,6 +20,11 @@ import (
 // is rebuilt: a thousand updates a second cost about twenty rebuilds.
 const coalesce = 50 * time.Millisecond
 
+// cacheEvery spaces the writes of the catalog cache: at ten thousand apps
+// a write costs more than applying a change, and the cache only needs to
+// be recent, not current.
+const cacheEvery = 2 * time.Second
+
 // initialWait bounds how long a starting edge waits for every watched
 // bucket's current values before it applies what it has.
 const initialWait = 3 * time.Second
@@ -104,8 +109,9 @@ func (w *Watcher) Run(ctx context.Context) {
 	initial := time.NewTimer(initialWait)
 	defer initial.Stop()
 	synced := false
-	var flush <-chan time.Time
-	var lastApply time.Time
+	var flush, cacheDue <-chan time.Time
+	var lastApply, lastCache time.Time
+	var cached []config.App
 	for {
 		select {
 		case <-ctx.Done():
@@ -136,7 +142,14 @@ func (w *Watcher) Run(ctx context.Context) {
 			lastApply = time.Now()
 			apps := w.catalog()
 			w.Apply(apps)
-			w.writeCache(apps)
+			cached = apps
+			if cacheDue == nil {
+				cacheDue = time.After(max(0, cacheEvery-time.Since(lastCache)))
+			}
+		case <-cacheDue:
+			cacheDue = nil
+			lastCache = time.Now()
+			w.writeCache(cached)
 		}
 	}
 }

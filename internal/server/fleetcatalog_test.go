@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -99,6 +100,34 @@ func TestFleetCatalogEmbedded(t *testing.T) {
 		return code == 200 && strings.Contains(body, `"f1"`)
 	})
 	t.Logf("app and machine written to routed: %v", took)
+
+	// An app whose port this node cannot open is left out; the others
+	// still apply.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+	busy := &fleetcat.AppRecord{Name: "busy", Services: []config.Service{{InternalPort: 9000,
+		Ports: []config.Port{{Port: &takenPort}}}}}
+	if err := store.PutApp(ctx, busy); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutApp(ctx, &fleetcat.AppRecord{Name: "second", Hostnames: []string{"second.test"},
+		HTTPService: &config.HTTPService{InternalPort: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	mr2 := *mr
+	mr2.ID, mr2.App, mr2.Version = "s1", "second", 0
+	if err := store.PutMachine(ctx, &mr2); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "an app applied next to one whose port is taken", func() bool {
+		code, body := getHost(t, p, "second.test")
+		return code == 200 && strings.Contains(body, `"f1"`)
+	})
+	store.DeleteApp(ctx, "busy")
 
 	// The file's own app still serves.
 	if code, body := getHost(t, p, "app.test"); code != 200 || !strings.Contains(body, `"local"`) {

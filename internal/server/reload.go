@@ -35,11 +35,46 @@ func (s *Server) Reload(path string) error {
 
 // ApplyFleet makes apps, the fleet catalog's, part of the running config
 // alongside the file's, through the same path as a reload.
+//
+// A fleet app that needs a public port this node cannot open (taken by
+// another process, privileged) is left out, and the rest applies: one bad
+// app must not freeze every edge's catalog.
 func (s *Server) ApplyFleet(apps []config.App) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	s.fleetApps = apps
-	return s.swap(s.withFleet(s.fileCfg), "fleet", "")
+	for {
+		s.fleetApps = apps
+		err := s.swap(s.withFleet(s.fileCfg), "fleet", "")
+		var be *bindError
+		if !errors.As(err, &be) {
+			return err
+		}
+		kept := apps[:0:0]
+		for _, a := range apps {
+			if usesPort(&a, be.port) {
+				s.log.Warn("fleet app refused: this node cannot open its port", "app", a.Name, "port", be.port, "error", be.err.Error())
+				s.metrics.FleetUpdates.WithLabelValues("app_config", "refused").Inc()
+				continue
+			}
+			kept = append(kept, a)
+		}
+		if len(kept) == len(apps) {
+			return err // the file's own port: nothing to leave out
+		}
+		apps = kept
+	}
+}
+
+// usesPort reports whether app a listens on public port p.
+func usesPort(a *config.App, p int) bool {
+	for _, svc := range a.AllServices() {
+		for _, port := range svc.Ports {
+			if lo, hi := port.Range(); p >= lo && p <= hi {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // swap builds a runtime for cfg and puts it in place; reloadMu is held.
@@ -114,27 +149,43 @@ func (s *Server) swap(cfg *config.Config, source, path string) error {
 }
 
 // withFleet is the file's config with the fleet's apps added. A fleet app
-// the file's config refuses (a bad service, a hostname or port taken) is
-// left out and logged; the rest apply.
+// the config refuses (a bad service, a hostname or port taken) is left out
+// and logged; the rest apply. Each round validates the whole config once,
+// so a catalog of thousands of apps costs a few validations, not one per
+// app.
 func (s *Server) withFleet(file *config.Config) *config.Config {
-	if len(s.fleetApps) == 0 {
-		return file
-	}
-	cfg, problems := config.WithApps(file, s.fleetApps)
-	if len(problems) == 0 {
-		return cfg
-	}
-	var kept []config.App
-	for _, a := range s.fleetApps {
-		if _, p := config.WithApps(file, append(kept, a)); len(p) > 0 {
-			s.log.Warn("fleet app refused", "app", a.Name, "problem", p[0].Msg)
-			s.metrics.FleetUpdates.WithLabelValues("app_config", "refused").Inc()
-			continue
+	apps := s.fleetApps
+	for len(apps) > 0 {
+		cfg, problems := config.WithApps(file, apps)
+		if len(problems) == 0 {
+			return cfg
 		}
-		kept = append(kept, a)
+		bad := map[int]string{}
+		for _, p := range problems {
+			if i, ok := config.ProblemApp(p); ok && i >= len(file.Apps) {
+				if _, seen := bad[i-len(file.Apps)]; !seen {
+					bad[i-len(file.Apps)] = p.Msg
+				}
+			}
+		}
+		if len(bad) == 0 {
+			// Reported against the file's own apps only: leave the fleet
+			// out rather than guess.
+			s.log.Warn("fleet catalog refused: it clashes with the config file", "problem", problems[0].Msg)
+			return file
+		}
+		kept := make([]config.App, 0, len(apps)-len(bad))
+		for i, a := range apps {
+			if msg, refused := bad[i]; refused {
+				s.log.Warn("fleet app refused", "app", a.Name, "problem", msg)
+				s.metrics.FleetUpdates.WithLabelValues("app_config", "refused").Inc()
+				continue
+			}
+			kept = append(kept, a)
+		}
+		apps = kept
 	}
-	cfg, _ = config.WithApps(file, kept)
-	return cfg
+	return file
 }
 
 func (s *Server) reloadFailed(err error) {

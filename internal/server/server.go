@@ -285,10 +285,19 @@ func (s *Server) bind(rt *Runtime, public int) (net.Listener, error) {
 	addr := net.JoinHostPort(rt.Config.Proxy.Bind, strconv.Itoa(rt.Config.Proxy.LocalPort(public)))
 	ln, err := s.listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("port %d: %w", public, err)
+		return nil, &bindError{port: public, err: err}
 	}
 	return ln, nil
 }
+
+// bindError is a public port that could not be opened.
+type bindError struct {
+	port int
+	err  error
+}
+
+func (e *bindError) Error() string { return fmt.Sprintf("port %d: %v", e.port, e.err) }
+func (e *bindError) Unwrap() error { return e.err }
 
 func (s *Server) addPort(rt *Runtime, public int, ln net.Listener) {
 	ps := &portServer{public: public, ln: ln,
