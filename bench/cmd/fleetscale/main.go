@@ -153,8 +153,6 @@ func machine(i int) *fleet.MachineRecord {
 
 // fill writes the catalog straight into the buckets, many puts in flight.
 func fill(nc *nats.Conn) {
-	st, err := fleet.NewStore(nc)
-	check(err)
 	ctx := context.Background()
 	js, _ := jetstream.New(nc)
 	// Create the buckets as the nodes do, then write raw records.
@@ -166,7 +164,6 @@ func fill(nc *nats.Conn) {
 		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, History: 1, Storage: jetstream.FileStorage})
 		check(err)
 	}
-	_ = st
 	put := func(bucket, key string, v any) {
 		b, _ := json.Marshal(v)
 		kv, err := js.KeyValue(ctx, bucket)
@@ -217,7 +214,11 @@ type lockedBuf struct {
 	b  *bytes.Buffer
 }
 
-func (l lockedBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
 
 func start(bin string, args ...string) *proc {
 	p := &proc{cmd: exec.Command(bin, args...), out: &bytes.Buffer{}, mu: &sync.Mutex{}}
