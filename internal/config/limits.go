@@ -176,6 +176,16 @@ const redacted = "REDACTED"
 // follows the last '@', up to a '?' or '#'.
 func (t Tracing) RedactedEndpoint() string { return redactURL(t.Endpoint) }
 
+// RedactedURLs are the fleet's NATS URLs with any credentials in them
+// replaced, fit for logs and /v1/config.
+func (f Fleet) RedactedURLs() []string {
+	out := make([]string, len(f.URLs))
+	for i, u := range f.URLs {
+		out[i] = redactURL(u)
+	}
+	return out
+}
+
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" {

@@ -197,6 +197,13 @@ func redactedConfig(c *config.Config) config.Config {
 		cfg.Admin.Token = redactedValue
 	}
 	cfg.Tracing.Endpoint = cfg.Tracing.RedactedEndpoint()
+	if cfg.Fleet != nil {
+		// Credentials live in files; a URL may still carry some.
+		f := *cfg.Fleet
+		f.URLs = f.RedactedURLs()
+		f.Routes = config.Fleet{URLs: f.Routes}.RedactedURLs()
+		cfg.Fleet = &f
+	}
 	cfg.Apps = slices.Clone(cfg.Apps)
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]

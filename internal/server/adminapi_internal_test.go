@@ -24,13 +24,15 @@ func TestAdminRedactedConfig(t *testing.T) {
 			Services:    []config.Service{{InternalPort: 1, HTTPChecks: check("svc-secret")}},
 			HTTPService: &config.HTTPService{InternalPort: 2, Checks: check("hs-secret")},
 		}, {Name: "b"}},
+		Fleet: &config.Fleet{URLs: []string{"nats://fleetuser:nats-secret@10.0.0.1:4222"},
+			Routes: []string{"nats-route://r:route-secret@10.0.0.2:6222"}},
 	}
 	b, err := json.Marshal(redactedConfig(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := string(b)
-	for _, secret := range []string{"admin-secret", "tracing-secret", "query-secret", "svc-secret", "hs-secret", `"u:`} {
+	for _, secret := range []string{"admin-secret", "tracing-secret", "query-secret", "svc-secret", "hs-secret", `"u:`, "nats-secret", "route-secret", "fleetuser"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("redacted config shows %q: %s", secret, out)
 		}

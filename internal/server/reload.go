@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"reflect"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
@@ -213,6 +214,7 @@ func (s *Server) warnRestartOnly(old, cfg *config.Config) {
 	changed("admin", old.Admin != cfg.Admin)
 	changed("log.access_log", old.Log != cfg.Log)
 	changed("tracing", old.Tracing != cfg.Tracing)
+	changed("fleet", !reflect.DeepEqual(old.Fleet, cfg.Fleet))
 	changed("tripwire", old.Tripwire.Threshold != cfg.Tripwire.Threshold || old.Tripwire.Dir != cfg.Tripwire.Dir)
 	changed("proxy.response_header_timeout", old.Proxy.ResponseHeaderTimeout != cfg.Proxy.ResponseHeaderTimeout)
 	for public := range s.portsSnapshot() {
