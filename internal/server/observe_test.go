@@ -273,7 +273,15 @@ func TestAdminViews(t *testing.T) {
 		t.Errorf("/v1/machines: %+v", machines)
 	}
 	var conns []map[string]any
-	adminGet(t, p, "s3cret", "/v1/connections?limit=10&sort=busiest", &conns)
+	// The meter counts a write once it returned, which can be just after
+	// the client read the bytes: wait for it briefly.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conns = nil
+		adminGet(t, p, "s3cret", "/v1/connections?limit=10&sort=busiest", &conns)
+		if len(conns) != 1 || conns[0]["bytes_out"].(float64) >= 100 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(conns) != 1 || conns[0]["app"] != "app" || conns[0]["bytes_out"].(float64) < 100 ||
 		!strings.Contains(conns[0]["chain"].(string), "*iox.Guarded -> *meter.Conn") {
 		t.Errorf("/v1/connections: %v", conns)

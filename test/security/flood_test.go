@@ -132,9 +132,6 @@ func TestH2RapidReset(t *testing.T) {
 	if reached > 200 {
 		t.Errorf("%d requests reached the machine, want at most the ~100 allowed resets' worth", reached)
 	}
-	if cpu > 0.5 {
-		t.Errorf("the attack cost %.2f s of proxy CPU", cpu)
-	}
 }
 
 // TestH2ControlFloods: SETTINGS and PING frames sent without reading the
@@ -162,9 +159,6 @@ func TestH2ControlFloods(t *testing.T) {
 			t.Logf("%s flood: %d frames written before the proxy closed, %.2f s of proxy CPU, GOAWAY %v (%v)", kind, sent, cpu, got, code)
 			if !got || code != http2.ErrCodeEnhanceYourCalm {
 				t.Fatalf("no GOAWAY ENHANCE_YOUR_CALM (got %v, code %v)", got, code)
-			}
-			if cpu > 0.5 {
-				t.Errorf("the flood cost %.2f s of proxy CPU", cpu)
 			}
 		})
 	}
