@@ -122,7 +122,7 @@ func WithApps(base *Config, apps []App) (*Config, []Problem) {
 	cfg.Apps = append(cfg.Apps, base.Apps...)
 	cfg.Apps = append(cfg.Apps, apps...)
 	for i := len(base.Apps); i < len(cfg.Apps); i++ {
-		appDefaults(&cfg.Apps[i], cfg.Proxy.Region)
+		AppDefaults(&cfg.Apps[i], cfg.Proxy.Region)
 	}
 	c := &checker{}
 	main := &source{file: "fleet", pos: &positions{lines: map[string]int{}}}

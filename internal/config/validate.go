@@ -131,14 +131,15 @@ func applyDefaults(c *Config) {
 	setInt(&tw.MaxFiles, DefaultTripwireMaxFiles)
 	setDur(&tw.Cooldown, DefaultTripwireCooldown)
 	for i := range c.Apps {
-		appDefaults(&c.Apps[i], p.Region)
+		AppDefaults(&c.Apps[i], p.Region)
 	}
 	fleetDefaults(c.Fleet)
 }
 
-// appDefaults fills an app's balance policies, health check settings and
-// its machines' region (this edge's) and state.
-func appDefaults(a *App, region string) {
+// AppDefaults fills an app's balance policies, health check settings and
+// its machines' region (region) and state. It writes only what is unset,
+// so applied once it changes nothing later.
+func AppDefaults(a *App, region string) {
 	for j := range a.Services {
 		checkDefaults(&a.Services[j].Balance, a.Services[j].TCPChecks, a.Services[j].HTTPChecks)
 	}

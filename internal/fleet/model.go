@@ -203,5 +203,10 @@ func AppConfig(a *AppRecord, machines []*MachineRecord) config.App {
 		app.Machines = append(app.Machines, config.Machine{ID: m.ID, Region: m.Region, Address: m.Address,
 			Ports: m.Ports, State: m.State, Cordoned: m.Cordoned})
 	}
+	// The record's services are shared with every catalog built from it:
+	// their defaults are filled here, on the watcher's goroutine, once,
+	// so that validating a catalog later (a reload does, on another
+	// goroutine) finds nothing to write.
+	config.AppDefaults(&app, "")
 	return app
 }
