@@ -76,8 +76,12 @@ func runProxy(args []string, stderr io.Writer) error {
 			case syscall.SIGUSR2:
 				log.Info("SIGUSR2: starting a new process to take over")
 				go func() {
+					rejoin := srv.PauseEmbeddedFleet()
 					if err := upg.Upgrade(); err != nil {
 						log.Error("upgrade failed; this process keeps serving", "error", err.Error())
+						if err := rejoin(); err != nil {
+							log.Error("fleet: cannot rejoin after the failed upgrade", "error", err.Error())
+						}
 					}
 				}()
 			default:

@@ -69,6 +69,16 @@ func StartEmbedded(f *config.Fleet, resolve func(string) string) (*Embedded, err
 			opts.Routes = append(opts.Routes, u)
 		}
 	}
+	if port > 0 {
+		// Fail at once, with the reason, when the port is taken (another
+		// process of this node's, during a handover): the server itself
+		// would only log it and never become ready.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS server: %w", err)
+		}
+		ln.Close()
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS server: %w", err)

@@ -103,8 +103,20 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 	rec := &fleet.NodeRecord{Name: f.Node, Role: f.Role, Region: cfg.Proxy.Region, Version: version,
 		Addresses: nodeAddresses(cfg)}
 	n.wg.Go(func() { n.heartbeat(ctx, rec) })
-	s.metrics.SetFleet(nc.IsConnected, n.age)
-	s.fleet = n
+	// Registered once: a node that leaves and rejoins (a failed handover)
+	// keeps the same gauges, which read whichever node is current.
+	s.fleetMetrics.Do(func() {
+		s.metrics.SetFleet(func() bool {
+			cur := s.fleet.Load()
+			return cur != nil && cur.nc.IsConnected()
+		}, func() time.Duration {
+			if cur := s.fleet.Load(); cur != nil {
+				return cur.age()
+			}
+			return 0
+		})
+	})
+	s.fleet.Store(n)
 	return nil
 }
 
@@ -198,10 +210,11 @@ func bucketLabel(bucket string) string {
 // FleetURL is the embedded NATS server's client URL ("" without one), for
 // the fleet CLI and tests.
 func (s *Server) FleetURL() string {
-	if s.fleet == nil || s.fleet.emb == nil {
+	n := s.fleet.Load()
+	if n == nil || n.emb == nil {
 		return ""
 	}
-	return s.fleet.emb.ClientURL()
+	return n.emb.ClientURL()
 }
 
 // fleetCache is where a node caches the catalog it applied last.
@@ -253,5 +266,24 @@ func (v loadView) SetRemote(k fleet.LoadKey, n int64) {
 		if l := svc.Load(m); l != nil && l.SetRemote(n) {
 			svc.Waiters().Wake()
 		}
+	}
+}
+
+// PauseEmbeddedFleet lets a new process take over a node that runs the
+// fleet's NATS server itself: the new process must open the same NATS
+// port, so this one leaves the fleet first and serves from the catalog it
+// applied last while the handover runs. The returned function rejoins,
+// for when the handover fails. Without an embedded server it does
+// nothing: the new process joins the same external NATS side by side.
+func (s *Server) PauseEmbeddedFleet() (rejoin func() error) {
+	n := s.fleet.Load()
+	if n == nil || n.emb == nil || !s.fleet.CompareAndSwap(n, nil) {
+		return func() error { return nil }
+	}
+	n.close()
+	s.log.Info("fleet: embedded NATS stopped for the handover; serving the last catalog")
+	return func() error {
+		rt := s.runtime()
+		return s.startFleet(rt.Config, s.version)
 	}
 }

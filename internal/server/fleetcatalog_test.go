@@ -190,3 +190,69 @@ func TestFleetCatalogEmbedded(t *testing.T) {
 	// (The port's one remaining app, the file's, then takes any Host.)
 	until(t, "app removed", func() bool { _, body := getHost(t, p, "fleet.test"); return !strings.Contains(body, `"f1"`) })
 }
+
+// TestFleetEmbeddedHandover: a node with an embedded NATS server lets go
+// of its port for a handover, so that the new process can open it and
+// keep the catalog, and rejoins if the handover fails.
+func TestFleetEmbeddedHandover(t *testing.T) {
+	// Both processes must use the same NATS port: find a free one.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := func(node string) string {
+		return fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+embedded = true
+listen = %q
+node = %q
+data_dir = %q
+`, natsAddr, node, filepath.Join(dir, "data")) + singleApp(machine("local", proxytest.Machine(t, "local")), httpService)
+	}
+	old := proxytest.Start(t, cfg("node-old"), proxytest.Options{})
+	m1 := proxytest.Machine(t, "f1")
+	func() {
+		nc, err := nats.Connect(old.FleetURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		st, _ := fleetcat.NewStore(nc)
+		st.PutApp(t.Context(), &fleetcat.AppRecord{Name: "fleetapp", Hostnames: []string{"fleet.test"},
+			HTTPService: &config.HTTPService{InternalPort: 8080}})
+		st.PutMachine(t.Context(), &fleetcat.MachineRecord{ID: "f1", App: "fleetapp", Region: "iad",
+			Address: "127.0.0.1", Ports: map[string]int{"8080": m1}, State: "started"})
+	}()
+	until(t, "served before the handover", func() bool { _, b := getHost(t, old, "fleet.test"); return strings.Contains(b, `"f1"`) })
+
+	rejoin := old.PauseEmbeddedFleet()
+	if old.FleetURL() != "" {
+		t.Fatal("the old node still runs its NATS server")
+	}
+	// Still serving from the catalog applied last.
+	if _, b := getHost(t, old, "fleet.test"); !strings.Contains(b, `"f1"`) {
+		t.Fatalf("the old node stopped serving the fleet's app: %s", b)
+	}
+	// The new process opens the same port, with the same store.
+	next := proxytest.Start(t, cfg("node-new"), proxytest.Options{})
+	until(t, "the new node serves the catalog", func() bool { _, b := getHost(t, next, "fleet.test"); return strings.Contains(b, `"f1"`) })
+	// Were the handover to fail while the new one holds the port, the
+	// old one could not rejoin; once it is gone, it can.
+	if err := rejoin(); err == nil {
+		t.Fatal("rejoined while another server holds the port")
+	}
+	next.Close()
+	if err := rejoin(); err != nil {
+		t.Fatalf("rejoin after a failed handover: %v", err)
+	}
+	if old.FleetURL() == "" {
+		t.Fatal("no embedded server after rejoining")
+	}
+}

@@ -269,10 +269,10 @@ func (s *Server) Handover() error {
 // everything the server started.
 func (s *Server) Drain() error {
 	timeout := s.runtime().Config.Proxy.DrainTimeout.D()
-	if s.fleet != nil {
+	if n := s.fleet.Swap(nil); n != nil {
 		// No catalog change may open ports while they close; the one
 		// applied last serves the requests that finish.
-		s.fleet.close()
+		n.close()
 	}
 	if s.admin != nil {
 		s.admin.SetReady(false)

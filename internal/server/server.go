@@ -56,8 +56,10 @@ type Server struct {
 	// apps; the running config is both (under reloadMu).
 	fileCfg   *config.Config
 	fleetApps []config.App
-	fleet     *fleetNode
-	version   string
+	fleet     atomic.Pointer[fleetNode]
+	// fleetMetrics registers the fleet gauges once.
+	fleetMetrics sync.Once
+	version      string
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -359,8 +361,8 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // goroutines the server started. (Graceful drain comes with reloads.)
 func (s *Server) Close() error {
 	// The fleet first: a catalog applied while closing would open ports.
-	if s.fleet != nil {
-		s.fleet.close()
+	if n := s.fleet.Swap(nil); n != nil {
+		n.close()
 	}
 	s.mu.Lock()
 	s.closed = true
