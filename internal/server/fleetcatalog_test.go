@@ -174,11 +174,12 @@ func TestFleetCatalogEmbedded(t *testing.T) {
 		}
 	}
 
-	// The catalog applied is cached for a start without NATS.
-	b, err := os.ReadFile(filepath.Join(dir, "catalog.json"))
-	if err != nil || !strings.Contains(string(b), "fleetapp") {
-		t.Fatalf("catalog cache: %v %s", err, b)
-	}
+	// The catalog applied is cached for a start without NATS (written at
+	// most every 2 s).
+	until(t, "the catalog cached", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "catalog.json"))
+		return err == nil && strings.Contains(string(b), "fleetapp")
+	})
 
 	// Removing the machine and the app takes them out of routing.
 	if err := store.DeleteMachine(ctx, "iad", "fleetapp", "f1"); err != nil {
