@@ -90,14 +90,26 @@ func TestDesyncH2CBackend(t *testing.T) {
 		if h2 {
 			url = "https://" + env.tlsAddr + path
 		}
-		resp, err := client(t, h2).Get(url)
-		if err != nil {
-			t.Fatalf("client %d: %v", i, err)
+		// The machine's DATA on a HEAD stream is a protocol error that
+		// ends the whole h2c connection: a request in flight on it may
+		// fail (502 PC03) and be asked again, as a client would. What
+		// must never happen is an answer that belongs to another request.
+		var got string
+		var status int
+		for attempt := 0; attempt < 3; attempt++ {
+			resp, err := client(t, h2).Get(url)
+			if err != nil {
+				t.Fatalf("client %d: %v", i, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got, status = string(b), resp.StatusCode
+			if status != 502 || resp.Header.Get("Edgeproxy-Error-Code") != "PC03" {
+				break
+			}
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if got, want := string(b), "for "+path; got != want {
-			t.Errorf("client %d asked for %s, got status %d body %q", i, path, resp.StatusCode, got)
+		if want := "for " + path; got != want {
+			t.Errorf("client %d asked for %s, got status %d body %q", i, path, status, got)
 		}
 	}
 }
