@@ -133,16 +133,22 @@ hostnames = ["web.test"]
 	var ok, failed atomic.Int64
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var load sync.WaitGroup
-	var current atomic.Pointer[[]*edge]
-	current.Store(&edges)
+	// current is the edges the load goes to; a request holds the read
+	// lock, so that once the write lock is taken none is in flight to an
+	// edge being taken out.
+	var mu sync.RWMutex
+	current := edges
+	setEdges := func(es []*edge) {
+		mu.Lock()
+		current = es
+		mu.Unlock()
+	}
 	load.Go(func() {
 		for i := 0; loadCtx.Err() == nil; i++ {
-			es := *current.Load()
-			e := es[i%len(es)]
-			if e == nil {
-				continue
-			}
+			mu.RLock()
+			e := current[i%len(current)]
 			code, body, err := e.get("web.test")
+			mu.RUnlock()
 			if err == nil && code == 200 && strings.Contains(body, `"w1"`) {
 				ok.Add(1)
 			} else {
@@ -159,8 +165,7 @@ hostnames = ["web.test"]
 	time.Sleep(2 * time.Second)
 	// Restart edge 3 while NATS is down: the load skips it meanwhile.
 	e3 := edges[2]
-	two := edges[:2]
-	current.Store(&two)
+	setEdges(edges[:2:2])
 	if err := e3.proc.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +174,7 @@ hostnames = ["web.test"]
 		t.Fatalf("an edge restarted during the outage does not serve from its cache: %d %v %.200s", code, err, body)
 	}
 	edges[2] = restarted
-	current.Store(&edges)
+	setEdges(edges)
 	if age := edges[0].metric("edgeproxy_fleet_catalog_age_seconds"); age < 1 {
 		t.Errorf("catalog age during the outage = %v, want it growing", age)
 	}
