@@ -24,7 +24,7 @@ func runStorm(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, `usage: edgeproxy storm -target HOST:PORT [-sni NAME] [flags]
 
 Opens -count connections of the shapes behind the close_notify incident
-(see INCIDENT.md) against a loopback target and reports outcomes, latencies,
+(see docs/incident.md) against a loopback target and reports outcomes, latencies,
 and with -pid or -metrics the target's CPU, fds and spin counters.
 
 shapes: cn-junk-hold, cn-junk-fin, cn-junk-rst, fin-mid-body, complete-cn,

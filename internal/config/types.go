@@ -144,7 +144,7 @@ type ProxyProtocol struct {
 	Timeout Duration `toml:"timeout"`
 }
 
-// Guard tunes the spin detector of INCIDENT.md.
+// Guard tunes the spin detector of docs/incident.md.
 type Guard struct {
 	// ZeroProgressReads kills a connection after this many consecutive
 	// reads that returned no bytes and no error.
@@ -178,7 +178,7 @@ type Tracing struct {
 }
 
 // Tripwire captures a CPU profile and a goroutine dump when the process
-// burns CPU for several seconds in a row (INCIDENT.md).
+// burns CPU for several seconds in a row (docs/incident.md).
 type Tripwire struct {
 	// Enabled is true unless set to false.
 	Enabled *bool `toml:"enabled"`

@@ -149,7 +149,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.AbortOnClose && r.ProtoMajor == 1 {
 		// net/http cancels a request when its client's stream ends, but a
 		// client that sends a complete request and then half-closes (FIN or
-		// close_notify) is legal and expects its answer (INCIDENT.md); only
+		// close_notify) is legal and expects its answer (docs/incident.md); only
 		// a failed write ends it. HTTP/2 streams keep their cancellation: a
 		// reset stream is an explicit "stop".
 		ctx = context.WithoutCancel(ctx)
@@ -231,7 +231,7 @@ func redirectHTTPS(w http.ResponseWriter, r *http.Request, httpsPort int) {
 	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
 }
 
-// rewrite sets the forwarding headers of REFERENCE.md on the outgoing
+// rewrite sets the forwarding headers of docs/config.md (Headers) on the outgoing
 // request. ReverseProxy has already removed hop-by-hop headers and the
 // client's X-Forwarded-For/Host/Proto from pr.Out.
 func rewrite(pr *httputil.ProxyRequest) {

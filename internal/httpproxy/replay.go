@@ -17,7 +17,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
 
-// Routing headers a client may send (REFERENCE.md, Headers).
+// Routing headers a client may send (docs/config.md, Routing headers).
 const (
 	hdrPreferRegion    = "Fly-Prefer-Region"
 	hdrForceRegion     = "Fly-Force-Region"

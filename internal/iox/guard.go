@@ -15,7 +15,7 @@ import (
 // The progress guard wraps each layer of a proxied connection and watches
 // the calls made on it, because a reader that returns (0, nil), or a
 // caller that reads again after a terminal error, turns every copy loop
-// above it into a busy loop (INCIDENT.md). It counts in plain fields owned
+// above it into a busy loop (docs/incident.md). It counts in plain fields owned
 // by the goroutine making the call, so a read costs a few increments and
 // compares, never a shared atomic or a clock read; the counts reach the
 // shared per-layer Stats every flushEvery reads and when the layer sees a
@@ -32,7 +32,7 @@ type GuardLimits struct {
 	MaxCallsPerSecond int
 }
 
-// DefaultGuardLimits returns INCIDENT.md's thresholds.
+// DefaultGuardLimits returns docs/incident.md's thresholds.
 func DefaultGuardLimits() GuardLimits {
 	return GuardLimits{ZeroProgressReads: 100, ReadsAfterEOF: 100, MaxCallsPerSecond: 100_000}
 }

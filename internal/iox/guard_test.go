@@ -35,7 +35,7 @@ func (s *stubConn) isClosed() bool {
 }
 
 // brokenAfterEOF returns its data, then swallows the EOF of the layer
-// below and returns (0, nil) forever: the bug class of INCIDENT.md (a TLS
+// below and returns (0, nil) forever: the bug class of docs/incident.md (a TLS
 // reader that neither reads nor reports the end after close_notify).
 type brokenAfterEOF struct {
 	net.Conn

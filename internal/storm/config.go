@@ -70,7 +70,7 @@ type Config struct {
 }
 
 // DefaultCounters returns the spurious-wakeup and spin metrics of
-// INCIDENT.md, plus the CPU counter that stands in for /proc when no PID is
+// docs/incident.md, plus the CPU counter that stands in for /proc when no PID is
 // given. The names are spelled out rather than imported from telemetry so
 // the storm can point at any build of the proxy, old ones included.
 func DefaultCounters() []string {

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Shape names one way a connection ends. Each is a shape from INCIDENT.md.
+// Shape names one way a connection ends. Each is a shape from docs/incident.md.
 type Shape string
 
 const (

@@ -1,5 +1,5 @@
 // Package storm generates, at volume, the connection shapes that triggered
-// the incident in INCIDENT.md (close_notify with junk behind it, then a hold,
+// the incident in docs/incident.md (close_notify with junk behind it, then a hold,
 // FIN or RST; FIN mid-body; close_notify after a complete request) plus
 // ordinary keep-alive traffic as a control, against a TLS or plain HTTP port,
 // and reports what the client saw and what the target paid for it: outcomes

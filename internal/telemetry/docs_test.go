@@ -249,7 +249,7 @@ edgeproxy exports Prometheus metrics on the admin listener's ` + "`/metrics`" + 
   client sends.
 - The ` + "`edgeproxy_guard_*`" + ` counters and ` + "`edgeproxy_spin_kills_total`" + ` are the
   "spurious wakeup" metrics of the incident the proxy is built to survive
-  (INCIDENT.md): reads and writes that made no progress, reads made again
+  ([incident.md](incident.md)): reads and writes that made no progress, reads made again
   after a terminal error, and connections the spin detector killed. They
   are expected to stay at zero (reads after a terminal error near zero);
   alert on any increase. ` + "`edgeproxy_guard_reads_total`" + ` is the baseline they

@@ -18,7 +18,7 @@ const (
 	BytesIn  = "edgeproxy_app_bytes_in_total"  // {app}
 	BytesOut = "edgeproxy_app_bytes_out_total" // {app}
 
-	// Progress guard: the "spurious wakeup" counters of INCIDENT.md.
+	// Progress guard: the "spurious wakeup" counters of docs/incident.md.
 	GuardReads             = "edgeproxy_guard_reads_total"               // {layer}
 	GuardZeroProgressReads = "edgeproxy_guard_zero_progress_reads_total" // {layer}
 	GuardReadsAfterEOF     = "edgeproxy_guard_reads_after_eof_total"     // {layer}

@@ -1,6 +1,6 @@
 package telemetry
 
-// The CPU tripwire of INCIDENT.md. A spin like the incident's starts
+// The CPU tripwire of docs/incident.md. A spin like the incident's starts
 // without warning, often at night, and a restart clears it: by the time a
 // person pulls a profile by hand the evidence is gone. So the proxy
 // watches its own CPU time and, when it stays high for a few seconds,

@@ -549,7 +549,7 @@ func spinForTripwireTest(stop <-chan struct{}) uint64 {
 }
 
 // TestTripwireProfilesASpinningGoroutine is the end-to-end check of
-// INCIDENT.md's tripwire: real CPU time, the real profiler, and a profile
+// docs/incident.md's tripwire: real CPU time, the real profiler, and a profile
 // whose hottest function is the spinner.
 func TestTripwireProfilesASpinningGoroutine(t *testing.T) {
 	if _, _, err := readProcessCPU(); err != nil {

@@ -1,5 +1,5 @@
 // Package shapes is the regression suite of the connection shapes in
-// INCIDENT.md: it builds the real edgeproxy binary, runs it as a separate
+// docs/incident.md: it builds the real edgeproxy binary, runs it as a separate
 // process in front of a demo machine, storms it with internal/storm (TLS
 // close_notify followed by junk and then a hold, a FIN or a RST; FIN in the
 // middle of a body; close_notify after a complete request; keep-alive as a

@@ -42,7 +42,7 @@ const (
 	maxIdleCPUPercent = 10
 )
 
-// spuriousCounters are the metrics of INCIDENT.md that a correct proxy
+// spuriousCounters are the metrics of docs/incident.md that a correct proxy
 // leaves at zero under every shape.
 var spuriousCounters = []string{
 	"edgeproxy_guard_zero_progress_reads_total",
@@ -71,7 +71,7 @@ var okMeans = map[storm.Shape]string{
 // that a correct proxy answers with the machine's 200.
 var answered = []storm.Shape{storm.CNJunkHold, storm.CNJunkFIN, storm.CompleteCN, storm.KeepAlive}
 
-// TestShapes storms one proxy with each shape of INCIDENT.md on the TLS
+// TestShapes storms one proxy with each shape of docs/incident.md on the TLS
 // port, then with all of them mixed on the plain HTTP port, and checks
 // after each storm that the proxy is idle, holds no connection it should
 // have closed, counted no spurious wakeup, and answered whatever was
