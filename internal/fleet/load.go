@@ -3,7 +3,6 @@ package fleet
 import (
 	"encoding/json"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -40,16 +39,14 @@ type LoadKey struct {
 	Machine string `json:"m"`
 }
 
-func (k LoadKey) String() string { return k.App + "/" + strconv.Itoa(k.Service) + "/" + k.Machine }
-
-// loadReport is one node's message: its share of each machine's load
-// (only what changed unless Full; 0 means none).
+// loadReport is one node's message: its share of each machine's load,
+// only what changed (all of it every loadFull, for nodes that just
+// joined); 0 means none, also for a machine that left the sender's
+// catalog.
 type loadReport struct {
 	Schema int              `json:"schema"`
 	Node   string           `json:"node"`
-	Full   bool             `json:"full,omitempty"`
 	Loads  map[string]int64 `json:"loads"`
-	keys   map[string]LoadKey
 }
 
 // LoadView is what the sharing reads and writes of the node's catalog.
@@ -70,20 +67,30 @@ type LoadSharing struct {
 
 	mu     sync.Mutex
 	others map[string]*contribution // by node
-	sent   map[string]int64         // by key, what was last reported
-	full   time.Time
+	// sent is what was last reported of each key, and in which Tick the
+	// key was last seen (Tick owns it): keys not seen in a Tick left the
+	// catalog. Keys are the LoadKey values themselves, so a Tick over an
+	// unchanged catalog builds no strings.
+	sent map[LoadKey]sentLoad
+	tick uint64
+	full time.Time
+}
+
+type sentLoad struct {
+	n      int64
+	tick   uint64
+	region string
 }
 
 type contribution struct {
-	loads map[string]int64
-	keys  map[string]LoadKey
+	loads map[LoadKey]int64
 	seen  time.Time
 }
 
 // ShareLoad starts publishing and receiving loads; regions are those whose
 // machines' loads this node wants (nil: all). Stop it with Close.
 func ShareLoad(nc *nats.Conn, node string, regions []string, view func() LoadView, log *slog.Logger) (*LoadSharing, error) {
-	ls := &LoadSharing{nc: nc, node: node, view: view, log: log, others: map[string]*contribution{}, sent: map[string]int64{}}
+	ls := &LoadSharing{nc: nc, node: node, view: view, log: log, others: map[string]*contribution{}, sent: map[LoadKey]sentLoad{}}
 	subjects := []string{loadSubject + ">"}
 	if len(regions) > 0 {
 		// The "_" region carries the reports of nodes with nothing new.
@@ -107,25 +114,30 @@ func (ls *LoadSharing) Tick(now time.Time) {
 	if full {
 		ls.full = now
 	}
+	ls.tick++
 	byRegion := map[string]*loadReport{}
-	seen := map[string]bool{}
-	ls.view().Local(func(k LoadKey, region string, n int64) {
-		key := k.String()
-		seen[key] = true
-		if !full && ls.sent[key] == n {
-			return
-		}
-		ls.sent[key] = n
+	report := func(k LoadKey, region string, n int64) {
 		r := byRegion[region]
 		if r == nil {
-			r = &loadReport{Schema: Schema, Node: ls.node, Full: full, Loads: map[string]int64{}}
+			r = &loadReport{Schema: Schema, Node: ls.node, Loads: map[string]int64{}}
 			byRegion[region] = r
 		}
 		r.Loads[jsonKey(k)] = n
+	}
+	ls.view().Local(func(k LoadKey, region string, n int64) {
+		old, known := ls.sent[k]
+		ls.sent[k] = sentLoad{n: n, tick: ls.tick, region: region}
+		if full || !known || old.n != n {
+			report(k, region, n)
+		}
 	})
-	for key := range ls.sent {
-		if !seen[key] {
-			delete(ls.sent, key) // the machine left the catalog
+	for k, v := range ls.sent {
+		if v.tick != ls.tick {
+			// The machine left this node's catalog: its share is none.
+			delete(ls.sent, k)
+			if v.n != 0 {
+				report(k, v.region, 0)
+			}
 		}
 	}
 	for region, r := range byRegion {
@@ -156,7 +168,7 @@ func (ls *LoadSharing) receive(m *nats.Msg) {
 	defer ls.mu.Unlock()
 	c := ls.others[r.Node]
 	if c == nil {
-		c = &contribution{loads: map[string]int64{}, keys: map[string]LoadKey{}}
+		c = &contribution{loads: map[LoadKey]int64{}}
 		ls.others[r.Node] = c
 	}
 	c.seen = time.Now()
@@ -166,11 +178,10 @@ func (ls *LoadSharing) receive(m *nats.Msg) {
 		if json.Unmarshal([]byte(jk), &k) != nil || n < 0 {
 			continue
 		}
-		key := k.String()
 		if n == 0 {
-			delete(c.loads, key)
+			delete(c.loads, k)
 		} else {
-			c.loads[key], c.keys[key] = n, k
+			c.loads[k] = n
 		}
 		touched = append(touched, k)
 	}
@@ -184,8 +195,8 @@ func (ls *LoadSharing) Reapply() {
 	defer ls.mu.Unlock()
 	var all []LoadKey
 	for _, c := range ls.others {
-		for key := range c.loads {
-			all = append(all, c.keys[key])
+		for k := range c.loads {
+			all = append(all, k)
 		}
 	}
 	ls.apply(all)
@@ -198,8 +209,8 @@ func (ls *LoadSharing) expire(now time.Time) {
 	var touched []LoadKey
 	for node, c := range ls.others {
 		if now.Sub(c.seen) > loadExpiry {
-			for key := range c.loads {
-				touched = append(touched, c.keys[key])
+			for k := range c.loads {
+				touched = append(touched, k)
 			}
 			delete(ls.others, node)
 			ls.log.Info("fleet: a node's load report expired", "node", node)
@@ -215,10 +226,9 @@ func (ls *LoadSharing) apply(keys []LoadKey) {
 	}
 	v := ls.view()
 	for _, k := range keys {
-		key := k.String()
 		var sum int64
 		for _, c := range ls.others {
-			sum += c.loads[key]
+			sum += c.loads[k]
 		}
 		v.SetRemote(k, sum)
 	}

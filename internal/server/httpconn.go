@@ -247,17 +247,19 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 
 // certCovers reports, for the Host of a request on a TLS connection, whether
 // the certificate the handshake served covers it (a Host of another app is
-// admitted only then, see httpproxy's 421 rule).
+// admitted only then, see httpproxy's 421 rule). The certificate is looked
+// up only when a request asks: most connections never do.
 func (c *conn) certCovers(sni string, entry *catalog.Port) func(string) bool {
 	if entry == nil {
 		return nil
 	}
-	cfg, err := c.rt.tlsConfig(sni, entry)
-	if err != nil || len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
-		return nil
+	return func(host string) bool {
+		cfg, err := c.rt.tlsConfig(sni, entry)
+		if err != nil || len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
+			return false
+		}
+		return cfg.Certificates[0].Leaf.VerifyHostname(host) == nil
 	}
-	leaf := cfg.Certificates[0].Leaf
-	return func(host string) bool { return leaf.VerifyHostname(host) == nil }
 }
 
 var errAppLimit = &appLimitError{}

@@ -5,7 +5,7 @@ import (
 	"syscall"
 )
 
-// Quiet reports whether a pooled connection that has sat idle may carry
+// IdleProbe tells whether a pooled connection that has sat idle may carry
 // another request: nothing arrived on it and the machine did not close
 // it. Any byte a machine sends while no request is outstanding (a 408, the
 // rest of an over-long body, a second response) belongs to no client; a
@@ -13,14 +13,9 @@ import (
 // would be served another request's answer.
 //
 // It peeks at the socket without blocking and without a goroutine per
-// idle connection. A connection it cannot see through (no socket under
-// its wrappers) counts as quiet, as it did before the check existed.
-// Pools that reuse connections often keep an IdleProbe per connection
-// instead, which finds the socket once.
-func Quiet(c net.Conn) bool { return NewIdleProbe(c).Quiet() }
-
-// IdleProbe is Quiet for one connection, with its socket found once and
-// no allocation per check.
+// idle connection, with the socket found once and no allocation per
+// check. A connection it cannot see through (no socket under its
+// wrappers) counts as quiet, as it did before the check existed.
 type IdleProbe struct {
 	raw   syscall.RawConn
 	quiet bool
@@ -42,7 +37,8 @@ func NewIdleProbe(c net.Conn) *IdleProbe {
 	return p
 }
 
-// Quiet reports whether nothing arrived on the connection (see Quiet).
+// Quiet reports whether nothing arrived on the connection and it is still
+// open.
 func (p *IdleProbe) Quiet() bool {
 	if p.raw == nil {
 		return true

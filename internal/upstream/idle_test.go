@@ -11,7 +11,7 @@ type wrapped struct{ net.Conn }
 
 func (w wrapped) Unwrap() net.Conn { return w.Conn }
 
-func TestQuiet(t *testing.T) {
+func TestIdleProbe(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -33,17 +33,17 @@ func TestQuiet(t *testing.T) {
 	settle := func() { time.Sleep(20 * time.Millisecond) }
 
 	c, _ := pair()
-	if !Quiet(c) {
+	if !NewIdleProbe(c).Quiet() {
 		t.Error("an idle open connection is not quiet")
 	}
-	if !Quiet(c) {
+	if !NewIdleProbe(c).Quiet() {
 		t.Error("checking consumed something: second check not quiet")
 	}
 
 	c, s := pair()
 	s.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n"))
 	settle()
-	if Quiet(c) {
+	if NewIdleProbe(c).Quiet() {
 		t.Error("bytes from the machine while idle: still quiet")
 	}
 	buf := make([]byte, 4)
@@ -54,11 +54,11 @@ func TestQuiet(t *testing.T) {
 	c, s = pair()
 	s.Close()
 	settle()
-	if Quiet(c) {
+	if NewIdleProbe(c).Quiet() {
 		t.Error("machine closed the connection: still quiet")
 	}
 
-	if !Quiet(wrapped{}) {
+	if !NewIdleProbe(wrapped{}).Quiet() {
 		t.Error("a connection with no socket below counts as quiet")
 	}
 }

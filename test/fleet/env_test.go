@@ -64,8 +64,21 @@ type edge struct {
 	admin  string
 }
 
-// edgeConfig: region iad, port 80 open for fleet apps (a placeholder app
-// keeps it bound), access log off, the fleet at url.
+// placeholderApp keeps an edge's port 80 bound for the fleet's apps,
+// which share it by Host.
+const placeholderApp = `
+[[apps]]
+name = "placeholder"
+hostnames = ["placeholder.test"]
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 80
+    handlers = ["http"]
+`
+
+// edgeConfig: region iad, port 80 open for fleet apps, access log off, the
+// fleet at url.
 const edgeConfig = `
 [proxy]
 region = "iad"
@@ -79,15 +92,7 @@ access_log = "off"
 urls = [%q]
 node = %q
 data_dir = %q
-[[apps]]
-name = "placeholder"
-hostnames = ["placeholder.test"]
-  [[apps.services]]
-  internal_port = 8080
-    [[apps.services.ports]]
-    port = 80
-    handlers = ["http"]
-`
+` + placeholderApp
 
 func startEdge(t *testing.T, name, natsURL, dir string) *edge {
 	t.Helper()
@@ -156,6 +161,20 @@ func (e *edge) metric(series string) float64 {
 		}
 	}
 	return -1
+}
+
+// apply publishes apps (TOML [[apps]] tables) to the fleet at url with
+// edgeproxy fleet apply, as an operator would.
+func apply(t *testing.T, dir, url, apps string) {
+	t.Helper()
+	path := filepath.Join(dir, "apps.toml")
+	cfg := fmt.Sprintf("[proxy]\nregion = \"iad\"\n[fleet]\nurls = [%q]\n", url) + apps
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := proctest.RunCommand(t, 30*time.Second, edgeproxy(t), "fleet", "apply", "-config", path); err != nil {
+		t.Fatalf("fleet apply: %v\n%s", err, out)
+	}
 }
 
 // store is a client of the fleet's buckets for the test's own writes.

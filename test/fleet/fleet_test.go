@@ -5,7 +5,6 @@ package fleet_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
-	"github.com/edgeproxy/edgeproxy/internal/proctest"
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
@@ -39,12 +37,8 @@ func TestFleet(t *testing.T) {
 	ctx := t.Context()
 
 	// 1. fleet apply, served by all three within a second.
-	apps := filepath.Join(dir, "apps.toml")
-	os.WriteFile(apps, []byte(fmt.Sprintf(`
-[proxy]
-region = "iad"
-[fleet]
-urls = [%q]
+	start := time.Now()
+	apply(t, dir, ns.url(), fmt.Sprintf(`
 [[apps]]
 name = "web"
 hostnames = ["web.test"]
@@ -57,12 +51,7 @@ hostnames = ["web.test"]
   id = "w1"
   address = "127.0.0.1"
   ports = { 8080 = %d }
-`, ns.url(), web)), 0o600)
-	start := time.Now()
-	out, err := proctest.RunCommand(t, 30*time.Second, edgeproxy(t), "fleet", "apply", "-config", apps)
-	if err != nil {
-		t.Fatalf("fleet apply: %v\n%s", err, out)
-	}
+`, web))
 	for _, e := range edges {
 		for {
 			code, body, _ := e.get("web.test")
@@ -84,6 +73,7 @@ hostnames = ["web.test"]
 	for i := range 200 {
 		m.ID = fmt.Sprintf("c%d", i/4)
 		var want func(found bool, state string, cordoned bool) bool
+		var err error
 		switch i % 4 {
 		case 0: // add
 			m.State, m.Cordoned, m.Version = "started", false, 0

@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 // slowMachine answers every request after 100 ms and records how many it
@@ -56,12 +53,7 @@ func TestFleetSharedLoad(t *testing.T) {
 	srv := &http.Server{Handler: sm}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	apps := filepath.Join(dir, "apps.toml")
-	os.WriteFile(apps, []byte(fmt.Sprintf(`
-[proxy]
-region = "iad"
-[fleet]
-urls = [%q]
+	apply(t, dir, ns.url(), fmt.Sprintf(`
 [[apps]]
 name = "slow"
 hostnames = ["slow.test"]
@@ -78,10 +70,7 @@ hostnames = ["slow.test"]
   id = "s1"
   address = "127.0.0.1"
   ports = { 8080 = %d }
-`, ns.url(), hard, ln.Addr().(*net.TCPAddr).Port)), 0o600)
-	if out, err := proctest.RunCommand(t, 30*time.Second, edgeproxy(t), "fleet", "apply", "-config", apps); err != nil {
-		t.Fatalf("fleet apply: %v\n%s", err, out)
-	}
+`, hard, ln.Addr().(*net.TCPAddr).Port))
 	for _, e := range []*edge{e1, e2} {
 		for code, _, _ := e.get("slow.test"); code != 200; code, _, _ = e.get("slow.test") {
 			time.Sleep(20 * time.Millisecond)
