@@ -157,7 +157,12 @@ func (m *Machine) AddrFor(internalPort int) netip.AddrPort {
 func (m *Machine) Started() bool { return m.State == "started" }
 
 // App returns the app called name, or nil.
-func (s *Snapshot) App(name string) *App { return s.byName[name] }
+func (s *Snapshot) App(name string) *App {
+	if s == nil {
+		return nil
+	}
+	return s.byName[name]
+}
 
 // Load returns the load counter of machine m for service svc.
 func (svc *Service) Load(m *Machine) *Load { return svc.loads[m.ID] }
@@ -187,9 +192,25 @@ func (svc *Service) Waiters() *Waiters { return svc.waits }
 // Build makes a Snapshot from a validated config. prev, if not nil, is the
 // snapshot being replaced: load counters of machines that stay carry over.
 func Build(cfg *config.Config, prev *Snapshot) (*Snapshot, error) {
-	snap := &Snapshot{Region: cfg.Proxy.Region, byName: map[string]*App{}}
+	return Rebuild(cfg, prev, nil)
+}
+
+// Rebuild is Build for a config that differs from prev's only in the apps
+// named in changed (nil: any may differ). The others are prev's own, shared
+// as they are: a snapshot is immutable, so a machine change in one app of
+// ten thousand costs that one app, not the catalog.
+func Rebuild(cfg *config.Config, prev *Snapshot, changed map[string]bool) (*Snapshot, error) {
+	snap := &Snapshot{Region: cfg.Proxy.Region, byName: make(map[string]*App, len(cfg.Apps)),
+		Apps: make([]*App, 0, len(cfg.Apps))}
 	for i := range cfg.Apps {
 		ca := &cfg.Apps[i]
+		if changed != nil && !changed[ca.Name] {
+			if app := prev.App(ca.Name); app != nil {
+				snap.Apps = append(snap.Apps, app)
+				snap.byName[app.Name] = app
+				continue
+			}
+		}
 		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames)}
 		for _, cm := range ca.Machines {
 			m, err := buildMachine(cm)

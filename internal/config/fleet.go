@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 )
 
@@ -135,6 +136,27 @@ func WithApps(base *Config, apps []App) (*Config, []Problem) {
 		c.problems[i].Msg = appNamed(&cfg, c.problems[i].Key) + c.problems[i].Msg
 	}
 	return &cfg, c.problems
+}
+
+// MachineProblems checks only a's machines, as the config would: enough
+// for a change that leaves everything else about the app as it was.
+func MachineProblems(a *App) []Problem {
+	c := &checker{}
+	main := &source{file: "fleet", pos: &positions{lines: map[string]int{}}}
+	c.machines(a, "app", main)
+	for i := range c.problems {
+		c.problems[i].Msg = fmt.Sprintf("app %q: ", a.Name) + c.problems[i].Msg
+	}
+	return c.problems
+}
+
+// SameButMachines reports whether a and b differ in their machines only:
+// then the app's services, hostnames and ports, and so every check across
+// apps, stand as they were.
+func SameButMachines(a, b *App) bool {
+	x, y := *a, *b
+	x.Machines, y.Machines = nil, nil
+	return reflect.DeepEqual(x, y)
 }
 
 // ProblemApp is the index in cfg.Apps of the app a problem is about.

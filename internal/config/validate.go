@@ -344,6 +344,13 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		}
 		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks))
 	}
+	c.machines(a, key, main)
+}
+
+// machines checks an app's machines: each on its own, and their ids
+// unique within the app. Nothing here looks at other apps, which is what
+// lets a fleet edge apply a machine change by checking one app.
+func (c *checker) machines(a *App, key string, main *source) {
 	ids := map[string]bool{}
 	for j, m := range a.Machines {
 		mk := fmt.Sprintf("%s.machines[%d]", key, j)

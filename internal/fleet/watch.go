@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,7 +49,10 @@ type Watcher struct {
 	Log       *slog.Logger
 	Counts    Counts
 	CacheFile string
-	Apply     func(apps []config.App)
+	// Apply is handed every app of the catalog, sorted by name, and the
+	// names of those that changed since the last call (nil: any may have,
+	// as on the first call and when apps came or went).
+	Apply func(apps []config.App, changed []string)
 	// Resync, when signalled (the connection came back), restarts every
 	// watch from the buckets' current values, instead of waiting for the
 	// watches to notice on their own that their consumers are gone.
@@ -59,9 +63,16 @@ type Watcher struct {
 	apps     map[string]*AppRecord
 	nodes    map[string]*NodeRecord
 	machines map[string]map[string]*MachineRecord // region → key → record
-	watching map[string]bool                      // buckets
-	pending  map[string]bool                      // buckets whose current values are not all in yet
-	regionOf map[string]string                    // bucket → region, for restarts
+	byApp    map[string]map[string]*MachineRecord // app → region/key → record
+	// What changed since the last catalog: the apps to rebuild, or all
+	// of them when one came or went.
+	dirty    map[string]bool
+	allDirty bool
+	built    []config.App      // the last catalog, sorted by name
+	builtAt  map[string]int    // app → index in built
+	watching map[string]bool   // buckets
+	pending  map[string]bool   // buckets whose current values are not all in yet
+	regionOf map[string]string // bucket → region, for restarts
 	gen      int
 	runCtx   context.Context
 	wctx     context.Context
@@ -81,6 +92,9 @@ func (w *Watcher) Run(ctx context.Context) {
 	w.apps = map[string]*AppRecord{}
 	w.nodes = map[string]*NodeRecord{}
 	w.machines = map[string]map[string]*MachineRecord{}
+	w.byApp = map[string]map[string]*MachineRecord{}
+	w.dirty = map[string]bool{}
+	w.allDirty = true
 	w.watching = map[string]bool{}
 	w.pending = map[string]bool{}
 	w.regionOf = map[string]string{}
@@ -90,7 +104,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	defer func() { w.wcancel() }()
 	if apps, ok := w.readCache(); ok {
 		w.Log.Info("fleet catalog from cache", "file", w.CacheFile, "apps", len(apps))
-		w.Apply(apps)
+		w.Apply(apps, nil)
 	}
 	w.watch(ctx, BucketApps, "")
 	w.watch(ctx, BucketSummary, "")
@@ -139,9 +153,14 @@ func (w *Watcher) Run(ctx context.Context) {
 			}
 		case <-flush:
 			flush = nil
+			apps, changed, ok := w.catalog()
+			if !ok {
+				// Nodes or the summary only: nothing routes differently,
+				// and the next change need not wait behind this one.
+				break
+			}
 			lastApply = time.Now()
-			apps := w.catalog()
-			w.Apply(apps)
+			w.Apply(apps, changed)
 			cached = apps
 			if cacheDue == nil {
 				cacheDue = time.After(max(0, cacheEvery-time.Since(lastCache)))
@@ -215,11 +234,18 @@ func (w *Watcher) take(ctx context.Context, e event) {
 	var err error
 	switch {
 	case e.bucket == BucketApps && deleted:
-		delete(w.apps, key)
+		if w.apps[key] != nil {
+			delete(w.apps, key)
+			w.allDirty = true
+		}
 	case e.bucket == BucketApps:
 		var a *AppRecord
 		if a, err = DecodeApp(key, e.entry.Value()); err == nil {
+			if w.apps[key] == nil {
+				w.allDirty = true
+			}
 			w.apps[key] = a
+			w.dirty[key] = true
 		}
 	case e.bucket == BucketNodes:
 		if deleted {
@@ -247,12 +273,16 @@ func (w *Watcher) take(ctx context.Context, e event) {
 			ms = map[string]*MachineRecord{}
 			w.machines[e.region] = ms
 		}
-		if deleted {
-			delete(ms, key)
-			break
-		}
 		var m *MachineRecord
-		if m, err = DecodeMachine(e.region, key, e.entry.Value()); err == nil {
+		if !deleted {
+			if m, err = DecodeMachine(e.region, key, e.entry.Value()); err != nil {
+				break
+			}
+		}
+		w.placeMachine(e.region+"/"+key, ms[key], m)
+		if m == nil {
+			delete(ms, key)
+		} else {
 			ms[key] = m
 		}
 	}
@@ -266,37 +296,74 @@ func (w *Watcher) take(ctx context.Context, e event) {
 	}
 }
 
-// catalog is the copy as [[apps]] entries: every app, with the machines
-// of the watched regions.
-func (w *Watcher) catalog() []config.App {
-	byApp := map[string][]*MachineRecord{}
-	for _, ms := range w.machines {
-		for _, m := range ms {
-			byApp[m.App] = append(byApp[m.App], m)
+// placeMachine files machine record m (nil: removed), which replaces
+// old (nil: new), under its app, and marks the apps it leaves and joins.
+func (w *Watcher) placeMachine(key string, old, m *MachineRecord) {
+	if old != nil {
+		delete(w.byApp[old.App], key)
+		w.dirty[old.App] = true
+	}
+	if m != nil {
+		ms := w.byApp[m.App]
+		if ms == nil {
+			ms = map[string]*MachineRecord{}
+			w.byApp[m.App] = ms
 		}
+		ms[key] = m
+		w.dirty[m.App] = true
 	}
-	names := make([]string, 0, len(w.apps))
-	for n := range w.apps {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	apps := make([]config.App, 0, len(names))
-	for _, n := range names {
-		ms := byApp[n]
-		slices.SortFunc(ms, func(a, b *MachineRecord) int { return compareStrings(a.ID, b.ID) })
-		apps = append(apps, AppConfig(w.apps[n], ms))
-	}
-	return apps
 }
 
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// catalog is the copy as [[apps]] entries, every app with the machines
+// of the watched regions, and the names of the apps changed since the
+// last call (nil: the whole list is new). Only changed apps are built
+// again; ok is false when no app changed at all.
+func (w *Watcher) catalog() (apps []config.App, changed []string, ok bool) {
+	defer clear(w.dirty)
+	if w.allDirty || w.built == nil {
+		w.allDirty = false
+		names := make([]string, 0, len(w.apps))
+		for n := range w.apps {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		w.built = make([]config.App, len(names))
+		w.builtAt = make(map[string]int, len(names))
+		for i, n := range names {
+			w.built[i] = w.appConfig(n)
+			w.builtAt[n] = i
+		}
+		return w.built, nil, true
 	}
-	return 0
+	next := w.built
+	for n := range w.dirty {
+		i, found := w.builtAt[n]
+		if !found {
+			continue // machines of an app the catalog does not have
+		}
+		if changed == nil {
+			// Copy on first write: the last catalog is someone's runtime.
+			next = slices.Clone(w.built)
+		}
+		next[i] = w.appConfig(n)
+		changed = append(changed, n)
+	}
+	if changed == nil {
+		return w.built, nil, false
+	}
+	slices.Sort(changed)
+	w.built = next
+	return next, changed, true
+}
+
+// appConfig is app name as an [[apps]] entry, its machines sorted by id.
+func (w *Watcher) appConfig(name string) config.App {
+	ms := make([]*MachineRecord, 0, len(w.byApp[name]))
+	for _, m := range w.byApp[name] {
+		ms = append(ms, m)
+	}
+	slices.SortFunc(ms, func(a, b *MachineRecord) int { return strings.Compare(a.ID, b.ID) })
+	return AppConfig(w.apps[name], ms)
 }
 
 // readCache loads the last catalog applied, if there is one.

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
@@ -29,13 +30,18 @@ type Options struct {
 	// Dial, if set, replaces net.Dialer.DialContext for probes (tests
 	// inject latency / failures).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Connected, if set, is told how long each probe's connect took and
+	// the region of the machine it reached: checks reach every machine,
+	// so they keep the round-trip estimate of quiet regions current.
+	Connected func(region string, took time.Duration)
 }
 
 // Checker runs the health checks of the current catalog snapshot.
 type Checker struct {
-	log     *slog.Logger
-	metrics *telemetry.Metrics
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	log       *slog.Logger
+	metrics   *telemetry.Metrics
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	connected func(region string, took time.Duration)
 
 	// mu serializes Reconcile and Close; probers is only touched under it.
 	mu      sync.Mutex
@@ -78,7 +84,7 @@ func (k key) slot() slot { return slot{k.app, k.port, k.machine} }
 
 // New returns a Checker running no checks until the first Reconcile.
 func New(o Options) *Checker {
-	c := &Checker{log: o.Log, metrics: o.Metrics, dial: o.Dial, probers: map[key]*prober{}, slots: map[slot]slotInfo{}}
+	c := &Checker{log: o.Log, metrics: o.Metrics, dial: o.Dial, connected: o.Connected, probers: map[key]*prober{}, slots: map[slot]slotInfo{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -92,19 +98,25 @@ func New(o Options) *Checker {
 // started machine of every service with checks. Probers whose key is
 // unchanged keep running; the others stop. Machines no check covers any
 // more are healthy again.
-func (c *Checker) Reconcile(snap *catalog.Snapshot) {
+func (c *Checker) Reconcile(snap *catalog.Snapshot) { c.ReconcileApps(snap, nil) }
+
+// ReconcileApps is Reconcile for a snapshot that differs from the last
+// one reconciled only in the apps named in changed (nil: any may): the
+// other apps' probers, verdicts and gauges are left as they are, so a
+// machine change in a catalog of thousands costs its app's checks only.
+func (c *Checker) ReconcileApps(snap *catalog.Snapshot, changed map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	want, slots, unchecked := plan(snap)
+	want, slots, unchecked := plan(snap, changed)
 
 	// Stop vanished probers and wait for them first: a probe still in
 	// flight must not overwrite the verdicts cleared below.
 	var stopped []*prober
 	for k, p := range c.probers {
-		if want[k] == nil {
+		if want[k] == nil && (changed == nil || changed[k.app]) {
 			p.cancel()
 			stopped = append(stopped, p)
 			delete(c.probers, k)
@@ -127,7 +139,7 @@ func (c *Checker) Reconcile(snap *catalog.Snapshot) {
 		p.cancel = cancel
 		go p.run(ctx)
 	}
-	c.setSlots(slots)
+	c.setSlots(slots, changed)
 
 	// A check that no longer exists must not keep its machine out of
 	// routing. A check at the same index that changed keeps the old
@@ -169,14 +181,23 @@ func render(chk catalog.Check) string {
 	return fmt.Sprintf("%+v grace=%v", chk, grace)
 }
 
-func plan(snap *catalog.Snapshot) (map[key]*target, map[slot]slotInfo, []svcMachine) {
+func plan(snap *catalog.Snapshot, changed map[string]bool) (map[key]*target, map[slot]slotInfo, []svcMachine) {
 	want := map[key]*target{}
 	slots := map[slot]slotInfo{}
 	var unchecked []svcMachine
 	if snap == nil {
 		return want, slots, nil
 	}
-	for _, app := range snap.Apps {
+	apps := snap.Apps
+	if changed != nil {
+		apps = make([]*catalog.App, 0, len(changed))
+		for name := range changed {
+			if a := snap.App(name); a != nil {
+				apps = append(apps, a)
+			}
+		}
+	}
+	for _, app := range apps {
 		for _, svc := range app.Services {
 			for _, m := range app.Machines {
 				if len(svc.Checks) == 0 || !m.Started() {
@@ -224,7 +245,7 @@ func (c *Checker) Close() {
 		<-p.done
 	}
 	c.probers = nil
-	c.setSlots(nil)
+	c.setSlots(nil, nil)
 }
 
 // changed reports a flip of a machine's health for svc: a log line, the
@@ -245,9 +266,25 @@ func (c *Checker) changed(svc *catalog.Service, m *catalog.Machine, check string
 }
 
 // setSlots replaces the gauge series with those of slots.
-func (c *Checker) setSlots(slots map[slot]slotInfo) {
+func (c *Checker) setSlots(slots map[slot]slotInfo, changed map[string]bool) {
 	c.gaugeMu.Lock()
 	defer c.gaugeMu.Unlock()
+	if changed != nil {
+		// Only the changed apps' series are planned again.
+		for s := range c.slots {
+			if _, ok := slots[s]; !ok && changed[s.app] {
+				if c.metrics != nil {
+					c.metrics.MachineHealthy.DeleteLabelValues(s.app, s.machine, strconv.Itoa(s.port))
+				}
+				delete(c.slots, s)
+			}
+		}
+		for s, si := range slots {
+			c.slots[s] = si
+			c.writeGauge(s)
+		}
+		return
+	}
 	if c.metrics != nil {
 		for s := range c.slots {
 			if _, ok := slots[s]; !ok {

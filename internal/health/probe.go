@@ -109,7 +109,7 @@ func (p *prober) setupHTTP() {
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: maxBody,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			conn, err := p.c.dial(ctx, "tcp", addr)
+			conn, err := p.dial(ctx, addr)
 			if err != nil {
 				return nil, dialError{err}
 			}
@@ -237,8 +237,21 @@ func (p *prober) probe(ctx context.Context) string {
 	return p.label + ": " + err.Error()
 }
 
+// dial connects to the machine, timing the connect for Connected.
+func (p *prober) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if p.c.connected == nil {
+		return p.c.dial(ctx, "tcp", addr)
+	}
+	start := time.Now()
+	conn, err := p.c.dial(ctx, "tcp", addr)
+	if err == nil {
+		p.c.connected(p.target.Load().m.Region, time.Since(start))
+	}
+	return conn, err
+}
+
 func (p *prober) tcp(ctx context.Context) error {
-	conn, err := p.c.dial(ctx, "tcp", p.key.addr.String())
+	conn, err := p.dial(ctx, p.key.addr.String())
 	if err != nil {
 		return dialError{err}
 	}

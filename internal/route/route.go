@@ -5,7 +5,9 @@
 package route
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,6 +45,71 @@ func Build(snap *catalog.Snapshot) *Table {
 	return t
 }
 
+// Rebuild is Build for snap when it differs from the snapshot prev was
+// built for only in the machines of the apps in changed (nil: anything).
+// Their ports and hostnames are as before, so only the ports they serve
+// on are copied, with their entries pointed at the new snapshot; the rest
+// of the table is prev's, shared.
+func Rebuild(prev *Table, snap *catalog.Snapshot, changed map[string]bool) *Table {
+	if prev == nil || changed == nil {
+		return Build(snap)
+	}
+	t := &Table{ports: maps.Clone(prev.ports)}
+	touched := map[int]bool{}
+	for name := range changed {
+		app := snap.App(name)
+		if app == nil {
+			return Build(snap) // not a machine change after all
+		}
+		for _, svc := range app.Services {
+			for _, cp := range svc.Ports {
+				for pub := cp.Lo; pub <= cp.Hi; pub++ {
+					touched[pub] = true
+				}
+			}
+		}
+	}
+	for pub := range touched {
+		old := prev.ports[pub]
+		if old == nil {
+			return Build(snap)
+		}
+		p := &Port{Public: pub, Handlers: old.Handlers, entries: slices.Clone(old.entries),
+			exact: old.exact, wildcard: old.wildcard}
+		copied := false
+		for i, e := range p.entries {
+			if !changed[e.Service.App.Name] {
+				continue
+			}
+			cp := samePort(snap.App(e.Service.App.Name), e)
+			if cp == nil {
+				return Build(snap)
+			}
+			p.entries[i] = cp
+			if !copied {
+				p.exact, p.wildcard = maps.Clone(old.exact), maps.Clone(old.wildcard)
+				copied = true
+			}
+			p.name(cp)
+		}
+		t.ports[pub] = p
+	}
+	return t
+}
+
+// samePort is app's port that continues e: the same service and range.
+func samePort(app *catalog.App, e *catalog.Port) *catalog.Port {
+	if app == nil || e.Service.Index >= len(app.Services) {
+		return nil
+	}
+	for _, cp := range app.Services[e.Service.Index].Ports {
+		if cp.Lo == e.Lo && cp.Hi == e.Hi {
+			return cp
+		}
+	}
+	return nil
+}
+
 func (t *Table) add(public int, cp *catalog.Port) {
 	p := t.ports[public]
 	if p == nil {
@@ -51,6 +118,11 @@ func (t *Table) add(public int, cp *catalog.Port) {
 		t.ports[public] = p
 	}
 	p.entries = append(p.entries, cp)
+	p.name(cp)
+}
+
+// name routes cp's app's hostnames on p to cp.
+func (p *Port) name(cp *catalog.Port) {
 	for _, h := range cp.Service.App.Hostnames {
 		if suffix, ok := strings.CutPrefix(h, "*."); ok {
 			p.wildcard[suffix] = cp

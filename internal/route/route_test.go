@@ -3,6 +3,7 @@ package route_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,12 @@ import (
 // route.Build, so the table under test is one the server would really use.
 func build(t *testing.T, body string) *route.Table {
 	t.Helper()
+	_, snap := load(t, body)
+	return route.Build(snap)
+}
+
+func load(t *testing.T, body string) (*config.Config, *catalog.Snapshot) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "edgeproxy.toml")
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -29,7 +36,7 @@ func build(t *testing.T, body string) *route.Table {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return route.Build(snap)
+	return cfg, snap
 }
 
 // Three apps share 80 and 443 through http_service; "raw" alone owns a TCP
@@ -287,6 +294,55 @@ func TestLookupProperties(t *testing.T) {
 			if got := appOf(tab.Port(port).Lookup(spelled)); got != want {
 				rt.Fatalf("port %d Lookup(%q) = %q, want %q", port, spelled, got, want)
 			}
+		}
+	})
+}
+
+// TestRebuildMatchesBuild: a table rebuilt for a machine change routes
+// exactly as one built from scratch, to the new snapshot's ports, for any
+// set of changed apps.
+func TestRebuildMatchesBuild(t *testing.T) {
+	cfg, prevSnap := load(t, routes)
+	prev := route.Build(prevSnap)
+	names := []string{"api", "wild", "other", "raw"}
+	hosts := []string{"api.example.com", "x.example.com", "other.test", "www.other.test", "none.test", ""}
+	rapid.Check(t, func(rt *rapid.T) {
+		changed := map[string]bool{}
+		next := *cfg
+		next.Apps = append([]config.App(nil), cfg.Apps...)
+		for i, n := range names {
+			if rapid.Bool().Draw(rt, n) {
+				changed[n] = true
+				next.Apps[i].Machines = []config.Machine{{ID: n + "2", Region: "iad", Address: "127.0.0.2", State: "stopped"}}
+			}
+		}
+		snap, err := catalog.Rebuild(&next, prevSnap, changed)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		got, want := route.Rebuild(prev, snap, changed), route.Build(snap)
+		if !slices.Equal(got.Ports(), want.Ports()) {
+			rt.Fatalf("ports %v, want %v", got.Ports(), want.Ports())
+		}
+		for _, pub := range want.Ports() {
+			g, w := got.Port(pub), want.Port(pub)
+			if !slices.Equal(g.Entries(), w.Entries()) {
+				rt.Fatalf("port %d: entries differ", pub)
+			}
+			for _, h := range hosts {
+				if g.Lookup(h) != w.Lookup(h) {
+					rt.Fatalf("port %d host %q: %s, want %s", pub, h, appOf(g.Lookup(h)), appOf(w.Lookup(h)))
+				}
+			}
+			for _, e := range g.Entries() {
+				if snap.App(e.Service.App.Name) != e.Service.App {
+					rt.Fatalf("port %d: entry of %s points at an old snapshot", pub, e.Service.App.Name)
+				}
+			}
+		}
+		// The table rebuilt from must not have changed.
+		if prev.Port(80).Lookup("api.example.com").Service.App != prevSnap.App("api") {
+			rt.Fatal("the previous table was written to")
 		}
 	})
 }

@@ -84,8 +84,8 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 	n.cancel = cancel
 	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics}, Resync: resync,
 		CacheFile: fleetCache(cfg),
-		Apply: func(apps []config.App) {
-			if err := s.ApplyFleet(apps); err != nil {
+		Apply: func(apps []config.App, changed []string) {
+			if err := s.ApplyFleetChanges(apps, changed); err != nil {
 				s.log.Warn("fleet: catalog not applied; the previous one stays", "error", err.Error())
 			}
 			if ls := n.load; ls != nil {
@@ -239,6 +239,7 @@ func (s *Server) fromFleetCache(rt *Runtime) *Runtime {
 		return rt
 	}
 	s.rt.Store(next)
+	s.fleetIndex = fleetIndex(next.Config, len(s.fileCfg.Apps))
 	s.log.Info("fleet: serving the cached catalog until NATS answers", "apps", len(apps))
 	return next
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
@@ -41,8 +43,30 @@ func (s *Server) Reload(path string) error {
 // another process, privileged) is left out, and the rest applies: one bad
 // app must not freeze every edge's catalog.
 func (s *Server) ApplyFleet(apps []config.App) error {
+	return s.ApplyFleetChanges(apps, nil)
+}
+
+// ApplyFleetChanges is ApplyFleet told which apps differ from the last
+// catalog applied (nil: any may). When those apps were applied before and
+// only their machines changed, which is what a fleet's steady stream of
+// starts, stops and cordons is, the new runtime checks and rebuilds just
+// them; anything else takes the whole path.
+func (s *Server) ApplyFleetChanges(apps []config.App, changed []string) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if changed != nil && s.fleetApplied {
+		if ok, err := s.applyMachines(apps, changed); ok {
+			s.fleetApplied = err == nil
+			return err
+		}
+	}
+	err := s.applyFleet(apps)
+	s.fleetApplied = err == nil
+	return err
+}
+
+// applyFleet applies apps the whole way; reloadMu is held.
+func (s *Server) applyFleet(apps []config.App) error {
 	for {
 		s.fleetApps = apps
 		err := s.swap(s.withFleet(s.fileCfg), "fleet", "")
@@ -66,6 +90,33 @@ func (s *Server) ApplyFleet(apps []config.App) error {
 	}
 }
 
+// applyMachines applies a catalog whose changed apps differ from the
+// running config only in their machines, checking and rebuilding those
+// apps alone. It reports false, having changed nothing, when the change is
+// anything else (an app new, gone, refused before, reconfigured, or with
+// a machine the config would refuse): the whole path then decides.
+func (s *Server) applyMachines(apps []config.App, changed []string) (bool, error) {
+	old := s.runtime()
+	cfg := *old.Config
+	cfg.Apps = slices.Clone(old.Config.Apps)
+	set := make(map[string]bool, len(changed))
+	for _, name := range changed {
+		i, ok := s.fleetIndex[name]
+		j, found := slices.BinarySearchFunc(apps, name, func(a config.App, n string) int { return strings.Compare(a.Name, n) })
+		if !ok || !found || !config.SameButMachines(&cfg.Apps[i], &apps[j]) || len(config.MachineProblems(&apps[j])) > 0 {
+			return false, nil
+		}
+		cfg.Apps[i] = apps[j]
+		set[name] = true
+	}
+	rt, err := buildRuntime(&cfg, old, s.deps, set)
+	if err != nil {
+		return false, nil
+	}
+	s.fleetApps = apps
+	return true, s.install(old, rt, "fleet", "")
+}
+
 // usesPort reports whether app a listens on public port p.
 func usesPort(a *config.App, p int) bool {
 	for _, svc := range a.AllServices() {
@@ -86,6 +137,26 @@ func (s *Server) swap(cfg *config.Config, source, path string) error {
 		s.reloadFailed(err)
 		return err
 	}
+	if err := s.install(old, rt, source, path); err != nil {
+		return err
+	}
+	s.fleetIndex = fleetIndex(cfg, len(s.fileCfg.Apps))
+	return nil
+}
+
+// fleetIndex maps each fleet app of cfg, those after the file's own, to
+// its position.
+func fleetIndex(cfg *config.Config, fromFile int) map[string]int {
+	idx := make(map[string]int, max(0, len(cfg.Apps)-fromFile))
+	for i := fromFile; i < len(cfg.Apps); i++ {
+		idx[cfg.Apps[i].Name] = i
+	}
+	return idx
+}
+
+// install puts rt, built to replace old, in place; reloadMu is held.
+func (s *Server) install(old, rt *Runtime, source, path string) error {
+	cfg := rt.Config
 	s.warnRestartOnly(old.Config, cfg)
 
 	// Open new ports first: a port that cannot be bound fails the reload
@@ -116,7 +187,7 @@ func (s *Server) swap(cfg *config.Config, source, path string) error {
 	s.mu.Unlock()
 
 	s.rt.Store(rt)
-	s.health.Reconcile(rt.Snap)
+	s.health.ReconcileApps(rt.Snap, rt.changed)
 	s.permits.SetLimits(permitLimits(cfg.Limits))
 	for public, ln := range opened {
 		s.addPort(rt, public, ln)

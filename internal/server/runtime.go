@@ -47,10 +47,12 @@ type Runtime struct {
 	Env    *httpproxy.Env
 	// RTT orders regions from this edge; measurements carry across reloads.
 	RTT *rtt.Table
-	// regionOf maps machine addresses to regions, so health check
-	// connects (which see only an address) measure round trips too.
-	regionOf   map[string]string
+	// observeRTT takes a connect time to a region's machine: a TCP
+	// connect is one round trip, from traffic and health checks alike.
 	observeRTT func(region string, took time.Duration)
+	// changed names the apps this runtime rebuilt from the one it
+	// replaced, when that was all that differed (nil: anything may have).
+	changed map[string]bool
 
 	guardLimits  iox.GuardLimits
 	proxyTrusted []netip.Prefix
@@ -84,19 +86,32 @@ type Deps struct {
 // counters. Certificate problems come back as config problems with the
 // certificate's key path.
 func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
-	specs := make([]tlsterm.CertSpec, len(cfg.Certificates))
-	for i, c := range cfg.Certificates {
-		specs[i] = tlsterm.CertSpec{CertFile: cfg.Resolve(c.CertFile), KeyFile: cfg.Resolve(c.KeyFile), Hostnames: c.Hostnames}
-	}
-	certs, err := tlsterm.Load(specs)
-	if err != nil {
-		return nil, certProblems(cfg, err)
-	}
+	return buildRuntime(cfg, prev, d, nil)
+}
+
+// buildRuntime is BuildRuntime for a config that differs from prev's only
+// in the apps named in changed (nil: anything may differ): certificates
+// and the other apps' catalog entries are prev's, not read or built again.
+func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]bool) (*Runtime, error) {
+	var certs *tlsterm.Store
 	var prevSnap *catalog.Snapshot
+	var prevRoutes *route.Table
 	if prev != nil {
-		prevSnap = prev.Snap
+		prevSnap, prevRoutes = prev.Snap, prev.Routes
 	}
-	snap, err := catalog.Build(cfg, prevSnap)
+	if changed != nil && prev != nil {
+		certs = prev.Certs
+	} else {
+		specs := make([]tlsterm.CertSpec, len(cfg.Certificates))
+		for i, c := range cfg.Certificates {
+			specs[i] = tlsterm.CertSpec{CertFile: cfg.Resolve(c.CertFile), KeyFile: cfg.Resolve(c.KeyFile), Hostnames: c.Hostnames}
+		}
+		var err error
+		if certs, err = tlsterm.Load(specs); err != nil {
+			return nil, certProblems(cfg, err)
+		}
+	}
+	snap, err := catalog.Rebuild(cfg, prevSnap, changed)
 	if err != nil {
 		return nil, err
 	}
@@ -174,37 +189,17 @@ func BuildRuntime(cfg *config.Config, prev *Runtime, d Deps) (*Runtime, error) {
 	return &Runtime{
 		Config:       cfg,
 		Snap:         snap,
-		Routes:       route.Build(snap),
+		Routes:       route.Rebuild(prevRoutes, snap, changed),
+		changed:      changed,
 		Certs:        certs,
 		Dialer:       dialer,
 		Env:          env,
 		RTT:          rtts,
 		observeRTT:   observeRTT,
-		regionOf:     regionsByAddr(snap),
 		guardLimits:  limits,
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
 		selfSigned:   selfSigned,
 	}, nil
-}
-
-func regionsByAddr(snap *catalog.Snapshot) map[string]string {
-	out := map[string]string{}
-	for _, a := range snap.Apps {
-		for _, svc := range a.Services {
-			for _, m := range a.Machines {
-				out[m.AddrFor(svc.InternalPort).String()] = m.Region
-			}
-		}
-	}
-	return out
-}
-
-// observeConnect feeds a health check's connect time into the round-trip
-// table, if addr is a machine's.
-func (rt *Runtime) observeConnect(addr string, took time.Duration) {
-	if region, ok := rt.regionOf[addr]; ok {
-		rt.observeRTT(region, took)
-	}
 }
 
 func durations(m map[string]config.Duration) map[string]time.Duration {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/admin"
 	"github.com/edgeproxy/edgeproxy/internal/balance"
+	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/health"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
@@ -56,7 +57,14 @@ type Server struct {
 	// apps; the running config is both (under reloadMu).
 	fileCfg   *config.Config
 	fleetApps []config.App
-	fleet     atomic.Pointer[fleetNode]
+	// fleetIndex is where each fleet app applied sits in the running
+	// config's apps; a machine change rewrites that one entry.
+	fleetIndex map[string]int
+	// fleetApplied is whether the running config holds the last fleet
+	// catalog handed over (less the apps it refused): only then can the
+	// next be applied as a change to it.
+	fleetApplied bool
+	fleet        atomic.Pointer[fleetNode]
 	// fleetMetrics registers the fleet gauges once.
 	fleetMetrics sync.Once
 	version      string
@@ -178,7 +186,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.ticketKeys = [][32]byte{key}
 	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
-	s.health = health.New(health.Options{Log: log, Metrics: s.metrics, Dial: s.healthDial(o.TestDial)})
+	s.health = health.New(health.Options{Log: log, Metrics: s.metrics, Dial: o.TestDial,
+		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }})
 	rt, err := BuildRuntime(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
@@ -192,23 +201,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 
 func (s *Server) runtime() *Runtime { return s.rt.Load() }
 
-// healthDial opens health check connections, timing each connect: checks
-// reach every machine, so they keep the round-trip estimate of regions
-// that get no traffic current.
-func (s *Server) healthDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
-	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		start := time.Now()
-		c, err := dial(ctx, network, addr)
-		if err == nil {
-			s.runtime().observeConnect(addr, time.Since(start))
-		}
-		return c, err
-	}
-}
+// Catalog is the catalog the running config serves: immutable, so safe to
+// read while reloads and fleet changes replace it.
+func (s *Server) Catalog() *catalog.Snapshot { return s.runtime().Snap }
 
 // Start opens every public port and the admin listener and starts
 // serving. It returns once all listeners are bound, or the first bind

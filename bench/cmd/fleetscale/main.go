@@ -98,6 +98,9 @@ func main() {
 			if i%2 == 0 {
 				m.State = "stopped"
 			}
+			// A change after a quiet spell applies at once; one right
+			// behind another waits out the 50 ms coalescing window.
+			time.Sleep(100 * time.Millisecond)
 			start := time.Now()
 			check(st.PutMachine(ctx, m))
 			for e.probeStopped() != (m.State == "stopped") {
