@@ -25,17 +25,8 @@ import (
 func fleetEdge(t *testing.T, dataDir string) (*proxytest.Proxy, *fleetcat.Store, *nats.Conn) {
 	t.Helper()
 	local := proxytest.Machine(t, "local")
-	cfg := fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-embedded = true
-listen = "127.0.0.1:0"
-node = "edge-1"
-data_dir = %q
-`, dataDir) + singleApp(machine("local", local), httpService)
+	cfg := fleetConfig(`embedded = true
+listen = "127.0.0.1:0"`, "edge-1", dataDir, local)
 	p := proxytest.Start(t, cfg, proxytest.Options{})
 	nc, err := nats.Connect(p.FleetURL())
 	if err != nil {
@@ -205,17 +196,7 @@ func TestFleetEmbeddedHandover(t *testing.T) {
 	l.Close()
 	dir := t.TempDir()
 	cfg := func(node string) string {
-		return fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-embedded = true
-listen = %q
-node = %q
-data_dir = %q
-`, natsAddr, node, filepath.Join(dir, "data")) + singleApp(machine("local", proxytest.Machine(t, "local")), httpService)
+		return fleetConfig(fmt.Sprintf("embedded = true\nlisten = %q", natsAddr), node, filepath.Join(dir, "data"), proxytest.Machine(t, "local"))
 	}
 	old := proxytest.Start(t, cfg("node-old"), proxytest.Options{})
 	m1 := proxytest.Machine(t, "f1")

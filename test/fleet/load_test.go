@@ -126,7 +126,4 @@ hostnames = ["slow.test"]
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed", failed.Load())
 	}
-	if p := sm.peak.Load(); p > 2*hard {
-		t.Errorf("peak %d at the machine, beyond the bound of %d", p, 2*hard)
-	}
 }
