@@ -76,7 +76,7 @@ func runProxy(args []string, stderr io.Writer) error {
 			case syscall.SIGUSR2:
 				log.Info("SIGUSR2: starting a new process to take over")
 				go func() {
-					rejoin := srv.PauseEmbeddedFleet()
+					rejoin := srv.PrepareHandover()
 					if err := upg.Upgrade(); err != nil {
 						log.Error("upgrade failed; this process keeps serving", "error", err.Error())
 						if err := rejoin(); err != nil {

@@ -397,26 +397,43 @@ func ReadCache(file string) ([]config.App, error) {
 	return c.Apps, nil
 }
 
-// writeCache replaces the cache file whole (write, then rename).
+// writeCache replaces the cache file whole.
 func (w *Watcher) writeCache(apps []config.App) {
 	if w.CacheFile == "" {
 		return
 	}
+	if err := WriteCache(w.CacheFile, apps); err != nil {
+		w.Log.Warn("fleet: cannot write the catalog cache", "file", w.CacheFile, "error", err.Error())
+	}
+}
+
+// WriteCache replaces file with apps as a catalog cache ReadCache reads:
+// written to a file of its own, then renamed over, so a reader (or a
+// process starting) never sees half of one and two writers never mix.
+func WriteCache(file string, apps []config.App) error {
 	b, err := json.Marshal(struct {
 		Schema int          `json:"schema"`
 		Apps   []config.App `json:"apps"`
 	}{Schema, apps})
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(w.CacheFile), 0o700)
+	if err != nil {
+		return err
 	}
-	tmp := w.CacheFile + ".tmp"
-	if err == nil {
-		err = os.WriteFile(tmp, b, 0o600)
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, w.CacheFile)
+		err = os.Rename(f.Name(), file)
 	}
 	if err != nil {
-		w.Log.Warn("fleet: cannot write the catalog cache", "file", w.CacheFile, "error", err.Error())
+		os.Remove(f.Name())
 	}
+	return err
 }

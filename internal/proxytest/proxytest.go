@@ -20,8 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/demo"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/server"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 )
@@ -197,4 +200,21 @@ func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// FleetStore is a client of the fleet's buckets on the NATS server at url,
+// for a test's own writes. It reconnects on its own (tests stop and start
+// the server), and is closed when the test ends.
+func FleetStore(t testing.TB, url string) *fleet.Store {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s, err := fleet.NewStore(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -270,15 +270,30 @@ func (v loadView) SetRemote(k fleet.LoadKey, n int64) {
 	}
 }
 
-// PauseEmbeddedFleet lets a new process take over a node that runs the
-// fleet's NATS server itself: the new process must open the same NATS
-// port, so this one leaves the fleet first and serves from the catalog it
-// applied last while the handover runs. The returned function rejoins,
-// for when the handover fails. Without an embedded server it does
-// nothing: the new process joins the same external NATS side by side.
-func (s *Server) PauseEmbeddedFleet() (rejoin func() error) {
+// PrepareHandover readies the fleet for a new process taking over this
+// node. It writes the catalog applied last to the cache at once (it is
+// otherwise written at most every 2 s), since the new process serves from
+// the cache until it has read the store: a stale cache would route, for
+// that moment, as the fleet did seconds ago. A node that runs the fleet's
+// NATS server itself then stops it, because the new process must open
+// the same port and store, and serves from the catalog it applied last
+// while the handover runs; the returned function rejoins, for when the
+// handover fails. Nodes on external NATS stay: the new process joins the
+// same servers side by side.
+func (s *Server) PrepareHandover() (rejoin func() error) {
 	n := s.fleet.Load()
-	if n == nil || n.emb == nil || !s.fleet.CompareAndSwap(n, nil) {
+	if n == nil {
+		return func() error { return nil }
+	}
+	s.reloadMu.Lock()
+	apps, applied := s.fleetApps, s.fleetApps != nil
+	s.reloadMu.Unlock()
+	if file := fleetCache(s.runtime().Config); applied && file != "" {
+		if err := fleet.WriteCache(file, apps); err != nil {
+			s.log.Warn("fleet: cannot write the catalog cache for the handover", "file", file, "error", err.Error())
+		}
+	}
+	if n.emb == nil || !s.fleet.CompareAndSwap(n, nil) {
 		return func() error { return nil }
 	}
 	n.close()

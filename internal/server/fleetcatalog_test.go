@@ -46,7 +46,9 @@ func getHost(t *testing.T, p *proxytest.Proxy, host string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+p.Addr(80)+"/", nil)
 	req.Host = host
-	resp, err := p.Client(80, false).Do(req)
+	c := p.Client(80, false)
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestFleetEmbeddedHandover(t *testing.T) {
 	}()
 	until(t, "served before the handover", func() bool { _, b := getHost(t, old, "fleet.test"); return strings.Contains(b, `"f1"`) })
 
-	rejoin := old.PauseEmbeddedFleet()
+	rejoin := old.PrepareHandover()
 	if old.FleetURL() != "" {
 		t.Fatal("the old node still runs its NATS server")
 	}

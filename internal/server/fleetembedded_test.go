@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	fleetcat "github.com/edgeproxy/edgeproxy/internal/fleet"
@@ -60,12 +58,19 @@ func (f *embeddedFleet) start(t *testing.T, i int) *proxytest.Proxy {
 	return p
 }
 
-// servedBy is the machine id that answered a request for host on p, or
-// the error code.
+// servedBy asks p's port 80 for host on a connection of its own and
+// returns the status and the body, or the error code.
 func servedBy(p *proxytest.Proxy, host string) (int, string, error) {
+	c := p.Client(80, false)
+	defer c.CloseIdleConnections()
+	return servedVia(c, p, host)
+}
+
+// servedVia is servedBy on client c, whose connections it keeps.
+func servedVia(c *http.Client, p *proxytest.Proxy, host string) (int, string, error) {
 	req, _ := http.NewRequest("GET", "http://"+p.Addr(80)+"/", nil)
 	req.Host = host
-	resp, err := p.Client(80, false).Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err
 	}
@@ -94,15 +99,7 @@ func TestFleetEmbeddedScenarios(t *testing.T) {
 		f.dirs = append(f.dirs, filepath.Join(t.TempDir(), "data"))
 		f.start(t, i)
 	}
-	nc, err := nats.Connect("nats://"+f.natsAddr, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	st, err := fleetcat.NewStore(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := proxytest.FleetStore(t, "nats://"+f.natsAddr)
 	ctx := t.Context()
 	web := proxytest.Machine(t, "w1")
 
@@ -180,8 +177,10 @@ func TestFleetEmbeddedScenarios(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, p := range f.edges[:2] {
 		wg.Go(func() {
+			c := p.Client(80, false)
+			defer c.CloseIdleConnections()
 			for loadCtx.Err() == nil {
-				code, body, err := servedBy(p, "web.test")
+				code, body, err := servedVia(c, p, "web.test")
 				if err == nil && code == 200 && strings.Contains(body, `"w1"`) {
 					ok.Add(1)
 				} else {
@@ -191,7 +190,7 @@ func TestFleetEmbeddedScenarios(t *testing.T) {
 			}
 		})
 	}
-	rejoin := f.edges[0].PauseEmbeddedFleet()
+	rejoin := f.edges[0].PrepareHandover()
 	f.edges[2].Close()
 	restarted := f.start(t, 2)
 	if code, body, err := servedBy(restarted, "web.test"); err != nil || code != 200 || !strings.Contains(body, `"w1"`) {
@@ -246,8 +245,10 @@ func TestFleetEmbeddedScenarios(t *testing.T) {
 	for _, p := range f.edges[:2] {
 		for range 2 * hard {
 			wg.Go(func() {
+				c := p.Client(80, false)
+				defer c.CloseIdleConnections()
 				for loadCtx.Err() == nil {
-					code, body, err := servedBy(p, "slow.test")
+					code, body, err := servedVia(c, p, "slow.test")
 					switch {
 					case err == nil && code == 200:
 						served.Add(1)

@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/proctest"
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
 // natsServer is a NATS server with JetStream; port 0 picks one.
@@ -178,19 +177,7 @@ func apply(t *testing.T, dir, url, apps string) {
 }
 
 // store is a client of the fleet's buckets for the test's own writes.
-func store(t *testing.T, url string) *fleet.Store {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	s, err := fleet.NewStore(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func store(t *testing.T, url string) *fleet.Store { return proxytest.FleetStore(t, url) }
 
 // demo machines run in the test process: none of the scenarios is about
 // them, and fewer processes keep the suite quick.

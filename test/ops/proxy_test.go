@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +43,9 @@ type variant struct {
 	betaHost string
 	betaP4   bool
 	betaOn80 bool
+	// fleet runs the fleet's NATS server embedded in the proxy, on the
+	// env's natsAddr with its store under the env's directory.
+	fleet bool
 	// bad makes the file invalid: "key" (unknown key), "handler" (unknown
 	// handler), "attempts" (value out of range), "hostname" (a name claimed
 	// by two apps on one port).
@@ -128,6 +132,10 @@ name = "echo"
 		}
 		machine("b1", 8080, e.demo[2])
 	}
+	if v.fleet {
+		fmt.Fprintf(&b, "\n[fleet]\nembedded = true\nlisten = %q\nnode = \"ops\"\ndata_dir = %q\n",
+			e.natsAddr, filepath.Join(e.dir, "fleet"))
+	}
 	return b.String()
 }
 
@@ -142,6 +150,7 @@ type opsEnv struct {
 	sup                       *supervisor
 	logs                      *logWatch
 	admin                     string // admin address, kept across upgrades
+	natsAddr                  string // the embedded NATS server's, with variant.fleet
 	valid                     variant
 }
 
@@ -156,8 +165,9 @@ func startEnv(t *testing.T, cfg variant) *opsEnv {
 	e.cfgPath = filepath.Join(e.dir, "edgeproxy.toml")
 	e.pidPath = filepath.Join(e.dir, "edgeproxy.pid")
 	for attempt := 1; ; attempt++ {
-		p := pickPorts(t, 4)
+		p := pickPorts(t, 5)
 		e.ports = ports{p[0], p[1], p[2], p[3]}
+		e.natsAddr = "127.0.0.1:" + strconv.Itoa(p[4])
 		e.logPath = filepath.Join(e.dir, fmt.Sprintf("proxy-%d.log", attempt))
 		e.writeConfig(cfg)
 		err := e.startProxy()
