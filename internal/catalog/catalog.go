@@ -29,6 +29,9 @@ type App struct {
 	Hostnames []string
 	Services  []*Service
 	Machines  []*Machine
+	// Autostart: a driver can start the app's stopped machines when work
+	// arrives for them.
+	Autostart bool
 }
 
 // Unit is what a service's concurrency limits count.
@@ -156,6 +159,11 @@ func (m *Machine) AddrFor(internalPort int) netip.AddrPort {
 // Started reports whether the machine can take traffic.
 func (m *Machine) Started() bool { return m.State == "started" }
 
+// Startable reports whether a driver could start the machine for work.
+func (m *Machine) Startable() bool {
+	return (m.State == "stopped" || m.State == "suspended") && !m.Cordoned
+}
+
 // App returns the app called name, or nil.
 func (s *Snapshot) App(name string) *App {
 	if s == nil {
@@ -212,6 +220,9 @@ func Rebuild(cfg *config.Config, prev *Snapshot, changed map[string]bool) (*Snap
 			}
 		}
 		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames)}
+		if ca.Driver != nil {
+			app.Autostart, _, _ = ca.Lifecycle()
+		}
 		for _, cm := range ca.Machines {
 			m, err := buildMachine(cm)
 			if err != nil {

@@ -176,3 +176,31 @@ func appNamed(cfg *Config, key string) string {
 	}
 	return ""
 }
+
+// Lifecycle is how traffic drives an app's machines, from its services'
+// keys together: auto-start if any service has it (the default), the
+// first auto_stop_machines that is not off ("stop" or "suspend"; "" for
+// none), and the largest min_machines_running.
+func (a *App) Lifecycle() (autostart bool, autostop string, minRunning int) {
+	for _, s := range a.AllServices() {
+		if s.AutoStartMachines == nil || *s.AutoStartMachines {
+			autostart = true
+		}
+		if autostop == "" {
+			switch v := s.AutoStopMachines.(type) {
+			case bool:
+				if v {
+					autostop = "stop"
+				}
+			case string:
+				if v == "stop" || v == "suspend" {
+					autostop = v
+				}
+			}
+		}
+		if s.MinMachinesRunning != nil {
+			minRunning = max(minRunning, *s.MinMachinesRunning)
+		}
+	}
+	return autostart, autostop, minRunning
+}

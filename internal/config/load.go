@@ -138,9 +138,12 @@ func (c *checker) decode(path string) (*Config, map[int]*source) {
 
 // flyToml is the part of a real fly.toml edgeproxy reads.
 type flyToml struct {
-	App         string       `toml:"app"`
-	Services    []Service    `toml:"services"`
-	HTTPService *HTTPService `toml:"http_service"`
+	App           string       `toml:"app"`
+	PrimaryRegion string       `toml:"primary_region"`
+	KillSignal    string       `toml:"kill_signal"`
+	KillTimeout   Duration     `toml:"kill_timeout"`
+	Services      []Service    `toml:"services"`
+	HTTPService   *HTTPService `toml:"http_service"`
 }
 
 // flyTomlSections are the services-level tables whose unknown keys are
@@ -184,6 +187,17 @@ func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix s
 	}
 	app.Services = ft.Services
 	app.HTTPService = ft.HTTPService
+	// The config file's own values win: it is where an operator adapts
+	// an app to this edge.
+	if app.PrimaryRegion == "" {
+		app.PrimaryRegion = ft.PrimaryRegion
+	}
+	if app.KillSignal == "" {
+		app.KillSignal = ft.KillSignal
+	}
+	if app.KillTimeout == 0 {
+		app.KillTimeout = ft.KillTimeout
+	}
 	app.fromFlyToml = path
 	return src
 }

@@ -94,10 +94,10 @@ hostnames = ["flyapp.example.com"]
 	}
 	var ignored, lifecycle bool
 	for _, n := range notices {
-		if strings.Contains(n.Msg, "ignored: build, env, primary_region, vm") {
+		if strings.Contains(n.Msg, "ignored: build, env, vm") {
 			ignored = true
 		}
-		if strings.Contains(n.Msg, "no effect yet") && strings.HasSuffix(n.File, "fly.toml") && n.Line > 0 {
+		if strings.Contains(n.Msg, "act only on the machines of an app with an [apps.driver]") && strings.HasSuffix(n.File, "fly.toml") && n.Line > 0 {
 			lifecycle = true
 		}
 	}

@@ -35,6 +35,10 @@ func (a *App) AllServices() []Service {
 			Concurrency:  h.Concurrency,
 			Balance:      h.Balance,
 			HTTPChecks:   h.Checks,
+			// The lifecycle keys: machines start and stop by them.
+			AutoStopMachines:   h.AutoStopMachines,
+			AutoStartMachines:  h.AutoStartMachines,
+			MinMachinesRunning: h.MinMachinesRunning,
 			Ports: []Port{
 				{Port: &p80, Handlers: []string{"http"}, ForceHTTPS: h.ForceHTTPS, HTTPOptions: h.HTTPOptions},
 				{Port: &p443, Handlers: []string{"tls", "http"}, HTTPOptions: h.HTTPOptions, TLSOptions: h.TLSOptions},

@@ -54,6 +54,10 @@ type Proxy struct {
 	// ConnectAttempts bounds how many machines a request or connection is
 	// tried on when connects fail.
 	ConnectAttempts int `toml:"connect_attempts"`
+	// AutostopInterval is how often each app's idle machines are looked
+	// for, per region; a machine stopped within one interval is started
+	// again only when no other can be.
+	AutostopInterval Duration `toml:"autostop_interval"`
 	// QueueTimeout is how long work waits for a machine under its hard
 	// limit before the client gets a 503.
 	QueueTimeout Duration `toml:"queue_timeout"`
@@ -224,6 +228,16 @@ type App struct {
 	Services    []Service    `toml:"services"`
 	HTTPService *HTTPService `toml:"http_service"`
 	Machines    []Machine    `toml:"machines"`
+	// PrimaryRegion is where min_machines_running counts machines
+	// (default: the proxy's region).
+	PrimaryRegion string `toml:"primary_region"`
+	// KillSignal and KillTimeout stop a machine: the signal, then a kill
+	// once the timeout has passed.
+	KillSignal  string   `toml:"kill_signal"`
+	KillTimeout Duration `toml:"kill_timeout"`
+	// Driver starts, stops and suspends the app's machines. Without one,
+	// their state is as written and nothing starts or stops them.
+	Driver *Driver `toml:"driver"`
 
 	// fromFlyToml records, for diagnostics, where services came from.
 	fromFlyToml   string
@@ -367,6 +381,31 @@ type Machine struct {
 	State string         `toml:"state"`
 	// Cordoned machines get no new requests; those in flight finish.
 	Cordoned bool `toml:"cordoned"`
+}
+
+// Driver is an app's [apps.driver]: what starts and stops its machines.
+type Driver struct {
+	// Type is exec (each machine a local process) or machines-api.
+	Type string `toml:"type"`
+	// StartTimeout bounds a start: from asking the driver to the machine
+	// accepting connections (or passing its checks).
+	StartTimeout Duration `toml:"start_timeout"`
+
+	// exec: Command runs each machine, with PORT, FLY_MACHINE_ID,
+	// FLY_REGION and FLY_APP_NAME set, in Dir, with Env added; its output
+	// goes to LogDir/APP-ID.log.
+	Command []string          `toml:"command"`
+	Env     map[string]string `toml:"env"`
+	Dir     string            `toml:"dir"`
+	LogDir  string            `toml:"log_dir"`
+
+	// machines-api: the API at URL, with the bearer token in TokenFile;
+	// APIApp is the app's name there (default: this app's name).
+	URL            string   `toml:"url"`
+	TokenFile      string   `toml:"token_file"`
+	APIApp         string   `toml:"api_app"`
+	RequestTimeout Duration `toml:"request_timeout"`
+	Retries        *int     `toml:"retries"`
 }
 
 // Fleet is the [fleet] table: how this node reaches the fleet's NATS

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
@@ -63,6 +65,13 @@ const (
 	DefaultCheckPath             = "/"
 	DefaultCheckProtocol         = "http"
 	DefaultBalance               = "least-loaded"
+	DefaultAutostopInterval      = 5 * time.Minute
+	DefaultKillSignal            = "SIGINT"
+	DefaultKillTimeout           = 5 * time.Second
+	DefaultStartTimeout          = 60 * time.Second
+	DefaultDriverLogDir          = "machine-logs" // next to the config file
+	DefaultAPIRequestTimeout     = 10 * time.Second
+	DefaultAPIRetries            = 3
 	// MaxListeners caps how many public ports one config may open, so a
 	// typo in a port range cannot exhaust file descriptors.
 	MaxListeners = 4096
@@ -83,6 +92,7 @@ func applyDefaults(c *Config) {
 	setStr(&p.LogLevel, "info")
 	setDur(&p.ConnectTimeout, DefaultConnectTimeout)
 	setDur(&p.QueueTimeout, DefaultQueueTimeout)
+	setDur(&p.AutostopInterval, DefaultAutostopInterval)
 	setDur(&p.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDur(&p.IdleTimeout, DefaultIdleTimeout)
 	setDur(&p.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
@@ -149,6 +159,19 @@ func AppDefaults(a *App, region string) {
 	for j := range a.Machines {
 		setStr(&a.Machines[j].Region, region)
 		setStr(&a.Machines[j].State, "started")
+	}
+	setStr(&a.PrimaryRegion, region)
+	setStr(&a.KillSignal, DefaultKillSignal)
+	setDur(&a.KillTimeout, DefaultKillTimeout)
+	if d := a.Driver; d != nil {
+		setDur(&d.StartTimeout, DefaultStartTimeout)
+		setStr(&d.LogDir, DefaultDriverLogDir)
+		setStr(&d.APIApp, a.Name)
+		setDur(&d.RequestTimeout, DefaultAPIRequestTimeout)
+		if d.Retries == nil {
+			n := DefaultAPIRetries
+			d.Retries = &n
+		}
 	}
 }
 
@@ -327,7 +350,7 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		c.at(src, key+".services", "app %q has no [[services]] and no [http_service]", a.Name)
 	}
 	for j := range a.Services {
-		c.validateService(&a.Services[j], fmt.Sprintf("%s.services[%d]", key, j), src)
+		c.validateService(&a.Services[j], fmt.Sprintf("%s.services[%d]", key, j), src, a.Driver != nil)
 	}
 	if h := a.HTTPService; h != nil {
 		k := key + ".http_service"
@@ -342,9 +365,84 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		for j := range h.Checks {
 			c.httpCheck(src, fmt.Sprintf("%s.checks[%d]", k, j), &h.Checks[j])
 		}
-		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks))
+		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks), a.Driver != nil)
 	}
 	c.machines(a, key, main)
+	if a.PrimaryRegion != "" && !nameRE.MatchString(a.PrimaryRegion) {
+		c.at(src, key+".primary_region", "%q is not a valid region code", a.PrimaryRegion)
+	}
+	if _, ok := Signal(a.KillSignal); !ok && a.KillSignal != "" {
+		c.at(src, key+".kill_signal", "%q is not a signal edgeproxy can send (SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2 or SIGKILL)", a.KillSignal)
+	}
+	c.driver(a, key+".driver", src)
+}
+
+// driver checks an app's [apps.driver].
+func (c *checker) driver(a *App, key string, src *source) {
+	d := a.Driver
+	if d == nil {
+		return
+	}
+	switch d.Type {
+	case "exec":
+		if len(d.Command) == 0 || d.Command[0] == "" {
+			c.at(src, key+".command", "the exec driver needs a command to run each machine")
+		}
+		if d.URL != "" || d.TokenFile != "" {
+			c.at(src, key, "url and token_file are for the machines-api driver, not exec")
+		}
+		for _, m := range a.Machines {
+			if ip, err := netip.ParseAddr(m.Address); err == nil && !ip.IsLoopback() {
+				c.at(src, key, "machine %q: the exec driver runs machines on this host, so their address must be loopback, got %s", m.ID, m.Address)
+			}
+		}
+	case "machines-api":
+		if u, err := url.Parse(d.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			c.at(src, key+".url", "must be an http or https URL, got %q", d.URL)
+		}
+		if d.TokenFile == "" {
+			c.at(src, key+".token_file", "required: the machines-api driver sends a bearer token read from this file")
+		}
+		if len(d.Command) > 0 {
+			c.at(src, key+".command", "command is for the exec driver, not machines-api")
+		}
+		if d.Retries != nil && (*d.Retries < 0 || *d.Retries > 10) {
+			c.at(src, key+".retries", "must be between 0 and 10, got %d", *d.Retries)
+		}
+	default:
+		c.at(src, key+".type", "must be exec or machines-api, got %q", d.Type)
+	}
+}
+
+// signals are the names kill_signal may use, as a Machines API takes
+// them too.
+var signals = []struct {
+	name string
+	sig  syscall.Signal
+}{
+	{"SIGINT", syscall.SIGINT}, {"SIGTERM", syscall.SIGTERM}, {"SIGQUIT", syscall.SIGQUIT},
+	{"SIGHUP", syscall.SIGHUP}, {"SIGUSR1", syscall.SIGUSR1}, {"SIGUSR2", syscall.SIGUSR2},
+	{"SIGKILL", syscall.SIGKILL},
+}
+
+// Signal is the signal kill_signal names.
+func Signal(name string) (syscall.Signal, bool) {
+	for _, s := range signals {
+		if s.name == name {
+			return s.sig, true
+		}
+	}
+	return 0, false
+}
+
+// SignalName is the name of a signal kill_signal may use.
+func SignalName(sig syscall.Signal) (string, bool) {
+	for _, s := range signals {
+		if s.sig == sig {
+			return s.name, true
+		}
+	}
+	return "", false
 }
 
 // machines checks an app's machines: each on its own, and their ids
@@ -382,7 +480,7 @@ func (c *checker) machines(a *App, key string, main *source) {
 	}
 }
 
-func (c *checker) validateService(s *Service, key string, src *source) {
+func (c *checker) validateService(s *Service, key string, src *source, driver bool) {
 	c.internalPort(src, key+".internal_port", s.InternalPort)
 	if s.Protocol != "" && s.Protocol != "tcp" {
 		c.at(src, key+".protocol", "protocol %q is not supported (only tcp)", s.Protocol)
@@ -404,7 +502,7 @@ func (c *checker) validateService(s *Service, key string, src *source) {
 	for j := range s.HTTPChecks {
 		c.httpCheck(src, fmt.Sprintf("%s.http_checks[%d]", key, j), &s.HTTPChecks[j])
 	}
-	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, 0)
+	c.lifecycle(src, key, s.AutoStopMachines, s.AutoStartMachines, s.MinMachinesRunning, 0, driver)
 }
 
 func (c *checker) balance(src *source, key, v string) {
@@ -449,9 +547,10 @@ func (c *checker) httpCheck(src *source, key string, h *HTTPCheck) {
 	}
 }
 
-// lifecycle notes fly.toml keys that are read but not acted on yet, so a
-// user is never surprised that a check they wrote does nothing.
-func (c *checker) lifecycle(src *source, key string, autoStop any, autoStart *bool, minRunning *int, checks int) {
+// lifecycle checks the machine lifecycle keys of a service. Without a
+// driver nothing can start or stop a machine, which a note says, so that
+// a user is never surprised that a setting they wrote does nothing.
+func (c *checker) lifecycle(src *source, key string, autoStop any, autoStart *bool, minRunning *int, checks int, driver bool) {
 	switch v := autoStop.(type) {
 	case nil, bool:
 	case string:
@@ -461,8 +560,11 @@ func (c *checker) lifecycle(src *source, key string, autoStop any, autoStart *bo
 	default:
 		c.at(src, key+".auto_stop_machines", "must be off, stop, suspend or a boolean")
 	}
-	if autoStop != nil || autoStart != nil || minRunning != nil {
-		c.note(src, key, "auto_start_machines, auto_stop_machines and min_machines_running have no effect yet")
+	if minRunning != nil && *minRunning < 0 {
+		c.at(src, key+".min_machines_running", "must be 0 or more, got %d", *minRunning)
+	}
+	if (autoStop != nil || autoStart != nil || minRunning != nil) && !driver {
+		c.note(src, key, "auto_start_machines, auto_stop_machines and min_machines_running act only on the machines of an app with an [apps.driver]")
 	}
 	if checks > 0 {
 		c.note(src, key, "machine_checks run at deploy time on the platform; edgeproxy does not run them")

@@ -229,6 +229,20 @@ func plan(snap *catalog.Snapshot, changed map[string]bool) (map[key]*target, map
 	return want, slots, unchecked
 }
 
+// Ready runs each of svc's checks once against m and returns why the
+// first failing one failed ("" when all pass, or svc has none): a machine
+// just started takes work only once its checks pass.
+func (c *Checker) Ready(ctx context.Context, svc *catalog.Service, m *catalog.Machine) string {
+	for i := range svc.Checks {
+		k := key{app: svc.App.Name, port: svc.InternalPort, index: i, machine: m.ID, addr: m.AddrFor(svc.InternalPort)}
+		p := c.newProber(k, &target{svcs: []*catalog.Service{svc}, m: m})
+		if why := p.probe(ctx); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
 // Close stops every prober and waits for their goroutines to exit. The
 // healthy gauges are removed, since nothing updates them any more.
 func (c *Checker) Close() {

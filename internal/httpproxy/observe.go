@@ -167,6 +167,11 @@ func observe(env *Env, st *reqState, r *http.Request, rec *recorder, start time.
 	}
 	if l := st.lease; l != nil {
 		attrs = append(attrs, slog.String("machine", l.Machine.ID), slog.String("machine_region", l.Machine.Region))
+		if l.StartWait > 0 {
+			// The request waited for a machine to start: cold starts
+			// show in the log, by how long.
+			attrs = append(attrs, slog.Float64("start_wait_ms", float64(l.StartWait.Microseconds())/1000))
+		}
 	}
 	if st.code != "" {
 		attrs = append(attrs, slog.String("error_code", st.code))

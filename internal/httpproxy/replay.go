@@ -327,7 +327,11 @@ func (rt roundTripper) finish(resp *http.Response, st *reqState, want *upstream.
 			resp.Header.Set(DebugRoutingHeader, "machine="+l.Machine.ID+
 				"; policy=pinned; why=concurrency type connections keeps a client connection on one machine while it is usable")
 		case l.Explain != nil:
-			resp.Header.Set(DebugRoutingHeader, l.Explain.String())
+			v := l.Explain.String()
+			if l.Started != "" {
+				v = fmt.Sprintf("started %s (waited %d ms); %s", l.Started, l.StartWait.Milliseconds(), v)
+			}
+			resp.Header.Set(DebugRoutingHeader, v)
 		}
 	}
 	return resp

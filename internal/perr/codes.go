@@ -39,6 +39,9 @@ const (
 	ConnectTimeout         Code = "PC02"
 	InstanceClosed         Code = "PC03"
 	ConnectFailed          Code = "PC04"
+	MachineStartFailed     Code = "PM01"
+	MachineStartTimeout    Code = "PM02"
+	MachineDriverFailed    Code = "PM03"
 	MachineUnreachable     Code = "PM05"
 	ResponseTimeout        Code = "PU01"
 	MalformedResponse      Code = "PU02"
@@ -161,6 +164,21 @@ var registry = map[Code]Info{
 		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
 		Msg:  "failed to connect to instance",
 		Hint: "the machine's address could not be reached (no route, network down); the wrapped error names the system error",
+	},
+	MachineStartFailed: {
+		Source: SourceUpstream, Retryable: true, Status: http.StatusServiceUnavailable,
+		Msg:  "machine failed to start",
+		Hint: "the app's machines were stopped and the one chosen could not be started (the logged error says why: its command, the driver's answer); the next request tries another machine",
+	},
+	MachineStartTimeout: {
+		Source: SourceUpstream, Retryable: true, Status: http.StatusServiceUnavailable,
+		Msg:  "timed out waiting for machine to start",
+		Hint: "a stopped machine was started for this request but did not accept connections (or pass its checks) within the app's start_timeout; raise start_timeout for apps that boot slowly",
+	},
+	MachineDriverFailed: {
+		Source: SourceInternal, Status: http.StatusServiceUnavailable,
+		Msg:  "machine driver failed",
+		Hint: "edgeproxy could not ask the machine driver to act (the Machines API unreachable or refusing, a worker not answering); the logged error names the driver and its answer",
 	},
 	MachineUnreachable: {
 		Source: SourceUpstream, Status: http.StatusBadGateway,

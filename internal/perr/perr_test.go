@@ -86,6 +86,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 		InvalidMethod, ConnectUnsupported,
 		NoHealthyInstances, NoCandidate, NoCandidateTimeout, UnknownHost, MisdirectedRequest,
 		InstanceRefused, ConnectTimeout, InstanceClosed, ConnectFailed, MachineUnreachable,
+		MachineStartFailed, MachineStartTimeout, MachineDriverFailed,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
 		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
 		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood,

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -280,4 +282,23 @@ func RunCommand(t testing.TB, timeout time.Duration, bin string, args ...string)
 		t.Fatalf("%s %s did not finish within %v\n%s", bin, strings.Join(args, " "), timeout, out)
 	}
 	return string(out), err
+}
+
+// Metric reads one sample, named with its labels as /metrics prints them
+// (`name{a="x",b="y"}`), from the admin listener at admin; found is false
+// when the series is absent or the listener does not answer.
+func Metric(admin, series string) (v float64, found bool) {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(b)) {
+		if s, ok := strings.CutPrefix(line, series+" "); ok {
+			_, err := fmt.Sscan(s, &v)
+			return v, err == nil
+		}
+	}
+	return 0, false
 }

@@ -49,6 +49,11 @@ type MachineView struct {
 	// region ("" when not known yet).
 	RegionRTT string     `json:"region_rtt,omitempty"`
 	Load      []LoadView `json:"load"`
+	// For machines a driver starts and stops: when the state last changed
+	// (RFC 3339), the last start that failed and why.
+	LastTransition  string `json:"last_transition,omitempty"`
+	LastStartFailed string `json:"last_start_failed,omitempty"`
+	StartError      string `json:"start_error,omitempty"`
 }
 
 // LoadView is a machine's load for one service.
@@ -110,6 +115,14 @@ func (s *Server) Machines() []MachineView {
 			v := MachineView{App: a.Name, ID: m.ID, Region: m.Region, Address: m.Addr.String(), State: m.State, Cordoned: m.Cordoned}
 			if d, ok := rt.RTT.RTT(m.Region); ok {
 				v.RegionRTT = d.String()
+			}
+			if st, ok := s.life.Status(a.Name, m.ID); ok {
+				if !st.Changed.IsZero() {
+					v.LastTransition = st.Changed.UTC().Format(time.RFC3339Nano)
+				}
+				if !st.Failed.IsZero() {
+					v.LastStartFailed, v.StartError = st.Failed.UTC().Format(time.RFC3339Nano), st.Why
+				}
 			}
 			for _, svc := range a.Services {
 				l := svc.Load(m)

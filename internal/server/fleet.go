@@ -233,7 +233,7 @@ func (s *Server) fromFleetCache(rt *Runtime) *Runtime {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.fleetApps = apps
-	next, err := BuildRuntime(s.withFleet(s.fileCfg), rt, s.deps)
+	next, err := BuildRuntime(s.overlay(s.withFleet(s.fileCfg)), rt, s.deps)
 	if err != nil {
 		s.log.Warn("fleet: cached catalog not applied", "error", err.Error())
 		return rt

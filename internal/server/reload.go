@@ -132,6 +132,7 @@ func usesPort(a *config.App, p int) bool {
 // swap builds a runtime for cfg and puts it in place; reloadMu is held.
 func (s *Server) swap(cfg *config.Config, source, path string) error {
 	old := s.runtime()
+	cfg = s.overlay(cfg)
 	rt, err := BuildRuntime(cfg, old, s.deps)
 	if err != nil {
 		s.reloadFailed(err)
@@ -188,6 +189,9 @@ func (s *Server) install(old, rt *Runtime, source, path string) error {
 
 	s.rt.Store(rt)
 	s.health.ReconcileApps(rt.Snap, rt.changed)
+	if s.lifeStarted {
+		s.syncLifecycle(rt)
+	}
 	s.permits.SetLimits(permitLimits(cfg.Limits))
 	for public, ln := range opened {
 		s.addPort(rt, public, ln)

@@ -79,6 +79,10 @@ type Deps struct {
 	// Dial, if set, opens upstream TCP connections instead of a
 	// net.Dialer (tests inject per-region round-trip times here).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Autostart and Current are the picker's, for apps whose machines a
+	// driver starts (see upstream.Picker).
+	Autostart func(ctx context.Context, svc *catalog.Service, want *upstream.Want, wait bool) (*catalog.Service, string, error)
+	Current   func(svc *catalog.Service) *catalog.Service
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -125,7 +129,8 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		rtts.Carry(prev.RTT)
 	}
 	dialer := &upstream.Dialer{
-		Picker:      &upstream.Picker{Region: p.Region, Distance: rtts.Distance, Intn: intn, QueueTimeout: p.QueueTimeout.D()},
+		Picker: &upstream.Picker{Region: p.Region, Distance: rtts.Distance, Intn: intn, QueueTimeout: p.QueueTimeout.D(),
+			Autostart: d.Autostart, Current: d.Current},
 		Timeout:     p.ConnectTimeout.D(),
 		Attempts:    p.ConnectAttempts,
 		DialContext: d.Dial,

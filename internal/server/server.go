@@ -31,6 +31,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/listen"
+	"github.com/edgeproxy/edgeproxy/internal/machines"
 	"github.com/edgeproxy/edgeproxy/internal/meter"
 	"github.com/edgeproxy/edgeproxy/internal/permit"
 	"github.com/edgeproxy/edgeproxy/internal/route"
@@ -65,6 +66,13 @@ type Server struct {
 	// next be applied as a change to it.
 	fleetApplied bool
 	fleet        atomic.Pointer[fleetNode]
+	// life starts and stops the machines of apps with a driver; drivers
+	// are theirs, by app (under reloadMu).
+	life    *machines.Controller
+	drivers map[string]driverEntry
+	// lifeStarted: Start has run, so runtimes installed hand their apps
+	// to the controller (under reloadMu).
+	lifeStarted bool
 	// fleetMetrics registers the fleet gauges once.
 	fleetMetrics sync.Once
 	version      string
@@ -188,7 +196,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
 	s.health = health.New(health.Options{Log: log, Metrics: s.metrics, Dial: o.TestDial,
 		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }})
-	rt, err := BuildRuntime(cfg, nil, s.deps)
+	s.newLifecycle()
+	s.deps.Autostart, s.deps.Current = s.autostart, s.currentService
+	rt, err := BuildRuntime(s.overlay(cfg), nil, s.deps)
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +255,10 @@ func (s *Server) Start() error {
 	}
 	// The fleet may have swapped in a newer runtime already.
 	s.health.Reconcile(s.runtime().Snap)
+	s.reloadMu.Lock()
+	s.lifeStarted = true
+	s.syncLifecycle(s.runtime())
+	s.reloadMu.Unlock()
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
 		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
 			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),
@@ -387,6 +401,8 @@ func (s *Server) Close() error {
 		errs = append(errs, s.admin.Close())
 	}
 	s.tripwire.Stop()
+	// Machines the drivers run stop with the proxy: none outlives it.
+	s.life.Close()
 	s.health.Close()
 	errs = append(errs, s.closeAccessLog())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

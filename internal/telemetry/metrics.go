@@ -28,6 +28,12 @@ type Metrics struct {
 	H2Floods          *prometheus.CounterVec
 	FleetUpdates      *prometheus.CounterVec
 
+	MachineStarts        *prometheus.CounterVec
+	MachineStartDuration *prometheus.HistogramVec
+	MachineStops         *prometheus.CounterVec
+	StartWaits           *prometheus.CounterVec
+	StartWaiting         *prometheus.GaugeVec
+
 	TLSHandshakes           *prometheus.CounterVec
 	TLSHandshakeDuration    prometheus.Histogram
 	HTTPRequests            *prometheus.CounterVec
@@ -103,6 +109,16 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "HTTP/2 client connections told GOAWAY (ENHANCE_YOUR_CALM) and closed for sending too many frames of a kind per second."}, []string{"kind"}),
 		FleetUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: FleetUpdates,
 			Help: "Fleet catalog records taken into this node's copy or refused (the previous value of the key stays), by bucket."}, []string{"bucket", "result"}),
+		MachineStarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MachineStarts,
+			Help: "Machines started (or resumed) because work arrived: ok, failed (the driver or the machine refused) or timeout (not routable within start_timeout)."}, []string{"app", "result"}),
+		MachineStartDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MachineStartDuration,
+			Help: "Time from asking a machine's driver to start it to the machine taking work (its port accepting, or its checks passing).", Buckets: latencyBuckets}, []string{"app"}),
+		MachineStops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MachineStops,
+			Help: "Machines stopped or suspended by edgeproxy, by action (stop, suspend), reason (idle, removed, shutdown) and result (ok, failed)."}, []string{"app", "action", "reason", "result"}),
+		StartWaits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: StartWaits,
+			Help: "Requests and connections that waited for a machine to start, because no started machine could take them."}, []string{"app"}),
+		StartWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: StartWaiting,
+			Help: "Requests and connections waiting for a machine to start now."}, []string{"app"}),
 		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: TLSHandshakes,
 			Help: "TLS handshakes with clients, by negotiated version (or none) and outcome."}, []string{"version", "outcome"}),
 		TLSHandshakeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: TLSHandshakeDuration,
@@ -138,6 +154,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 		machines: &machineCollector{},
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods, m.FleetUpdates,
+		m.MachineStarts, m.MachineStartDuration, m.MachineStops, m.StartWaits, m.StartWaiting,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -63,6 +63,13 @@ const (
 	HealthChecks   = "edgeproxy_health_checks_total" // {app, check, result}: check tcp or http, result pass or fail
 	MachineHealthy = "edgeproxy_machine_healthy"     // {app, machine, port}: 1 healthy, 0 not
 
+	// Machine lifecycle: starts on demand, stops when idle.
+	MachineStarts        = "edgeproxy_machine_starts_total"           // {app, result}: ok, failed, timeout
+	MachineStartDuration = "edgeproxy_machine_start_duration_seconds" // {app}: asked to routable
+	MachineStops         = "edgeproxy_machine_stops_total"            // {app, action, reason, result}
+	StartWaits           = "edgeproxy_start_waits_total"              // {app}: requests and connections held for a start
+	StartWaiting         = "edgeproxy_start_waiting"                  // {app}: held now
+
 	// Replays and retries of HTTP requests.
 	Replays        = "edgeproxy_replays_total"         // {app, outcome}: replayed, fallback, failed, invalid
 	RequestRetries = "edgeproxy_request_retries_total" // {app, reason}

@@ -30,6 +30,15 @@ type Picker struct {
 	Intn func(n int) int
 	// QueueTimeout bounds the wait for a machine under its hard limit.
 	QueueTimeout time.Duration
+	// Autostart, if set, starts one of svc's stopped machines for work
+	// that want describes. With wait, it returns once the machine takes
+	// work, with svc as the runtime in force now routes it and the
+	// machine's id (nil when nothing can be started); without, it begins
+	// a start for the arrivals to come and returns at once.
+	Autostart func(ctx context.Context, svc *catalog.Service, want *Want, wait bool) (*catalog.Service, string, error)
+	// Current is svc as the runtime in force now has it: work that waited
+	// looks again there, since machines may have started meanwhile.
+	Current func(svc *catalog.Service) *catalog.Service
 }
 
 // Want narrows and orders the machines one piece of work may go to: the
@@ -65,6 +74,10 @@ type Lease struct {
 	Candidates, Ties int
 	// Explain is the full account of the choice when Want.Explain was set.
 	Explain *Explanation
+	// Started is the machine started for this work, and StartWait how
+	// long the work waited for starts ("", 0: none).
+	Started   string
+	StartWait time.Duration
 
 	once sync.Once
 	load *catalog.Load
@@ -103,12 +116,9 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 	// Apps have a handful of machines: their candidates fit on the stack,
 	// so choosing one allocates nothing per request.
 	var buf [16]balance.Candidate
-	cands := buf[:0]
-	if n := len(svc.App.Machines); n <= len(buf) {
-		cands = buf[:n]
-	} else {
-		cands = make([]balance.Candidate, n)
-	}
+	cands := candidates(buf[:], svc)
+	var started string
+	var startWait time.Duration
 	for {
 		// Once queued, take the wake channel before looking so a release
 		// that happens while we look is not missed. Work that finds a
@@ -118,7 +128,7 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 		if deadline != nil {
 			wake = svc.Waiters().Chan()
 		}
-		lease, wait, err := p.try(svc, want, cands)
+		lease, wait, err := p.try(ctx, svc, want, cands)
 		if lease != nil || err != nil || wait == nil {
 			if wake != nil {
 				svc.Waiters().Done()
@@ -126,11 +136,38 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 			if lease == nil && err == nil {
 				continue // lost a race for the last slot; look again
 			}
+			if err != nil && p.canStart(svc) && startWait == 0 {
+				// Nothing started can take the work: start a machine and
+				// wait for it.
+				next, serr := p.start(ctx, &svc, want, &started, &startWait)
+				if serr != nil {
+					return nil, serr
+				}
+				if next {
+					cands = candidates(buf[:], svc)
+					continue
+				}
+			}
+			if lease != nil {
+				lease.Started, lease.StartWait = started, startWait
+			}
 			return lease, err
 		}
 		if deadline == nil {
-			// First time full: arm the queue timer and look once more with
-			// a wake channel held.
+			// First time full. With a machine to start, the work waits for
+			// it (up to the start timeout, longer than the queue's);
+			// otherwise arm the queue timer and look once more with a wake
+			// channel held.
+			if p.canStart(svc) && startWait == 0 {
+				next, serr := p.start(ctx, &svc, want, &started, &startWait)
+				if serr != nil {
+					return nil, serr
+				}
+				if next {
+					cands = candidates(buf[:], svc)
+					continue
+				}
+			}
 			t := time.NewTimer(p.QueueTimeout)
 			defer t.Stop()
 			deadline = t.C
@@ -139,14 +176,51 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 		if err := waitWake(ctx, svc, wake, deadline, wait); err != nil {
 			return nil, err
 		}
+		if p.Current != nil {
+			svc = p.Current(svc)
+			cands = candidates(buf[:], svc)
+		}
 	}
+}
+
+// start starts a machine for the work and waits for it, once per
+// Acquire: a machine started and still unable to take the work is not
+// followed by another. It reports whether one started, then *svc is the
+// service as the runtime that routes to it has it.
+func (p *Picker) start(ctx context.Context, svc **catalog.Service, want *Want, started *string, waited *time.Duration) (bool, error) {
+	began := time.Now()
+	next, id, err := p.Autostart(ctx, *svc, want, true)
+	if err == nil && next == nil {
+		return false, nil // nothing to start
+	}
+	*waited = max(time.Since(began), 1)
+	if err != nil {
+		return false, err
+	}
+	*svc, *started = next, id
+	return true, nil
+}
+
+// candidates is a slice for svc's machines, in buf when they fit: apps
+// have a handful of machines, so choosing one allocates nothing.
+func candidates(buf []balance.Candidate, svc *catalog.Service) []balance.Candidate {
+	if n := len(svc.App.Machines); n <= len(buf) {
+		return buf[:n]
+	}
+	return make([]balance.Candidate, len(svc.App.Machines))
+}
+
+// canStart reports whether a stopped machine of svc's app could be
+// started for work.
+func (p *Picker) canStart(svc *catalog.Service) bool {
+	return p.Autostart != nil && svc.App.Autostart
 }
 
 // try makes one balancing decision. It returns a lease, or wait (the error
 // to give if waiting times out) when waiting may help, or an error when
 // nothing can; all three empty means the chosen machine filled up
 // meanwhile.
-func (p *Picker) try(svc *catalog.Service, want *Want, cands []balance.Candidate) (*Lease, error, error) {
+func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cands []balance.Candidate) (*Lease, error, error) {
 	var forced *catalog.Machine
 	for i, m := range svc.App.Machines {
 		load := svc.Load(m)
@@ -187,6 +261,12 @@ func (p *Picker) try(svc *catalog.Service, want *Want, cands []balance.Candidate
 			Candidates: len(cands), Ties: res.Ties, load: load, svc: svc}
 		if want.Explain {
 			l.Explain = p.explain(svc, want, cands, res)
+		}
+		if res.Band == balance.OverSoft && p.canStart(svc) {
+			// Every machine that could take the work is at its soft
+			// limit: start one for the arrivals to come; this work goes
+			// on now.
+			p.Autostart(ctx, svc, want, false)
 		}
 		return l, nil, nil
 	}
@@ -264,6 +344,9 @@ func waitWake(ctx context.Context, svc *catalog.Service, wake <-chan struct{}, d
 		return perr.New(perr.ClientClosed, ctx.Err())
 	}
 }
+
+// Rank is how near region is for work that want describes: lower first.
+func (p *Picker) Rank(region string, want *Want) int { return p.distance(region, want) }
 
 // distance ranks a region: preferred regions first in the order given,
 // then every other region by its distance from this edge.

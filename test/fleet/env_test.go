@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -146,18 +145,8 @@ func (e *edge) machine(app, id string) (found bool, state string, cordoned bool)
 
 // metric reads one sample from the edge's /metrics (-1 if absent).
 func (e *edge) metric(series string) float64 {
-	resp, err := http.Get("http://" + e.admin + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
+	if v, ok := proctest.Metric(e.admin, series); ok {
+		return v
 	}
 	return -1
 }
