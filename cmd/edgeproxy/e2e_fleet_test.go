@@ -33,16 +33,7 @@ embedded = true
 listen = "127.0.0.1:0"
 node = "node-1"
 data_dir = %q
-# The node serves port 80 for whatever the fleet publishes on it.
-[[apps]]
-name = "placeholder"
-hostnames = ["placeholder.test"]
-  [[apps.services]]
-  internal_port = 8080
-    [[apps.services.ports]]
-    port = 80
-    handlers = ["http"]
-`, filepath.Join(dir, "data"))), 0o600)
+`, filepath.Join(dir, "data"))+proctest.PlaceholderApp), 0o600)
 	p := startProc(t, "edgeproxy run", "run", "-config", node)
 	url := ""
 	p.Await(t, "the embedded NATS server's URL", readyTimeout, func(r proctest.Record) bool {

@@ -352,10 +352,14 @@ hostnames = ["flyapp.test"]
 	if !strings.HasPrefix(note, "note: "+flyPath+":") {
 		t.Errorf("note does not name %s: %q", flyPath, note)
 	}
-	for _, s := range []string{"build", "env", "primary_region", "vm"} {
+	for _, s := range []string{"build", "env", "vm"} {
 		if !strings.Contains(note, s) {
 			t.Errorf("note does not list section %q: %q", s, note)
 		}
+	}
+	// primary_region is read now (min_machines_running counts there).
+	if strings.Contains(note, "primary_region") {
+		t.Errorf("note lists primary_region as ignored: %q", note)
 	}
 	if !strings.Contains(stdout, path+": ok") {
 		t.Errorf("a config with only notes should be ok:\n%s", stdout)

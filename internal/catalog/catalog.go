@@ -8,6 +8,7 @@ package catalog
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +147,9 @@ type Machine struct {
 	State string
 	// Cordoned machines take no new work; health checks go on.
 	Cordoned bool
+	// Owner is the fleet node whose driver starts the machine ("": this
+	// node's own, or none).
+	Owner string
 }
 
 // AddrFor is the address a service reaches the machine on.
@@ -220,7 +224,9 @@ func Rebuild(cfg *config.Config, prev *Snapshot, changed map[string]bool) (*Snap
 			}
 		}
 		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames)}
-		if ca.Driver != nil {
+		if ca.Driver != nil || slices.ContainsFunc(ca.Machines, func(m config.Machine) bool { return m.Owner != "" }) {
+			// Its own driver, or a fleet node's that will start machines
+			// when asked.
 			app.Autostart, _, _ = ca.Lifecycle()
 		}
 		for _, cm := range ca.Machines {
@@ -248,7 +254,7 @@ func buildMachine(cm config.Machine) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, Cordoned: cm.Cordoned, ports: map[int]int{}}
+	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, Cordoned: cm.Cordoned, Owner: cm.Owner, ports: map[int]int{}}
 	for k, v := range cm.Ports {
 		n, err := strconv.Atoi(k)
 		if err != nil {

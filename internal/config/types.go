@@ -381,6 +381,9 @@ type Machine struct {
 	State string         `toml:"state"`
 	// Cordoned machines get no new requests; those in flight finish.
 	Cordoned bool `toml:"cordoned"`
+	// Owner is the fleet node whose driver starts and stops the machine
+	// (fleet catalog only; a config file's machines are this node's).
+	Owner string `toml:"-" json:"owner,omitempty"`
 }
 
 // Driver is an app's [apps.driver]: what starts and stops its machines.

@@ -201,7 +201,7 @@ func AppConfig(a *AppRecord, machines []*MachineRecord) config.App {
 	app := config.App{Name: a.Name, Hostnames: a.Hostnames, Services: a.Services, HTTPService: a.HTTPService}
 	for _, m := range machines {
 		app.Machines = append(app.Machines, config.Machine{ID: m.ID, Region: m.Region, Address: m.Address,
-			Ports: m.Ports, State: m.State, Cordoned: m.Cordoned})
+			Ports: m.Ports, State: m.State, Cordoned: m.Cordoned, Owner: m.Owner})
 	}
 	// The record's services are shared with every catalog built from it:
 	// their defaults are filled here, on the watcher's goroutine, once,

@@ -67,6 +67,10 @@ type Hooks struct {
 	// Load is the work on a machine now, across the fleet, and whether
 	// some service of it is at or above its soft limit.
 	Load func(app, id string) (inFlight int64, overSoft bool)
+	// Lease, if set, is asked before an autostop pass stops a machine of
+	// app in region: in a fleet, nodes that drive the same app take
+	// turns, so that each decision is made once. Nil: always granted.
+	Lease func(app, region string, ttl time.Duration) bool
 }
 
 // Controller starts machines when work needs them and stops them when
@@ -265,6 +269,13 @@ func (c *Controller) Start(ctx context.Context, app, id string) error {
 	}
 }
 
+// Has reports whether app's machines are driven here.
+func (c *Controller) Has(app string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.apps[app] != nil
+}
+
 // Begin starts machine id of app, if it is not starting already, without
 // waiting: for the arrivals to come.
 func (c *Controller) Begin(app, id string) {
@@ -445,6 +456,7 @@ func (c *Controller) autostop(a *appLife) {
 	}
 	c.mu.Unlock()
 	var picked []Machine
+	others := false
 	for region, cs := range byRegion {
 		started := len(cs)
 		excess := started - (over[region] + 1)
@@ -461,10 +473,42 @@ func (c *Controller) autostop(a *appLife) {
 		if region == spec.PrimaryRegion && started-1 < spec.MinRunning {
 			continue
 		}
+		if c.hooks.Lease != nil && !c.hooks.Lease(spec.Name, region, 2*spec.Interval) {
+			// Another node decides for this region now; what it stops,
+			// this node learns from the driver.
+			others = true
+			continue
+		}
 		picked = append(picked, cs[0].m)
+	}
+	if others {
+		c.refresh(a, spec)
 	}
 	for _, m := range picked {
 		c.wg.Go(func() { c.stopIdle(a, spec, m) })
+	}
+}
+
+// refresh asks the driver for the state of the app's machines that are
+// not starting, and applies what changed: another node driving the same
+// app may have stopped or started some.
+func (c *Controller) refresh(a *appLife, spec AppSpec) {
+	changed := false
+	for _, m := range spec.Machines {
+		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+		st, err := spec.Driver.State(ctx, m.Machine)
+		cancel()
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if s := a.status[m.ID]; s != nil && a.starts[m.ID] == nil && !s.Cordoned && s.State != routable(st) {
+			s.State, s.Changed, changed = routable(st), time.Now(), true
+		}
+		c.mu.Unlock()
+	}
+	if changed {
+		c.hooks.Apply(a.name)
 	}
 }
 

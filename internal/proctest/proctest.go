@@ -125,3 +125,16 @@ func (b *Bin) Path(t testing.TB, skipReason string) string {
 	}
 	return b.path
 }
+
+// PlaceholderApp is an [[apps]] table that keeps a proxy's port 80 bound
+// for apps that arrive later from the fleet and share it by Host.
+const PlaceholderApp = `
+[[apps]]
+name = "placeholder"
+hostnames = ["placeholder.test"]
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 80
+    handlers = ["http"]
+`

@@ -31,6 +31,8 @@ type fleetNode struct {
 	lostAt atomic.Int64
 	once   sync.Once
 	load   *fleet.LoadSharing
+	// node is this node's name in the fleet.
+	node string
 }
 
 // startFleet joins the fleet [fleet] describes. The catalog copy is
@@ -38,7 +40,7 @@ type fleetNode struct {
 // that is down delays no port.
 func (s *Server) startFleet(cfg *config.Config, version string) error {
 	f := cfg.Fleet
-	n := &fleetNode{}
+	n := &fleetNode{node: f.Node}
 	if f.Embedded {
 		emb, err := fleet.StartEmbedded(f, cfg.Resolve)
 		if err != nil {
@@ -80,6 +82,11 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 		n.close()
 		return err
 	}
+	// Other nodes ask this one to start the machines its drivers run.
+	if _, err := fleet.ServeStarts(nc, f.Node, func() string { return s.runtime().Config.AdminToken() }, s.startOwned, remoteStartTimeout, s.log); err != nil {
+		n.close()
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics}, Resync: resync,
@@ -117,6 +124,9 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 		})
 	})
 	s.fleet.Store(n)
+	// The machines this node's drivers run, as they are now, for the
+	// other nodes; state changes are published as they happen.
+	n.wg.Go(s.publishAll)
 	return nil
 }
 

@@ -3,15 +3,18 @@ package server
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/machines"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -31,8 +34,10 @@ func (s *Server) newLifecycle() {
 		Apply: s.applyLifecycle,
 		Ready: s.machineReady,
 		Load:  s.machineLoad,
+		Lease: s.lifeLease,
 	})
 	s.drivers = map[string]driverEntry{}
+	s.remoteStarts = map[string]*remoteOp{}
 }
 
 // overlay is cfg with the machines of apps that have a driver in the
@@ -71,13 +76,31 @@ func (s *Server) overlayApp(a *config.App) {
 // has them now, and wakes the work waiting on its services: a machine
 // started for them is there to take it.
 func (s *Server) applyLifecycle(app string) {
+	if s.rebuildLifecycle(app) {
+		// Before the start that asked for this is over: a node that
+		// asked for it reads the machine started when it is answered.
+		s.publishLifecycle(app)
+	}
+}
+
+// rebuildLifecycle is applyLifecycle's rebuild, under reloadMu.
+func (s *Server) rebuildLifecycle(app string) bool {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	if !s.portsBound {
+		// A rebuild now would open the ports Start is about to: Start
+		// applies the change once they are open.
+		if s.lifePending == nil {
+			s.lifePending = map[string]bool{}
+		}
+		s.lifePending[app] = true
+		return false
+	}
 	old := s.runtime()
 	i := slices.IndexFunc(old.Config.Apps, func(a config.App) bool { return a.Name == app })
 	src := slices.IndexFunc(s.fileCfg.Apps, func(a config.App) bool { return a.Name == app })
 	if i < 0 || src < 0 || s.fileCfg.Apps[src].Driver == nil {
-		return // gone meanwhile
+		return false // gone meanwhile
 	}
 	cfg := *old.Config
 	cfg.Apps = slices.Clone(old.Config.Apps)
@@ -86,16 +109,17 @@ func (s *Server) applyLifecycle(app string) {
 	rt, err := buildRuntime(&cfg, old, s.deps, map[string]bool{app: true})
 	if err != nil {
 		s.log.Error("machine state not applied", "app", app, "error", err.Error())
-		return
+		return false
 	}
 	if err := s.install(old, rt, "lifecycle", ""); err != nil {
-		return
+		return false
 	}
 	if a := rt.Snap.App(app); a != nil {
 		for _, svc := range a.Services {
 			svc.Waiters().Wake()
 		}
 	}
+	return true
 }
 
 // syncLifecycle hands the controller the apps with a driver in rt, making
@@ -267,6 +291,12 @@ func (s *Server) autostart(ctx context.Context, svc *catalog.Service, want *upst
 		return nil, "", nil
 	}
 	app := svc.App.Name
+	if !s.life.Has(app) {
+		if m.Owner == "" {
+			return nil, "", nil // nothing here or elsewhere starts it
+		}
+		return s.remoteStart(ctx, svc, m, wait)
+	}
 	if !wait {
 		s.life.Begin(app, m.ID)
 		return nil, "", nil
@@ -340,4 +370,164 @@ func (s *Server) currentService(svc *catalog.Service) *catalog.Service {
 		return svc
 	}
 	return a.Services[svc.Index]
+}
+
+// remoteStartTimeout bounds a start another node asks of this one, and
+// this node's wait for one it asks of another.
+const remoteStartTimeout = 2 * time.Minute
+
+// startOwned starts, for another node, a machine this node's driver runs.
+func (s *Server) startOwned(ctx context.Context, app, id string) error {
+	if !s.life.Has(app) {
+		return perr.New(perr.MachineDriverFailed, fmt.Errorf("app %s is not driven by this node", app))
+	}
+	return s.life.Start(ctx, app, id)
+}
+
+// lifeLease is the controller's lease hook: in a fleet, the lease of the
+// app's region in the fleet store; alone, always granted.
+func (s *Server) lifeLease(app, region string, ttl time.Duration) bool {
+	n := s.fleet.Load()
+	if n == nil || n.store == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ok, err := n.store.Lease(ctx, "autostop."+app+"."+region, n.node, ttl)
+	if err != nil {
+		// The store is unreachable: skip the pass rather than risk two
+		// deciders. Machines stay up a little longer; nothing breaks.
+		s.log.Warn("autostop: lease not taken; this pass is skipped", "app", app, "region", region, "error", err.Error())
+		return false
+	}
+	return ok
+}
+
+// published is what this node last wrote to the fleet for the apps its
+// drivers run, so that only changes are written.
+type published struct {
+	mu       sync.Mutex
+	apps     map[string]string               // app → its record, as written
+	machines map[string]*fleet.MachineRecord // app/id → record
+}
+
+// publishLifecycle writes app (when its config changed) and its machines
+// (those whose state changed) to the fleet: other nodes route to them,
+// and ask this node to start them. Workers are the source of truth for
+// their machines.
+func (s *Server) publishLifecycle(app string) {
+	n := s.fleet.Load()
+	if n == nil || n.store == nil {
+		return
+	}
+	rt := s.runtime()
+	i := slices.IndexFunc(rt.Config.Apps, func(a config.App) bool { return a.Name == app })
+	if i < 0 || rt.Config.Apps[i].Driver == nil {
+		return
+	}
+	a := &rt.Config.Apps[i]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p := &s.pub
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.apps == nil {
+		p.apps, p.machines = map[string]string{}, map[string]*fleet.MachineRecord{}
+	}
+	rec := &fleet.AppRecord{Name: a.Name, Hostnames: a.Hostnames, Services: a.Services, HTTPService: a.HTTPService, Owner: "node:" + n.node}
+	if b, _ := json.Marshal(rec); p.apps[app] != string(b) {
+		if err := n.store.PutApp(ctx, rec); err != nil {
+			s.log.Warn("fleet: app not published", "app", app, "error", err.Error())
+			return
+		}
+		p.apps[app] = string(b)
+	}
+	for _, m := range a.Machines {
+		key := app + "/" + m.ID
+		old := p.machines[key]
+		if old != nil && old.State == m.State && old.Cordoned == m.Cordoned && old.Address == m.Address && old.Region == m.Region {
+			continue
+		}
+		mr := &fleet.MachineRecord{ID: m.ID, App: app, Region: m.Region, Address: m.Address, Ports: m.Ports,
+			State: m.State, Cordoned: m.Cordoned, Owner: n.node}
+		if old != nil {
+			mr.Version = old.Version
+		}
+		if err := n.store.PutMachine(ctx, mr); err != nil {
+			s.log.Warn("fleet: machine state not published", "app", app, "machine", m.ID, "error", err.Error())
+			continue
+		}
+		p.machines[key] = mr
+	}
+}
+
+// publishAll publishes every app this node drives.
+func (s *Server) publishAll() {
+	for _, a := range s.runtime().Config.Apps {
+		if a.Driver != nil {
+			s.publishLifecycle(a.Name)
+		}
+	}
+}
+
+// remoteStart asks the node that owns m to start it, once at a time per
+// machine from this node, and with wait, waits for the answer and then
+// for this node's catalog to show it started (the owner publishes that
+// before it answers).
+func (s *Server) remoteStart(ctx context.Context, svc *catalog.Service, m *catalog.Machine, wait bool) (*catalog.Service, string, error) {
+	n := s.fleet.Load()
+	if n == nil {
+		return nil, "", perr.New(perr.MachineDriverFailed, fmt.Errorf("machine %s is started by node %s, and this node is not in the fleet now", m.ID, m.Owner))
+	}
+	app := svc.App.Name
+	key := app + "/" + m.ID
+	s.remoteMu.Lock()
+	op := s.remoteStarts[key]
+	if op == nil {
+		op = &remoteOp{done: make(chan struct{})}
+		s.remoteStarts[key] = op
+		token := s.runtime().Config.AdminToken()
+		go func() {
+			rctx, cancel := context.WithTimeout(context.Background(), remoteStartTimeout)
+			defer cancel()
+			op.err = fleet.RequestStart(rctx, n.nc, m.Owner, app, m.ID, token)
+			s.remoteMu.Lock()
+			delete(s.remoteStarts, key)
+			s.remoteMu.Unlock()
+			close(op.done)
+		}()
+	}
+	s.remoteMu.Unlock()
+	if !wait {
+		return nil, "", nil
+	}
+	select {
+	case <-op.done:
+	case <-ctx.Done():
+		return nil, "", perr.New(perr.ClientClosed, ctx.Err())
+	}
+	if op.err != nil {
+		return nil, "", op.err
+	}
+	// The owner wrote the machine started before it answered; this
+	// node's watcher applies it within a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cur := s.currentService(svc)
+		if cm := cur.App.Machine(m.ID); cm != nil && cm.Started() {
+			return cur, m.ID, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, "", perr.New(perr.MachineStartTimeout, fmt.Errorf("node %s started machine %s, but its record did not reach this node within 5s", m.Owner, m.ID))
+		}
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return nil, "", perr.New(perr.ClientClosed, ctx.Err())
+		}
+	}
+}
+
+// remoteOp is a start this node asked another for.
+type remoteOp struct {
+	done chan struct{}
+	err  error
 }

@@ -231,6 +231,13 @@ func (s *Server) install(old, rt *Runtime, source, path string) error {
 // app.
 func (s *Server) withFleet(file *config.Config) *config.Config {
 	apps := s.fleetApps
+	if slices.ContainsFunc(file.Apps, func(a config.App) bool { return a.Driver != nil }) {
+		// The fleet's copy of an app this node's drivers run is this
+		// node's own, published: the file's is the one to serve.
+		apps = slices.DeleteFunc(slices.Clone(apps), func(fa config.App) bool {
+			return slices.ContainsFunc(file.Apps, func(a config.App) bool { return a.Driver != nil && a.Name == fa.Name })
+		})
+	}
 	for len(apps) > 0 {
 		cfg, problems := config.WithApps(file, apps)
 		if len(problems) == 0 {

@@ -70,9 +70,18 @@ type Server struct {
 	// are theirs, by app (under reloadMu).
 	life    *machines.Controller
 	drivers map[string]driverEntry
-	// lifeStarted: Start has run, so runtimes installed hand their apps
-	// to the controller (under reloadMu).
+	// lifeStarted: Start has handed the apps to the controller, so
+	// runtimes installed hand theirs too; portsBound: Start has opened
+	// the ports, so machine state changes may rebuild (before, they wait
+	// in lifePending). All under reloadMu.
 	lifeStarted bool
+	portsBound  bool
+	lifePending map[string]bool
+	// pub is what this node last published of the apps it drives; the
+	// remote starts are those it asked other nodes for, by app/id.
+	pub          published
+	remoteMu     sync.Mutex
+	remoteStarts map[string]*remoteOp
 	// fleetMetrics registers the fleet gauges once.
 	fleetMetrics sync.Once
 	version      string
@@ -239,6 +248,12 @@ func (s *Server) Start() error {
 		s.admin = adm
 		s.log.Info("admin listening", "addr", adm.Addr().String())
 	}
+	// The controller knows the apps it drives before the first request
+	// can arrive, so that request can start a machine.
+	s.reloadMu.Lock()
+	s.lifeStarted = true
+	s.syncLifecycle(rt)
+	s.reloadMu.Unlock()
 	for _, public := range rt.Routes.Ports() {
 		ln, err := s.bind(rt, public)
 		if err != nil {
@@ -246,6 +261,14 @@ func (s *Server) Start() error {
 			return err
 		}
 		s.addPort(rt, public, ln)
+	}
+	s.reloadMu.Lock()
+	s.portsBound = true
+	pending := s.lifePending
+	s.lifePending = nil
+	s.reloadMu.Unlock()
+	for app := range pending {
+		s.applyLifecycle(app)
 	}
 	if rt.Config.Fleet != nil {
 		if err := s.startFleet(rt.Config, s.version); err != nil {
@@ -255,10 +278,6 @@ func (s *Server) Start() error {
 	}
 	// The fleet may have swapped in a newer runtime already.
 	s.health.Reconcile(s.runtime().Snap)
-	s.reloadMu.Lock()
-	s.lifeStarted = true
-	s.syncLifecycle(s.runtime())
-	s.reloadMu.Unlock()
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
 		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
 			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),

@@ -64,16 +64,7 @@ type edge struct {
 
 // placeholderApp keeps an edge's port 80 bound for the fleet's apps,
 // which share it by Host.
-const placeholderApp = `
-[[apps]]
-name = "placeholder"
-hostnames = ["placeholder.test"]
-  [[apps.services]]
-  internal_port = 8080
-    [[apps.services.ports]]
-    port = 80
-    handlers = ["http"]
-`
+const placeholderApp = proctest.PlaceholderApp
 
 // edgeConfig: region iad, port 80 open for fleet apps, access log off, the
 // fleet at url.

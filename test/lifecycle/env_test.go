@@ -32,6 +32,11 @@ type app struct {
 	bad          string
 	bootDelay    string
 	startTimeout string
+	// api, when set, runs the machines behind a fake Machines API (the
+	// machines-api driver) instead of as processes (exec).
+	api *apiFake
+	// fleet, when set, is the [fleet] table's lines (data_dir added).
+	fleet string
 }
 
 // env is a running proxy with its app.
@@ -82,11 +87,7 @@ kill_signal = "SIGTERM"
 kill_timeout = "2s"
 primary_region = "iad"
   [apps.driver]
-  type = "exec"
-  command = ["sh", "-c", %q]
-  env = { EDGEPROXY = %q, BAD = %q, BOOT_DELAY = %q }
-  start_timeout = %q
-  log_dir = %q
+%s  start_timeout = %q
   [[apps.services]]
   internal_port = 8080
   auto_stop_machines = %q
@@ -98,8 +99,7 @@ primary_region = "iad"
     [[apps.services.ports]]
     port = 80
     handlers = ["http"]
-`, a.interval, script, edgeproxy(t), a.bad, a.bootDelay, a.startTimeout, filepath.Join(e.dir, "logs"),
-		a.autostop, a.minRunning, a.soft, a.hard)
+`, a.interval, e.driver(a), a.startTimeout, a.autostop, a.minRunning, a.soft, a.hard)
 	ports := freePorts(t, len(a.machines))
 	for i, id := range a.machines {
 		e.ports[id] = ports[i]
@@ -116,15 +116,42 @@ primary_region = "iad"
 		fmt.Fprintf(&b, "  [[apps.machines]]\n  id = %q\n  region = %q\n  address = \"127.0.0.1\"\n  ports = { 8080 = %d }\n  state = %q\n",
 			id, region, ports[i], state)
 	}
+	if a.api != nil {
+		a.api.add(a, e.ports)
+	}
+	if a.fleet != "" {
+		fmt.Fprintf(&b, "\n[fleet]\n%s\ndata_dir = %q\n", a.fleet, filepath.Join(e.dir, "fleet"))
+	}
+	e.run("edgeproxy", b.String())
+	return e
+}
+
+// run writes cfg and runs the proxy on it until the test ends.
+func (e *env) run(name, cfg string) {
+	t := e.t
+	t.Helper()
 	path := filepath.Join(e.dir, "edgeproxy.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.proc = proctest.Run(t, proctest.Limits{Lifetime: 4 * time.Minute, Grace: 10 * time.Second},
-		"edgeproxy", edgeproxy(t), "run", "-config", path)
+		name, edgeproxy(t), "run", "-config", path)
 	got, admin := e.proc.AwaitListening(t, readyTimeout, 80)
 	e.http, e.admin = got[80].String(), admin.String()
-	return e
+}
+
+// driver is the [apps.driver] lines but start_timeout.
+func (e *env) driver(a app) string {
+	if a.api != nil {
+		token := filepath.Join(e.dir, "token")
+		if err := os.WriteFile(token, []byte(apiToken+"\n"), 0o600); err != nil {
+			e.t.Fatal(err)
+		}
+		return fmt.Sprintf("  type = \"machines-api\"\n  url = %q\n  token_file = %q\n  request_timeout = \"1s\"\n  retries = 2\n",
+			a.api.url, token)
+	}
+	return fmt.Sprintf("  type = \"exec\"\n  command = [\"sh\", \"-c\", %q]\n  env = { EDGEPROXY = %q, BAD = %q, BOOT_DELAY = %q }\n  log_dir = %q\n",
+		script, edgeproxy(e.t), a.bad, a.bootDelay, filepath.Join(e.dir, "logs"))
 }
 
 // freePorts returns n loopback ports nothing listens on now: the

@@ -36,6 +36,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 var (
@@ -278,15 +279,7 @@ urls = [%q]
 node = %q
 data_dir = %q
 regions = %s
-[[apps]]
-name = "placeholder"
-hostnames = ["placeholder.test"]
-  [[apps.services]]
-  internal_port = 8080
-    [[apps.services.ports]]
-    port = 80
-    handlers = ["http"]
-`, url, name, filepath.Join(dir, name+"-data"), rs)
+`, url, name, filepath.Join(dir, name+"-data"), rs) + proctest.PlaceholderApp
 	check(os.WriteFile(path, []byte(cfg), 0o600))
 	e := &edge{name: name, watching: "all regions", started: time.Now()}
 	if regions != nil {
