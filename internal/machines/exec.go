@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +59,16 @@ func NewExecDriver(c ExecConfig) (*ExecDriver, error) {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	if !strings.ContainsRune(c.Command[0], filepath.Separator) {
+		// Looked up in PATH once, not at every start: a cold start
+		// waits for it. (A path with a separator is taken as it is,
+		// relative to Dir.)
+		path, err := exec.LookPath(c.Command[0])
+		if err != nil {
+			return nil, fmt.Errorf("exec driver: command: %w", err)
+		}
+		c.Command = append([]string{path}, c.Command[1:]...)
+	}
 	if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("exec driver: log_dir: %w", err)
 	}
@@ -102,7 +113,10 @@ func (d *ExecDriver) Start(ctx context.Context, m Machine) error {
 		return perr.New(perr.MachineStartFailed, fmt.Errorf("machine %s: log file: %w", m.ID, err))
 	}
 	defer out.Close() // the child holds its own copy
-	cmd := exec.Command(d.cfg.Command[0], d.cfg.Command[1:]...)
+	cmd := &exec.Cmd{Path: d.cfg.Command[0], Args: d.cfg.Command}
+	if !filepath.IsAbs(cmd.Path) && d.cfg.Dir != "" {
+		cmd.Path = filepath.Join(d.cfg.Dir, cmd.Path)
+	}
 	cmd.Dir = d.cfg.Dir
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(),

@@ -99,6 +99,8 @@ primary_region = "iad"
     [[apps.services.ports]]
     port = 80
     handlers = ["http"]
+      [apps.services.ports.http_options]
+      debug_routing = true
 `, a.interval, e.driver(a), a.startTimeout, a.autostop, a.minRunning, a.soft, a.hard)
 	ports := freePorts(t, len(a.machines))
 	for i, id := range a.machines {

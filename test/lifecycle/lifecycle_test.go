@@ -36,6 +36,9 @@ func TestFirstRequestStartsOneMachine(t *testing.T) {
 	if !strings.Contains(e.proc.Output(), `"start_wait_ms"`) {
 		t.Error("the access log does not say the request waited for a start")
 	}
+	if !strings.HasPrefix(r.route, "started "+r.machine+" (waited ") {
+		t.Errorf("routing header %q does not say which machine was started for the request", r.route)
+	}
 	// The next request goes to the started machine, without a start.
 	if r2 := e.get(nil, "/"); r2.status != 200 || r2.machine != r.machine {
 		t.Errorf("second request: %+v", r2)

@@ -37,6 +37,8 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/proctest"
+
+	"github.com/edgeproxy/edgeproxy/bench/internal/prep"
 )
 
 var (
@@ -53,14 +55,11 @@ var regionNames = []string{"iad", "ord", "fra", "syd", "gru", "nrt", "lhr", "sin
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
-	dir, err := os.MkdirTemp("", "fleetscale-")
+	dir, err := prep.Dir("fleetscale")
 	check(err)
 	defer os.RemoveAll(dir)
-	bin := *edgeBin
-	if bin == "" {
-		bin = filepath.Join(dir, "edgeproxy")
-		run("go", "build", "-o", bin, "./cmd/edgeproxy")
-	}
+	bin, err := prep.Edgeproxy(*edgeBin, dir)
+	check(err)
 	natsBin := filepath.Join(dir, "nats-server")
 	run("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2")
 	ns := start(natsBin, "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", filepath.Join(dir, "js"))
