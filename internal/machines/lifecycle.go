@@ -79,6 +79,9 @@ type Controller struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	hooks   Hooks
+	// drain is how long a machine picked to stop is given for its work
+	// in flight (drainWait; tests shorten it).
+	drain time.Duration
 
 	mu     sync.Mutex
 	apps   map[string]*appLife
@@ -104,7 +107,7 @@ type startOp struct {
 
 // NewController returns a controller with no app; Sync gives it some.
 func NewController(log *slog.Logger, metrics *telemetry.Metrics, hooks Hooks) *Controller {
-	return &Controller{log: log, metrics: metrics, hooks: hooks, apps: map[string]*appLife{}}
+	return &Controller{log: log, metrics: metrics, hooks: hooks, apps: map[string]*appLife{}, drain: drainWait}
 }
 
 // Sync makes the controller's apps those of specs: new apps and machines
@@ -519,7 +522,7 @@ func (c *Controller) stopIdle(a *appLife, spec AppSpec, m Machine) {
 		return
 	}
 	c.hooks.Apply(a.name)
-	deadline := time.Now().Add(drainWait)
+	deadline := time.Now().Add(c.drain)
 	for time.Now().Before(deadline) && a.ctx.Err() == nil {
 		if n, _ := c.hooks.Load(a.name, m.ID); n == 0 {
 			break
