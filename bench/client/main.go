@@ -7,6 +7,8 @@
 //	                  then hold them idle until stdin closes
 //	client stream     raw TCP: ask the origin's tcp-source for CHUNK bytes
 //	                  at a time on C connections and count the bytes
+//	client get        HTTP/1.1 keep-alive GETs on C connections, reading
+//	                  each body READ bytes at a time (wrk reads 8 KiB)
 //
 // Each prints one JSON object on stdout (idle prints it once every
 // connection is open, then waits). Pin it with taskset; it is meant to run
@@ -69,6 +71,8 @@ func main() {
 		res, err = handshake(os.Args[2:])
 	case "idle":
 		res, err = idle(os.Args[2:])
+	case "get":
+		res, err = get(os.Args[2:])
 	case "stream":
 		res, err = stream(os.Args[2:])
 	default:
@@ -115,6 +119,17 @@ func request(path, host string) []byte {
 // readResponse reads one HTTP/1.1 response with a Content-Length body and
 // returns the body length. Anything but 200 is an error.
 func readResponse(br *bufio.Reader) (int64, error) {
+	cl, err := readHead(br)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.CopyN(io.Discard, br, cl)
+	return cl, err
+}
+
+// readHead reads a response head, which must be a 200 with a
+// Content-Length, and returns that length.
+func readHead(br *bufio.Reader) (int64, error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
 		return 0, err
@@ -142,8 +157,7 @@ func readResponse(br *bufio.Reader) (int64, error) {
 	if cl < 0 {
 		return 0, errors.New("response without Content-Length")
 	}
-	_, err = io.CopyN(io.Discard, br, cl)
-	return cl, err
+	return cl, nil
 }
 
 type recorder struct {
@@ -452,6 +466,14 @@ func stream(args []string) (Result, error) {
 	if err := fs.Parse(args); err != nil {
 		return Result{}, err
 	}
+	return loop("stream", &c, func(ctx context.Context, rec *recorder) error {
+		return streamConn(ctx, c.addr, *chunk, rec)
+	}), nil
+}
+
+// loop runs conn on c.conc workers for c.dur, each opening a connection
+// again when one fails, and counts the failures.
+func loop(mode string, c *commonFlags, conn func(ctx context.Context, rec *recorder) error) Result {
 	var rec recorder
 	ctx, cancel := context.WithTimeout(context.Background(), c.dur)
 	defer cancel()
@@ -461,7 +483,7 @@ func stream(args []string) (Result, error) {
 	for range c.conc {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				if err := streamConn(ctx, c.addr, *chunk, &rec); err != nil && ctx.Err() == nil && time.Now().Before(end) {
+				if err := conn(ctx, &rec); err != nil && ctx.Err() == nil && time.Now().Before(end) {
 					rec.fail(err)
 					time.Sleep(10 * time.Millisecond)
 				}
@@ -469,7 +491,7 @@ func stream(args []string) (Result, error) {
 		})
 	}
 	wg.Wait()
-	return rec.result("stream", time.Since(start)), nil
+	return rec.result(mode, time.Since(start))
 }
 
 func streamConn(ctx context.Context, addr string, chunk int64, rec *recorder) error {
@@ -496,6 +518,61 @@ func streamConn(ctx context.Context, addr string, chunk int64, rec *recorder) er
 			if err != nil {
 				if ctx.Err() != nil {
 					rec.bytes.Add(got) // bytes that did move count for throughput
+					return nil
+				}
+				return err
+			}
+		}
+		rec.ok(time.Since(t0), got)
+	}
+	return nil
+}
+
+// get: each of C connections sends GET path, reads the response head and
+// then its body with reads of up to READ bytes, and repeats.
+func get(args []string) (Result, error) {
+	fs := flag.NewFlagSet("get", flag.ContinueOnError)
+	var c commonFlags
+	addCommon(fs, &c)
+	readSize := fs.Int("read", 64<<10, "bytes asked for per read of a body")
+	if err := fs.Parse(args); err != nil {
+		return Result{}, err
+	}
+	return loop("get", &c, func(ctx context.Context, rec *recorder) error {
+		return getConn(ctx, &c, *readSize, rec)
+	}), nil
+}
+
+func getConn(ctx context.Context, c *commonFlags, readSize int, rec *recorder) error {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	// A head buffer smaller than a read: once the head is parsed, body
+	// reads of readSize bytes go to the socket directly.
+	br := bufio.NewReaderSize(conn, 4096)
+	buf := make([]byte, readSize)
+	req := request(c.path, c.sni)
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		if _, err := conn.Write(req); err != nil {
+			return err
+		}
+		cl, err := readHead(br)
+		if err != nil {
+			return err
+		}
+		var got int64
+		for got < cl {
+			n, err := br.Read(buf[:min(int64(len(buf)), cl-got)])
+			got += int64(n)
+			if err != nil {
+				if ctx.Err() != nil {
+					rec.bytes.Add(got)
 					return nil
 				}
 				return err
