@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -81,6 +82,10 @@ type Conn struct {
 	// AdmitApp charges the connection to an app's connection limit, for
 	// connections whose app is known only from a request's Host.
 	AdmitApp func(app string) error
+	// BodyRefused, if set, is the code the server refused a request body
+	// with (a malformed chunk), nil if it refused none: a body that failed
+	// for that is answered with it, not as one the client cut short.
+	BodyRefused func() *perr.Code
 	// AbortOnClose cancels in-flight requests when the client half-closes.
 	AbortOnClose bool
 	// ignoringClose is true while an HTTP/1 request without a body runs

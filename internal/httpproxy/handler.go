@@ -390,10 +390,16 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}()
 	if st != nil && st.cut.Load() == nil && st.body != nil && st.body.failed.Load() {
-		// The client cut its body short: whatever the upstream side saw
-		// (a cancelled request, a machine that gave up) follows from that.
-		// The client may still be reading, having only half-closed.
+		// The client cut its body short, or sent one the proxy refused:
+		// whatever the upstream side saw (a cancelled request, a machine
+		// that gave up) follows from that. The client may still be
+		// reading, having only half-closed.
 		pe = perr.New(perr.RequestBodyIncomplete, err)
+		if f := st.conn.BodyRefused; f != nil {
+			if code := f(); code != nil {
+				pe = perr.New(*code, err)
+			}
+		}
 	}
 	if st != nil && st.env.Log != nil {
 		st.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),

@@ -71,6 +71,9 @@ type httpConn struct {
 	switched atomic.Bool
 	mute     atomic.Bool
 	answer   atomic.Pointer[perr.Code]
+	// bodyRefused is the code of a request body refused in its middle,
+	// for the handler reading it (Conn.BodyRefused).
+	bodyRefused atomic.Pointer[perr.Code]
 	// The write side of HTTP/2 (inspect.go), under wmu.
 	h2Writes atomic.Bool
 	wmu      sync.Mutex
@@ -233,6 +236,7 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		c.mu.Unlock()
 	}
 	h := &httpConn{Conn: c.top, c: c, info: info}
+	info.BodyRefused = h.bodyRefused.Load
 	h.startInspection(c.tls != nil && c.tls.ConnectionState().NegotiatedProtocol == "h2")
 	info.WebSocket = func() { h.ws.Store(true) }
 	info.Switched = func() { h.switched.Store(true) }

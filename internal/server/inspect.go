@@ -29,6 +29,11 @@ import (
 // own error format.
 var errRefused error = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("request refused by the proxy")}
 
+// errRefusedBody ends the reading of a request whose body h1scan refused
+// (a malformed chunk): the handler reading the body sees it, and answers
+// the client with its code rather than leaving it a bare close.
+var errRefusedBody error = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("request body refused by the proxy")}
+
 // startInspection chooses what watches the client's bytes: HTTP/2 frames
 // when TLS negotiated h2, requests otherwise (a plain-text connection that
 // starts with the HTTP/2 preface switches to frames).
@@ -71,6 +76,9 @@ func (h *httpConn) inspect(p []byte, n int, err error) (int, error) {
 		// error on only once). What came before the refused request
 		// is the end of earlier ones and is passed first.
 		h.held = errRefused
+		if serr.InBody {
+			h.held = errRefusedBody
+		}
 		if ok == 0 {
 			return 0, h.deliverRefusal(p)
 		}
@@ -152,6 +160,10 @@ func (h *httpConn) readH2(p []byte) (int, error) {
 // request's head, taken from earlier reads, and would answer a 400 of its
 // own. That is dropped; Close answers in the proxy's format.
 func (h *httpConn) deliverRefusal(p []byte) error {
+	if h.held == errRefusedBody {
+		// Refused inside a body: its handler runs and answers.
+		return errRefusedBody
+	}
 	if len(p) > 1 {
 		h.mute.Store(true)
 	}
@@ -159,8 +171,9 @@ func (h *httpConn) deliverRefusal(p []byte) error {
 }
 
 // refuse records a refused request. One refused in its head is answered
-// when the connection closes; one refused in its body cannot be (its
-// head is being answered), and its handler sees the body fail.
+// when the connection closes; one refused in its body is answered by its
+// handler, which sees the body fail with the code (its head and the body
+// so far may have reached the machine, whose connection is then dropped).
 func (h *httpConn) refuse(e *h1scan.Error) {
 	code := perr.MalformedRequest
 	switch e.Status {
@@ -174,7 +187,9 @@ func (h *httpConn) refuse(e *h1scan.Error) {
 	c.code = code
 	c.mu.Unlock()
 	c.fail("refused_request", "request refused", "code", string(code), "reason", e.Reason)
-	if !e.InBody {
+	if e.InBody {
+		h.bodyRefused.Store(&code)
+	} else {
 		h.answer.Store(&code)
 	}
 }
