@@ -23,8 +23,11 @@
 //   - chunk sizes are 1 to 15 hex digits, optionally followed by
 //     extensions, then CRLF; chunk data is followed by CRLF.
 //
-// One empty line (CRLF) before a request line is ignored, as RFC 9112
-// section 2.2 asks of servers. A connection that starts with the HTTP/2
+// One empty line (CRLF) before a request line is let through after a POST
+// request, where the HTTP server behind the Scanner (net/http) skips it,
+// as RFC 9112 section 2.2 asks of servers for the old clients that sent
+// one after a POST body; elsewhere it is refused, since that server would
+// refuse it too, with an answer of its own. A connection that starts with the HTTP/2
 // preface switches the Scanner to ModeH2; a request with an Upgrade header
 // makes it wait for the outcome (see Switched).
 //
@@ -121,6 +124,9 @@ type Scanner struct {
 	first bool
 	// emptyLines counts empty lines before the current request line.
 	emptyLines int
+	// post: the current request's method is POST; afterPost: the last
+	// request's was.
+	post, afterPost bool
 
 	// The head being read.
 	headLen   int  // bytes of the head so far
@@ -188,6 +194,7 @@ func (s *Scanner) Switched(ok bool) {
 func (s *Scanner) reset() {
 	s.state = sStart
 	s.emptyLines = 0
+	s.afterPost, s.post = s.post, false
 	s.headLen, s.lineLen = 0, 0
 	s.length = -1
 	s.chunked, s.upgrade, s.trailers = false, false, false

@@ -37,7 +37,7 @@ func TestAccepts(t *testing.T) {
 		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + get,
 		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n5;a=b\r\nhello\r\nA ; ext\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nX: \t v\xff \t\r\nEmpty:\r\n\r\n",
-		get + "\r\n" + get, // one empty line between requests
+		"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\r\n" + get, // one empty line after a POST
 		"GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
 		"PUT /" + strings.Repeat("a", 8000) + " HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -83,6 +83,9 @@ func TestRefuses(t *testing.T) {
 		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"\r\n" + get, 400}, // the first request: no empty line first
 		{get + "\r\n\r\n" + get, 400},
+		{get + "\r\n" + get, 400}, // after a GET, net/http would refuse it
+		{"POSTX /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400}, // not POST
+		{"POS /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400},
 	} {
 		for _, n := range []int{0, 1, 5} {
 			_, err, _ := feedAll(tc.in, n)

@@ -35,7 +35,7 @@ func (s *Scanner) requestLine(c byte) *Error {
 			return s.requestLine(c)
 		}
 		if c == '\r' {
-			if s.emptyLines++; s.emptyLines > 1 || s.first {
+			if s.emptyLines++; s.emptyLines > 1 || s.first || !s.afterPost {
 				return bad("empty line before the request line")
 			}
 			s.state = sStartLF
@@ -67,7 +67,9 @@ func (s *Scanner) requestLine(c byte) *Error {
 			if s.lineLen > MaxMethod {
 				return bad("method longer than %d bytes", MaxMethod)
 			}
+			s.post = s.lineLen <= 4 && c == "POST"[s.lineLen-1] && (s.lineLen == 1 || s.post)
 		case c == ' ' && s.lineLen > 1:
+			s.post = s.post && s.lineLen == 5
 			s.state, s.targetLen = sTarget, 0
 		default:
 			return bad("method is not a token (byte %#02x)", c)
