@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
-	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/peek"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
@@ -253,13 +250,10 @@ func (c *conn) refuseNotHTTP() {
 // the proxy's error response for code (the format, headers and body that
 // httpproxy's errors have), in HTTP/1.1, and ends the connection.
 func (c *conn) answerHTTPError(reason string, code perr.Code) {
-	pe := perr.New(code, nil)
-	status := pe.HTTPStatus()
-	body := string(pe.Code) + ": " + pe.Msg + "\n"
-	c.top.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(c.top, "HTTP/1.1 "+strconv.Itoa(status)+" "+http.StatusText(status)+"\r\n"+
-		"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nServer: edgeproxy\r\n"+
-		httpproxy.ErrorCodeHeader+": "+string(pe.Code)+"\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	if b := perr.RawResponse(code); b != nil {
+		c.top.SetWriteDeadline(time.Now().Add(time.Second))
+		c.top.Write(b)
+	}
 	c.code = code
 	c.fail(reason, "")
 }
