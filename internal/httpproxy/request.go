@@ -60,8 +60,11 @@ var underscoreGuarded = func() map[string]bool {
 		m[k] = true
 	}
 	// Set (or appended to) by the proxy, or trusted from proxies by
-	// common frameworks.
-	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
+	// common frameworks; and the framing fields, which the proxy frames
+	// itself: a client's Transfer_Encoding would tell such an app
+	// (HTTP_TRANSFER_ENCODING) the body is chunked when the proxy sent
+	// it with a Content-Length.
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip", "Transfer-Encoding", "Content-Length"} {
 		m[k] = true
 	}
 	return m

@@ -94,6 +94,7 @@ func TestHeadersUnderscoreSpoofing(t *testing.T) {
 		"Fly_Client_IP", "fly_client_ip", "X_Forwarded_For", "X-Forwarded_For", "x_real_ip",
 		"FLY_REGION", "X_Forwarded_Proto", "X_FORWARDED_SSL", "Fly_Request_Id", "X_Forwarded_Host",
 		"X_Request_Start", "Fly_Forwarded_Port", "Fly_Replay_Src", "Fly_Replay_Failed", "Fly_Preferred_Instance_Unavailable",
+		"Transfer_Encoding", "Content_Length",
 	}
 	var req strings.Builder
 	req.WriteString("GET / HTTP/1.1\r\nHost: sec.test\r\nConnection: close\r\nMy_Header: kept\r\n")
