@@ -6,6 +6,10 @@ const (
 	fieldContentLength
 	fieldTransferEncoding
 	fieldUpgrade
+	// Host is no framing field, but net/http refuses a request with two
+	// or (in HTTP/1.1) none with a 400 of its own: refused here, it gets
+	// the proxy's code instead.
+	fieldHost
 )
 
 // fieldLine reads header (and trailer) field lines and the head's end.
@@ -89,6 +93,8 @@ func (s *Scanner) startValue() {
 		s.field = fieldTransferEncoding
 	case "upgrade":
 		s.field = fieldUpgrade
+	case "host":
+		s.field = fieldHost
 	}
 }
 
@@ -143,6 +149,11 @@ func (s *Scanner) endField() *Error {
 		if s.valLen > 0 {
 			s.upgrade = true
 		}
+	case fieldHost:
+		if s.host {
+			return bad("Host sent twice")
+		}
+		s.host = true
 	}
 	return nil
 }
@@ -158,6 +169,8 @@ func (s *Scanner) endHead() *Error {
 		return bad("both Content-Length and Transfer-Encoding")
 	case s.chunked && s.version == '0':
 		return bad("Transfer-Encoding in an HTTP/1.0 request")
+	case !s.host && s.version != '0':
+		return bad("no Host in an HTTP/1.1 request")
 	case s.chunked:
 		s.state, s.digits, s.lineLen = sChunkSize, 0, 0
 	case s.length > 0:

@@ -144,6 +144,7 @@ type Scanner struct {
 	clCur     int64 // the current Content-Length value
 	length    int64 // the agreed Content-Length, or -1
 	chunked   bool
+	host      bool // a Host field was seen
 	upgrade   bool
 	trailers  bool // the head being read is a chunked body's trailer section
 
@@ -197,7 +198,7 @@ func (s *Scanner) reset() {
 	s.afterPost, s.post = s.post, false
 	s.headLen, s.lineLen = 0, 0
 	s.length = -1
-	s.chunked, s.upgrade, s.trailers = false, false, false
+	s.chunked, s.upgrade, s.trailers, s.host = false, false, false, false
 }
 
 // Feed scans the next bytes of the connection. It returns how many of

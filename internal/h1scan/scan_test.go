@@ -83,7 +83,10 @@ func TestRefuses(t *testing.T) {
 		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"\r\n" + get, 400}, // the first request: no empty line first
 		{get + "\r\n\r\n" + get, 400},
-		{get + "\r\n" + get, 400}, // after a GET, net/http would refuse it
+		{get + "\r\n" + get, 400},
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400}, // Host twice, as net/http refuses
+		{"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},                                      // no Host in HTTP/1.1 // after a GET, net/http would refuse it
 		{"POSTX /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400}, // not POST
 		{"POS /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400},
 	} {

@@ -322,9 +322,9 @@ func smugCases() []smugCase {
 
 		// Host (RFC 9112 section 3.2: none, two, or an invalid one is a
 		// 400; the authority of an absolute-form target replaces it).
-		refused(400, smugNetHTTP, smugCase{name: "duplicate Host", req: smugPost(smugHost+cl5, "hello")}),
-		refused(400, smugNetHTTP, smugCase{name: "duplicate Host differing", req: smugPost("Host: two.test\r\n"+cl5, "hello")}),
-		refused(400, smugNetHTTP, smugCase{name: "no Host", req: "POST /case HTTP/1.1\r\n" + cl5 + "\r\nhello"}),
+		ph01(smugCase{name: "duplicate Host", req: smugPost(smugHost+cl5, "hello")}),
+		ph01(smugCase{name: "duplicate Host differing", req: smugPost("Host: two.test\r\n"+cl5, "hello")}),
+		ph01(smugCase{name: "no Host", req: "POST /case HTTP/1.1\r\n" + cl5 + "\r\nhello"}),
 		refused(400, smugNetHTTP, smugCase{name: "invalid Host", req: "POST /case HTTP/1.1\r\nHost: sec.test/x y\r\n" + cl5 + "\r\nhello"}),
 		refused(404, "PR05", smugCase{name: "absolute-form of an unknown host", keepOpen: true,
 			req: smugGet("http://other.test/case", smugHost)}),
