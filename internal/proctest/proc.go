@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -301,4 +305,57 @@ func Metric(admin, series string) (v float64, found bool) {
 		}
 	}
 	return 0, false
+}
+
+// FreePorts returns n distinct loopback ports that are free now. They are
+// drawn below the kernel's ephemeral range when it leaves room: a port in
+// that range can be handed to any outgoing connection, or to any process
+// that listens on port 0, while it is not bound: between a reload that
+// removes a port and the one that adds it back, or while a machine given
+// the port boots (another test's process took one during a 20 s boot).
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	lo := ephemeralLow()
+	var out []int
+	seen := map[int]bool{}
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for tries := 0; len(out) < n && tries < 1000; tries++ {
+		addr := "127.0.0.1:0"
+		if lo > 12000 {
+			addr = "127.0.0.1:" + strconv.Itoa(10000+rand.IntN(lo-10000))
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		lns = append(lns, ln)
+		p := ln.Addr().(*net.TCPAddr).Port
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("found only %d free ports", len(out))
+	}
+	return out
+}
+
+// ephemeralLow reads the low end of the kernel's ephemeral port range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
 }

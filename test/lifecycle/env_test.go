@@ -102,7 +102,7 @@ primary_region = "iad"
       [apps.services.ports.http_options]
       debug_routing = true
 `, a.interval, e.driver(a), a.startTimeout, a.autostop, a.minRunning, a.soft, a.hard)
-	ports := freePorts(t, len(a.machines))
+	ports := proctest.FreePorts(t, len(a.machines))
 	for i, id := range a.machines {
 		e.ports[id] = ports[i]
 		state := "stopped"
@@ -154,28 +154,6 @@ func (e *env) driver(a app) string {
 	}
 	return fmt.Sprintf("  type = \"exec\"\n  command = [\"sh\", \"-c\", %q]\n  env = { EDGEPROXY = %q, BAD = %q, BOOT_DELAY = %q }\n  log_dir = %q\n",
 		script, edgeproxy(e.t), a.bad, a.bootDelay, filepath.Join(e.dir, "logs"))
-}
-
-// freePorts returns n loopback ports nothing listens on now: the
-// machines' ports are written in the config before they run.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	return out
 }
 
 // result is one request's outcome: the machine that answered, or the

@@ -2,14 +2,12 @@
 
 package ops_test
 
-// Subprocess plumbing: demo machines (run by internal/proctest), the proxy's log file, free ports.
+// Subprocess plumbing: demo machines (run by internal/proctest) and the proxy's log file.
 
 import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -124,59 +122,6 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// pickPorts returns n distinct loopback ports that are free now. They are
-// drawn below the kernel's ephemeral range when it leaves room: a port in
-// that range can be handed to any outgoing connection (this test makes
-// thousands) while it is not bound, for instance between a reload that
-// removes a port and the one that adds it back, which would fail the
-// second reload for a reason that is not the proxy's.
-func pickPorts(t *testing.T, n int) []int {
-	t.Helper()
-	lo := ephemeralLow()
-	var out []int
-	seen := map[int]bool{}
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for tries := 0; len(out) < n && tries < 1000; tries++ {
-		addr := "127.0.0.1:0"
-		if lo > 12000 {
-			addr = "127.0.0.1:" + strconv.Itoa(10000+rand.IntN(lo-10000))
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		lns = append(lns, ln)
-		p := ln.Addr().(*net.TCPAddr).Port
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	if len(out) < n {
-		t.Fatalf("found only %d free ports", len(out))
-	}
-	return out
-}
-
-// ephemeralLow reads the low end of the kernel's ephemeral port range.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[0])
-	return n
 }
 
 // readPID reads a pid file.

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 )
 
 const (
@@ -165,7 +167,7 @@ func startEnv(t *testing.T, cfg variant) *opsEnv {
 	e.cfgPath = filepath.Join(e.dir, "edgeproxy.toml")
 	e.pidPath = filepath.Join(e.dir, "edgeproxy.pid")
 	for attempt := 1; ; attempt++ {
-		p := pickPorts(t, 5)
+		p := proctest.FreePorts(t, 5)
 		e.ports = ports{p[0], p[1], p[2], p[3]}
 		e.natsAddr = "127.0.0.1:" + strconv.Itoa(p[4])
 		e.logPath = filepath.Join(e.dir, fmt.Sprintf("proxy-%d.log", attempt))
