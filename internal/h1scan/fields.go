@@ -10,6 +10,9 @@ const (
 	// or (in HTTP/1.1) none with a 400 of its own: refused here, it gets
 	// the proxy's code instead.
 	fieldHost
+	// Expect: net/http answers any value but 100-continue with a 417 of
+	// its own; refused here, it gets the proxy's code.
+	fieldExpect
 )
 
 // fieldLine reads header (and trailer) field lines and the head's end.
@@ -82,6 +85,7 @@ func (s *Scanner) addName(c byte) {
 func (s *Scanner) startValue() {
 	s.state = sValue
 	s.valLen, s.valTrail, s.clDigits, s.clCur = 0, 0, 0, 0
+	s.expectOther = false
 	s.field = fieldOther
 	if s.trailers || s.nameLen > len(s.name) {
 		return
@@ -95,6 +99,8 @@ func (s *Scanner) startValue() {
 		s.field = fieldUpgrade
 	case "host":
 		s.field = fieldHost
+	case "expect":
+		s.field = fieldExpect
 	}
 }
 
@@ -121,6 +127,10 @@ func (s *Scanner) valueByte(c byte) *Error {
 			s.valLen++
 		}
 		s.te[s.valLen] = lower(c)
+	case fieldExpect:
+		if inner > 0 || s.valLen >= len(continue100) || lower(c) != continue100[s.valLen] {
+			s.expectOther = true
+		}
 	}
 	s.valLen += 1 + inner
 	return nil
@@ -154,9 +164,16 @@ func (s *Scanner) endField() *Error {
 			return bad("Host sent twice")
 		}
 		s.host = true
+	case fieldExpect:
+		if s.expectOther || (s.valLen > 0 && s.valLen != len(continue100)) {
+			return &Error{Status: 417, Reason: "Expect other than 100-continue"}
+		}
 	}
 	return nil
 }
+
+// continue100 is the one expectation HTTP defines, lowered.
+const continue100 = "100-continue"
 
 // endHead decides how the request's body is framed.
 func (s *Scanner) endHead() *Error {

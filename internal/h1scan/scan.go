@@ -145,8 +145,10 @@ type Scanner struct {
 	length    int64 // the agreed Content-Length, or -1
 	chunked   bool
 	host      bool // a Host field was seen
-	upgrade   bool
-	trailers  bool // the head being read is a chunked body's trailer section
+	// expectOther: the Expect value so far is not 100-continue.
+	expectOther bool
+	upgrade     bool
+	trailers    bool // the head being read is a chunked body's trailer section
 
 	// The body being skipped.
 	remaining int64

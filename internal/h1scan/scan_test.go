@@ -83,12 +83,18 @@ func TestRefuses(t *testing.T) {
 		{"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"\r\n" + get, 400}, // the first request: no empty line first
 		{get + "\r\n\r\n" + get, 400},
+		// An empty line after a GET: net/http would refuse it.
 		{get + "\r\n" + get, 400},
-		{"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400}, // Host twice, as net/http refuses
-		{"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
-		{"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},                                      // no Host in HTTP/1.1 // after a GET, net/http would refuse it
-		{"POSTX /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400}, // not POST
+		{"POSTX /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400},
 		{"POS /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n\r\n" + get, 400},
+		// Host twice, or none in HTTP/1.1, as net/http refuses.
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},
+		// Expect other than 100-continue, which net/http answers 417.
+		{"POST / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx", 417},
+		{"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-x\r\nContent-Length: 1\r\n\r\nx", 417},
+		{"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-cont\r\nContent-Length: 1\r\n\r\nx", 417},
 	} {
 		for _, n := range []int{0, 1, 5} {
 			_, err, _ := feedAll(tc.in, n)

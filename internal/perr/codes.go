@@ -56,6 +56,7 @@ const (
 	RequestBodyTooSlow     Code = "PH09"
 	ClientNotReading       Code = "PH10"
 	HTTP2Flood             Code = "PH11"
+	ExpectationFailed      Code = "PH12"
 )
 
 // Info describes one registered code. Status 0 means the error happens where
@@ -245,6 +246,11 @@ var registry = map[Code]Info{
 		Source: SourceClient, Status: 499,
 		Msg:  "client stopped reading the response",
 		Hint: "the response did not move at least body_min_bytes to the client within body_timeout ([proxy]): a client with a closed flow-control window or a full receive buffer; the machine connection was released",
+	},
+	ExpectationFailed: {
+		Source: SourceClient, Status: http.StatusExpectationFailed,
+		Msg:  "unsupported Expect in request",
+		Hint: "the request's Expect field asks for something other than 100-continue, the only expectation HTTP defines; send it without Expect, or with Expect: 100-continue",
 	},
 	HTTP2Flood: {
 		Source: SourceClient, Status: 0,

@@ -89,7 +89,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 		MachineStartFailed, MachineStartTimeout, MachineDriverFailed,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
 		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
-		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood,
+		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood, ExpectationFailed,
 	}
 	for _, c := range exported {
 		if _, ok := lookup(c); !ok {

@@ -181,6 +181,8 @@ func (h *httpConn) refuse(e *h1scan.Error) {
 		code = perr.RequestLineTooLong
 	case 431:
 		code = perr.RequestHeadersTooLarge
+	case 417:
+		code = perr.ExpectationFailed
 	}
 	c := h.c
 	c.mu.Lock()

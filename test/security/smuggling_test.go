@@ -370,7 +370,7 @@ func smugCases() []smugCase {
 		fwd("hello", smugCase{name: "Expect 100-continue chunked", req: smugPost("Expect: 100-continue\r\n"+te, chunked)}),
 		// Any other expectation MAY be answered 417; net/http does, and
 		// closes.
-		refused(417, smugNetHTTP, smugCase{name: "Expect unknown", req: smugPost("Expect: something\r\n"+cl5, "hello")}),
+		refused(417, "PH12", smugCase{name: "Expect unknown", req: smugPost("Expect: something\r\n"+cl5, "hello")}),
 	}
 }
 
