@@ -319,23 +319,15 @@ func (s *Server) autostart(ctx context.Context, svc *catalog.Service, want *upst
 	return s.currentService(svc), m.ID, nil
 }
 
-// chooseStart is the machine to start for want: one work may go to,
-// nearest first; among equals, one not stopped by edgeproxy within the
-// autostop interval and not failing to start lately, a suspended one
-// (it resumes faster), then by id, so that concurrent arrivals choose
-// the same one and share its start.
+// chooseStart is the machine to start for want, among those work may go
+// to (see firstToStart for the order).
 func (s *Server) chooseStart(rt *Runtime, svc *catalog.Service, want *upstream.Want) *catalog.Machine {
 	if want == nil {
 		want = &upstream.Want{}
 	}
 	recent := rt.Config.Proxy.AutostopInterval.D()
 	now := time.Now()
-	type cand struct {
-		m                      *catalog.Machine
-		dist                   int
-		stoppedLately, failing bool
-	}
-	var cs []cand
+	var cs []startCand
 	for _, m := range svc.App.Machines {
 		if !m.Startable() || slices.ContainsFunc(want.Exclude, func(x *catalog.Machine) bool { return x.ID == m.ID }) ||
 			(want.ForceInstance && m.ID != want.Instance) ||
@@ -343,18 +335,34 @@ func (s *Server) chooseStart(rt *Runtime, svc *catalog.Service, want *upstream.W
 			continue
 		}
 		st, _ := s.life.Status(svc.App.Name, m.ID)
-		cs = append(cs, cand{m: m, dist: rt.Dialer.Picker.Rank(m.Region, want),
+		cs = append(cs, startCand{m: m, dist: rt.Dialer.Picker.Rank(m.Region, want),
 			stoppedLately: !st.Stopped.IsZero() && now.Sub(st.Stopped) < recent,
 			failing:       !st.Failed.IsZero() && now.Sub(st.Failed) < recent && st.Failed.After(st.Changed)})
 	}
+	return firstToStart(cs)
+}
+
+// startCand is a machine that could be started, with what orders it.
+type startCand struct {
+	m                      *catalog.Machine
+	dist                   int
+	stoppedLately, failing bool
+}
+
+// firstToStart is the machine to start among cs (nil if none): nearest;
+// then not failing to start lately; then not stopped lately (a machine
+// stopped moments ago is avoided while others can serve); then suspended
+// (it resumes faster); then by id, so that concurrent arrivals choose the
+// same one.
+func firstToStart(cs []startCand) *catalog.Machine {
 	if len(cs) == 0 {
 		return nil
 	}
-	slices.SortFunc(cs, func(x, y cand) int {
+	best := slices.MinFunc(cs, func(x, y startCand) int {
 		return cmp.Or(cmp.Compare(x.dist, y.dist), boolCmp(x.failing, y.failing), boolCmp(x.stoppedLately, y.stoppedLately),
 			boolCmp(x.m.State != "suspended", y.m.State != "suspended"), strings.Compare(x.m.ID, y.m.ID))
 	})
-	return cs[0].m
+	return best.m
 }
 
 // boolCmp orders false before true.
