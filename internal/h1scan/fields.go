@@ -13,6 +13,9 @@ const (
 	// Expect: net/http answers any value but 100-continue with a 417 of
 	// its own; refused here, it gets the proxy's code.
 	fieldExpect
+	// Trailer: net/http refuses one that names a framing field with a
+	// 400 of its own; refused here, it gets the proxy's code.
+	fieldTrailer
 )
 
 // fieldLine reads header (and trailer) field lines and the head's end.
@@ -101,6 +104,9 @@ func (s *Scanner) startValue() {
 		s.field = fieldHost
 	case "expect":
 		s.field = fieldExpect
+	case "trailer":
+		s.field = fieldTrailer
+		s.tokLen, s.tokBad = 0, false
 	}
 }
 
@@ -131,6 +137,19 @@ func (s *Scanner) valueByte(c byte) *Error {
 		if inner > 0 || s.valLen >= len(continue100) || lower(c) != continue100[s.valLen] {
 			s.expectOther = true
 		}
+	case fieldTrailer:
+		if c == ',' {
+			s.tokBad = s.tokBad || s.forbiddenTrailer()
+			s.tokLen = 0
+			break
+		}
+		if inner > 0 && s.tokLen > 0 {
+			s.tokLen = len(s.tok) + 1 // spaces inside: no field name
+		}
+		if s.tokLen < len(s.tok) {
+			s.tok[s.tokLen] = lower(c)
+		}
+		s.tokLen++
 	}
 	s.valLen += 1 + inner
 	return nil
@@ -168,8 +187,25 @@ func (s *Scanner) endField() *Error {
 		if s.expectOther || (s.valLen > 0 && s.valLen != len(continue100)) {
 			return &Error{Status: 417, Reason: "Expect other than 100-continue"}
 		}
+	case fieldTrailer:
+		if s.tokBad || s.forbiddenTrailer() {
+			return bad("Trailer names a framing field")
+		}
 	}
 	return nil
+}
+
+// forbiddenTrailer reports whether the Trailer token just read names a
+// field a trailer may not carry.
+func (s *Scanner) forbiddenTrailer() bool {
+	if s.tokLen > len(s.tok) {
+		return false
+	}
+	switch string(s.tok[:s.tokLen]) {
+	case "content-length", "transfer-encoding", "trailer":
+		return true
+	}
+	return false
 }
 
 // continue100 is the one expectation HTTP defines, lowered.

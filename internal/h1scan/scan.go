@@ -147,8 +147,13 @@ type Scanner struct {
 	host      bool // a Host field was seen
 	// expectOther: the Expect value so far is not 100-continue.
 	expectOther bool
-	upgrade     bool
-	trailers    bool // the head being read is a chunked body's trailer section
+	// tok is the Trailer token being read (lowered), tokBad whether an
+	// earlier one named a framing field.
+	tok      [20]byte
+	tokLen   int
+	tokBad   bool
+	upgrade  bool
+	trailers bool // the head being read is a chunked body's trailer section
 
 	// The body being skipped.
 	remaining int64

@@ -37,6 +37,7 @@ func TestAccepts(t *testing.T) {
 		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + get,
 		"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n5;a=b\r\nhello\r\nA ; ext\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nX: \t v\xff \t\r\nEmpty:\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a\r\nTrailer: X-Sum, Content-Lengths\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Sum: 1\r\n\r\n",
 		"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\r\n" + get, // one empty line after a POST
 		"GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -91,6 +92,10 @@ func TestRefuses(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},
+		// A Trailer naming a framing field, which net/http refuses.
+		{"POST / HTTP/1.1\r\nHost: a\r\nTrailer: Content-Length\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTrailer: X-Sum, transfer-encoding\r\nContent-Length: 0\r\n\r\n", 400},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTrailer: TRAILER , X\r\nContent-Length: 0\r\n\r\n", 400},
 		// Expect other than 100-continue, which net/http answers 417.
 		{"POST / HTTP/1.1\r\nHost: a\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx", 417},
 		{"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue-x\r\nContent-Length: 1\r\n\r\nx", 417},
