@@ -252,6 +252,12 @@ func (c *Controller) Start(ctx context.Context, app, id string) error {
 		return perr.New(perr.MachineDriverFailed, fmt.Errorf("app %s has no machine driver on this node", app))
 	}
 	op := a.starts[id]
+	if s := a.status[id]; op == nil && s != nil && s.State == Started && !s.Cordoned {
+		// Started already (work that looked at an older catalog asks
+		// again): nothing to do, and nothing to count.
+		c.mu.Unlock()
+		return nil
+	}
 	if op == nil {
 		spec, ok := a.machine(id)
 		if !ok {
@@ -286,6 +292,9 @@ func (c *Controller) Begin(app, id string) {
 	defer c.mu.Unlock()
 	a := c.apps[app]
 	if a == nil || a.starts[id] != nil {
+		return
+	}
+	if s := a.status[id]; s != nil && s.State == Started && !s.Cordoned {
 		return
 	}
 	spec, ok := a.machine(id)

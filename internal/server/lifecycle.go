@@ -291,6 +291,14 @@ func (s *Server) machineLoad(app, id string) (int64, bool) {
 // for work that want describes. See upstream.Picker.Autostart.
 func (s *Server) autostart(ctx context.Context, svc *catalog.Service, want *upstream.Want, wait bool) (*catalog.Service, string, error) {
 	rt := s.runtime()
+	if cur := s.currentService(svc); cur != svc {
+		// The work looked at an older catalog, which a start may have
+		// replaced meanwhile: it looks again at the current one first.
+		if wait {
+			return cur, "", nil
+		}
+		svc = cur
+	}
 	m := s.chooseStart(rt, svc, want)
 	if m == nil {
 		return nil, "", nil

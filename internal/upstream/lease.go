@@ -33,8 +33,10 @@ type Picker struct {
 	// Autostart, if set, starts one of svc's stopped machines for work
 	// that want describes. With wait, it returns once the machine takes
 	// work, with svc as the runtime in force now routes it and the
-	// machine's id (nil when nothing can be started); without, it begins
-	// a start for the arrivals to come and returns at once.
+	// machine's id (nil when nothing can be started; an empty id when svc
+	// was from an older runtime, returned as the current one has it
+	// without starting anything); without, it begins a start for the
+	// arrivals to come and returns at once.
 	Autostart func(ctx context.Context, svc *catalog.Service, want *Want, wait bool) (*catalog.Service, string, error)
 	// Current is svc as the runtime in force now has it: work that waited
 	// looks again there, since machines may have started meanwhile.
@@ -119,6 +121,7 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 	cands := candidates(buf[:], svc)
 	var started string
 	var startWait time.Duration
+	stale := 0
 	for {
 		// Once queued, take the wake channel before looking so a release
 		// that happens while we look is not missed. Work that finds a
@@ -139,7 +142,7 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 			if err != nil && p.canStart(svc) && startWait == 0 {
 				// Nothing started can take the work: start a machine and
 				// wait for it.
-				next, serr := p.start(ctx, &svc, want, &started, &startWait)
+				next, serr := p.start(ctx, &svc, want, &started, &startWait, &stale)
 				if serr != nil {
 					return nil, serr
 				}
@@ -159,7 +162,7 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 			// otherwise arm the queue timer and look once more with a wake
 			// channel held.
 			if p.canStart(svc) && startWait == 0 {
-				next, serr := p.start(ctx, &svc, want, &started, &startWait)
+				next, serr := p.start(ctx, &svc, want, &started, &startWait, &stale)
 				if serr != nil {
 					return nil, serr
 				}
@@ -187,11 +190,21 @@ func (p *Picker) Acquire(ctx context.Context, svc *catalog.Service, want *Want) 
 // Acquire: a machine started and still unable to take the work is not
 // followed by another. It reports whether one started, then *svc is the
 // service as the runtime that routes to it has it.
-func (p *Picker) start(ctx context.Context, svc **catalog.Service, want *Want, started *string, waited *time.Duration) (bool, error) {
+func (p *Picker) start(ctx context.Context, svc **catalog.Service, want *Want, started *string, waited *time.Duration, stale *int) (bool, error) {
 	began := time.Now()
 	next, id, err := p.Autostart(ctx, *svc, want, true)
 	if err == nil && next == nil {
 		return false, nil // nothing to start
+	}
+	if err == nil && id == "" {
+		// svc was from an older runtime: look again in the one in force,
+		// which may route the work, before starting anything. A few
+		// times at most, should runtimes keep changing meanwhile.
+		if *stale++; *stale > 3 {
+			return false, nil
+		}
+		*svc = next
+		return true, nil
 	}
 	*waited = max(time.Since(began), 1)
 	if err != nil {
