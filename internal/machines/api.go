@@ -312,7 +312,7 @@ func (d *APIDriver) do(ctx context.Context, c apiCall) (apiAnswer, error) {
 			}
 			return apiAnswer{}, d.driverErr(c, last, attempt, cause)
 		}
-		if !apiSleep(ctx, pause) {
+		if !Sleep(ctx, pause) {
 			cause := ctx.Err()
 			if lastErr != nil {
 				cause = fmt.Errorf("%w (last failure: %v)", cause, lastErr)
@@ -451,22 +451,6 @@ func (d *APIDriver) backoffFor(attempt int) time.Duration {
 	b = min(b, ceiling)
 	half := b / 2
 	return half + rand.N(b-half+1)
-}
-
-// apiSleep pauses for d unless ctx ends first; it reports whether ctx is
-// still alive.
-func apiSleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // apiMachine is the part of the API's machine object the driver reads.
@@ -785,7 +769,7 @@ func (d *APIDriver) waitFor(ctx context.Context, m Machine, want, instanceID str
 		}
 		// A server that answers 408 at once must not turn this loop into
 		// a flood.
-		if time.Since(began) < d.backoff && !apiSleep(ctx, d.backoff) {
+		if time.Since(began) < d.backoff && !Sleep(ctx, d.backoff) {
 			return perr.New(perr.MachineDriverFailed, fmt.Errorf("machines-api: machine %s: waiting for %s: %w", m.ID, want, ctx.Err()))
 		}
 	}
@@ -833,7 +817,7 @@ func (d *APIDriver) poll(ctx context.Context, m Machine, s State) error {
 		if got, _ := apiState(am.State); got == s {
 			return nil
 		}
-		if !apiSleep(ctx, pause) {
+		if !Sleep(ctx, pause) {
 			return perr.New(perr.MachineDriverFailed, fmt.Errorf("machines-api: machine %s: waiting for %s: %w", m.ID, s, ctx.Err()))
 		}
 		pause = min(2*pause, max(apiPollMax, d.backoff))

@@ -57,3 +57,20 @@ type Driver interface {
 	// started, so that no process outlives edgeproxy.
 	Close() error
 }
+
+// Sleep pauses for d unless ctx ends first, and reports whether ctx is
+// still alive: the waits of drivers and of the lifecycle around them all
+// end when their machine's app does.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -249,12 +249,8 @@ func (d *ExecDriver) Wait(ctx context.Context, m Machine, s State) error {
 		d.mu.Unlock()
 		if changed == nil {
 			// Never run: nothing will change until a Start; look again.
-			t := time.NewTimer(50 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !Sleep(ctx, 50*time.Millisecond) {
 				return ctx.Err()
-			case <-t.C:
 			}
 			continue
 		}

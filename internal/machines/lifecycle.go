@@ -532,11 +532,10 @@ func (c *Controller) stopIdle(a *appLife, spec AppSpec, m Machine) {
 	}
 	c.hooks.Apply(a.name)
 	deadline := time.Now().Add(c.drain)
-	for time.Now().Before(deadline) && a.ctx.Err() == nil {
-		if n, _ := c.hooks.Load(a.name, m.ID); n == 0 {
+	for time.Now().Before(deadline) {
+		if n, _ := c.hooks.Load(a.name, m.ID); n == 0 || !Sleep(a.ctx, 25*time.Millisecond) {
 			break
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 	action := "stop"
 	ctx, cancel := context.WithTimeout(a.ctx, spec.KillTimeout+10*time.Second)

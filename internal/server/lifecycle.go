@@ -102,11 +102,9 @@ func (s *Server) rebuildLifecycle(app string) bool {
 	if i < 0 || src < 0 || s.fileCfg.Apps[src].Driver == nil {
 		return false // gone meanwhile
 	}
-	cfg := *old.Config
-	cfg.Apps = slices.Clone(old.Config.Apps)
-	cfg.Apps[i] = s.fileCfg.Apps[src]
-	s.overlayApp(&cfg.Apps[i])
-	rt, err := buildRuntime(&cfg, old, s.deps, map[string]bool{app: true})
+	a := s.fileCfg.Apps[src]
+	s.overlayApp(&a)
+	rt, err := s.rebuildApps(old, map[int]config.App{i: a})
 	if err != nil {
 		s.log.Error("machine state not applied", "app", app, "error", err.Error())
 		return false
@@ -229,7 +227,7 @@ func (s *Server) machineReady(ctx context.Context, app string, m machines.Machin
 			break
 		}
 		last = err
-		if !sleepCtx(ctx, readyPoll(time.Since(began))) {
+		if !machines.Sleep(ctx, readyPoll(time.Since(began))) {
 			return fmt.Errorf("port %d does not accept: %w", m.Addr.Port(), last)
 		}
 	}
@@ -247,20 +245,9 @@ func (s *Server) machineReady(ctx context.Context, app string, m machines.Machin
 		if why == "" {
 			return nil
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !machines.Sleep(ctx, 100*time.Millisecond) {
 			return fmt.Errorf("checks do not pass: %s", why)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -554,7 +541,7 @@ func (s *Server) remoteStart(ctx context.Context, svc *catalog.Service, m *catal
 		if time.Now().After(deadline) {
 			return nil, "", perr.New(perr.MachineStartTimeout, fmt.Errorf("node %s started machine %s, but its record did not reach this node within 5s", m.Owner, m.ID))
 		}
-		if !sleepCtx(ctx, 5*time.Millisecond) {
+		if !machines.Sleep(ctx, 5*time.Millisecond) {
 			return nil, "", perr.New(perr.ClientClosed, ctx.Err())
 		}
 	}

@@ -97,24 +97,35 @@ func (s *Server) applyFleet(apps []config.App) error {
 // a machine the config would refuse): the whole path then decides.
 func (s *Server) applyMachines(apps []config.App, changed []string) (bool, error) {
 	old := s.runtime()
-	cfg := *old.Config
-	cfg.Apps = slices.Clone(old.Config.Apps)
-	set := make(map[string]bool, len(changed))
+	replace := make(map[int]config.App, len(changed))
 	for _, name := range changed {
 		i, ok := s.fleetIndex[name]
 		j, found := slices.BinarySearchFunc(apps, name, func(a config.App, n string) int { return strings.Compare(a.Name, n) })
-		if !ok || !found || !config.SameButMachines(&cfg.Apps[i], &apps[j]) || len(config.MachineProblems(&apps[j])) > 0 {
+		if !ok || !found || !config.SameButMachines(&old.Config.Apps[i], &apps[j]) || len(config.MachineProblems(&apps[j])) > 0 {
 			return false, nil
 		}
-		cfg.Apps[i] = apps[j]
-		set[name] = true
+		replace[i] = apps[j]
 	}
-	rt, err := buildRuntime(&cfg, old, s.deps, set)
+	rt, err := s.rebuildApps(old, replace)
 	if err != nil {
 		return false, nil
 	}
 	s.fleetApps = apps
 	return true, s.install(old, rt, "fleet", "")
+}
+
+// rebuildApps builds a runtime for old's config with the apps at the
+// positions in replace replaced, rebuilding those apps alone: the way a
+// change to some apps' machines (the fleet's, a driver's) is applied.
+func (s *Server) rebuildApps(old *Runtime, replace map[int]config.App) (*Runtime, error) {
+	cfg := *old.Config
+	cfg.Apps = slices.Clone(old.Config.Apps)
+	changed := make(map[string]bool, len(replace))
+	for i, a := range replace {
+		cfg.Apps[i] = a
+		changed[a.Name] = true
+	}
+	return buildRuntime(&cfg, old, s.deps, changed)
 }
 
 // usesPort reports whether app a listens on public port p.
