@@ -160,7 +160,6 @@ func AppDefaults(a *App, region string) {
 		setStr(&a.Machines[j].Region, region)
 		setStr(&a.Machines[j].State, "started")
 	}
-	setStr(&a.PrimaryRegion, region)
 	setStr(&a.KillSignal, DefaultKillSignal)
 	setDur(&a.KillTimeout, DefaultKillTimeout)
 	if d := a.Driver; d != nil {

@@ -24,6 +24,7 @@ func BenchmarkApplyFleet(b *testing.B) {
 			a.Machines = append(a.Machines, config.Machine{ID: fmt.Sprintf("m%d", i+k*10000), Region: "iad",
 				Address: "127.0.0.1", Ports: map[string]int{"8080": 1}, State: "started"})
 		}
+		config.AppDefaults(&a, "") // as the fleet watcher makes them
 		apps = append(apps, a)
 	}
 	if err := p.ApplyFleet(apps); err != nil {

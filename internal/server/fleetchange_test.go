@@ -29,7 +29,9 @@ func TestApplyFleetChanges(t *testing.T) {
 			Machines: []config.Machine{mk("fb", fb, "started")}},
 	}
 	for i := range apps {
-		config.AppDefaults(&apps[i], "iad")
+		// As the fleet watcher makes them (fleet.AppConfig): defaults
+		// filled without a region, which is the edge's business.
+		config.AppDefaults(&apps[i], "")
 	}
 	if err := p.ApplyFleet(apps); err != nil {
 		t.Fatal(err)

@@ -185,7 +185,7 @@ func (s *Server) appSpec(cfg *config.Config, ca *catalog.App, a *config.App, d m
 	_, autostop, minRunning := a.Lifecycle()
 	spec := machines.AppSpec{Name: a.Name, Driver: d, KillSignal: sig, KillTimeout: a.KillTimeout.D(),
 		StartTimeout: a.Driver.StartTimeout.D(), Autostop: autostop, Interval: cfg.Proxy.AutostopInterval.D(),
-		MinRunning: minRunning, PrimaryRegion: a.PrimaryRegion}
+		MinRunning: minRunning, PrimaryRegion: cmp.Or(a.PrimaryRegion, cfg.Proxy.Region)}
 	internal := 0
 	if svcs := a.AllServices(); len(svcs) > 0 {
 		internal = svcs[0].InternalPort
