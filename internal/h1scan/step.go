@@ -87,7 +87,11 @@ func (s *Scanner) requestLine(c byte) *Error {
 		const version = "HTTP/1.?\r\n"
 		want := version[s.verIdx]
 		switch {
-		case want == '?' && c >= '0' && c <= '9':
+		case want == '?':
+			// A digit, never the placeholder itself.
+			if c < '0' || c > '9' {
+				return bad("request line does not end in HTTP/1.x CRLF")
+			}
 			s.version = c
 		case want == '\n' && c != '\n':
 			return bad("bare CR after the request line")

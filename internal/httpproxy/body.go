@@ -33,7 +33,7 @@ var errNotReplayable = errors.New("request body is larger than the replay buffer
 // replaced reader gets are kept for the new one, so no byte is lost or
 // sent twice.
 type replayBody struct {
-	src io.ReadCloser
+	src io.Reader
 
 	mu   sync.Mutex
 	cond sync.Cond
@@ -54,7 +54,7 @@ type replayBody struct {
 	started, failed atomic.Bool
 }
 
-func newReplayBody(src io.ReadCloser, contentLength int64) *replayBody {
+func newReplayBody(src io.Reader, contentLength int64) *replayBody {
 	b := &replayBody{src: src}
 	b.cond.L = &b.mu
 	if contentLength > replay.MaxBufferedBody {

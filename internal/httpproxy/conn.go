@@ -5,21 +5,20 @@
 // and turns every failure a client can see into a response carrying a
 // stable error code.
 //
-// The server hands each client connection to net/http with a *Conn in its
-// context; everything a request needs is reached from there, so one
-// Handler serves every port and every runtime.
+// Front ends (HTTP/1.1 of our own, HTTP/2 on net/http's server) parse each
+// request into an Exchange carrying the connection's *Conn, and the
+// forwarding core (core.go) serves it; one Handler serves every port and
+// every runtime.
 package httpproxy
 
 import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -82,16 +81,11 @@ type Conn struct {
 	// AdmitApp charges the connection to an app's connection limit, for
 	// connections whose app is known only from a request's Host.
 	AdmitApp func(app string) error
-	// BodyRefused, if set, is the code the server refused a request body
-	// with (a malformed chunk), nil if it refused none: a body that failed
-	// for that is answered with it, not as one the client cut short.
-	BodyRefused func() *perr.Code
 	// AbortOnClose cancels in-flight requests when the client half-closes.
 	AbortOnClose bool
-	// ignoringClose is true while an HTTP/1 request without a body runs
-	// whose context does not follow the client's end of the stream, until
-	// it switches protocols (see IgnoresClose).
-	ignoringClose atomic.Bool
+	// Refused, if set, is told of a request refused before the core saw
+	// it (a malformed head), with its code.
+	Refused func(code perr.Code, reason string)
 	// RequestDone, if set, runs after each request (the server settles
 	// the connection's byte counts into its app's totals there).
 	RequestDone func(app string)
@@ -114,7 +108,7 @@ type Conn struct {
 	pin *upstream.Lease
 	// own holds upstream transports private to this client connection,
 	// for ports that send a PROXY header naming the client.
-	own map[transportKey]*http.Transport
+	own map[transportKey]machineClient
 }
 
 type connKey struct{}
@@ -141,11 +135,6 @@ func WithConn(ctx context.Context, c *Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// IgnoresClose reports whether an HTTP/1 request is running that reads
-// nothing more from the client and whose outcome does not depend on the
-// client closing: the server need not watch the client's socket for it.
-func (c *Conn) IgnoresClose() bool { return c.ignoringClose.Load() }
-
 // ConnFrom returns the Conn of a request's context, or nil.
 func ConnFrom(ctx context.Context) *Conn {
 	c, _ := ctx.Value(connKey{}).(*Conn)
@@ -162,7 +151,7 @@ func (c *Conn) Close() {
 	c.mu.Unlock()
 	pin.Release()
 	for _, t := range own {
-		t.CloseIdleConnections()
+		t.closeIdle()
 	}
 }
 

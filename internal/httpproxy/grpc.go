@@ -1,36 +1,34 @@
 package httpproxy
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/edgeproxy/edgeproxy/internal/h1"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
 // grpcContentType returns the request's Content-Type if it is a gRPC one
 // (application/grpc, +proto, +json, -web, ...): the caller expects its
 // answer in that framing.
-func grpcContentType(r *http.Request) (string, bool) {
-	ct := r.Header.Get("Content-Type")
+func grpcContentType(h *h1.Head) (string, bool) {
+	ct, _ := h.Get("Content-Type")
 	const prefix = "application/grpc"
-	if len(ct) < len(prefix) || !strings.EqualFold(ct[:len(prefix)], prefix) {
+	if len(ct) < len(prefix) || !asciiEqualFold(ct[:len(prefix)], prefix) {
 		return "", false
 	}
-	return ct, true
+	return string(ct), true
 }
 
-// writeGRPCError answers a gRPC call the proxy could not serve as gRPC
+// appendGRPCError answers a gRPC call the proxy could not serve as gRPC
 // does: HTTP 200 and a trailers-only response, whose header carries
 // grpc-status and grpc-message. A gRPC client reads a text/plain 502 as a
 // broken transport and reports neither the code nor the reason.
-func writeGRPCError(w http.ResponseWriter, ct string, pe *perr.Error) {
-	h := w.Header()
-	h.Set("Content-Type", ct)
-	h.Set("Grpc-Status", strconv.Itoa(perr.GRPCStatus(pe.Code)))
+func appendGRPCError(fields []byte, ct string, pe *perr.Error) []byte {
+	fields = h1.AppendFieldString(fields, "Content-Type", ct)
+	fields = h1.AppendFieldString(fields, "Grpc-Status", strconv.Itoa(perr.GRPCStatus(pe.Code)))
 	text := errorText(pe)
-	h.Set("Grpc-Message", grpcPercentEncode(text[:len(text)-1]))
-	w.WriteHeader(http.StatusOK)
+	return h1.AppendFieldString(fields, "Grpc-Message", grpcPercentEncode(text[:len(text)-1]))
 }
 
 // grpcPercentEncode encodes a grpc-message value as the gRPC HTTP/2

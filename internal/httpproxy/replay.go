@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/h1"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/replay"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -32,8 +32,8 @@ const (
 
 // routingWant reads the client's routing headers. A malformed value is the
 // client's error (PH01), never a silent "route anywhere".
-func routingWant(h http.Header, w *upstream.Want) error {
-	force, prefer := h.Get(hdrForceRegion), h.Get(hdrPreferRegion)
+func routingWant(h *h1.Head, w *upstream.Want) error {
+	force, prefer := headerString(h, hdrForceRegion), headerString(h, hdrPreferRegion)
 	if force != "" || prefer != "" {
 		v := prefer
 		if force != "" {
@@ -45,7 +45,7 @@ func routingWant(h http.Header, w *upstream.Want) error {
 		}
 		w.Regions = in.Regions
 	}
-	forceID, preferID := h.Get(hdrForceInstance), h.Get(hdrPreferInstance)
+	forceID, preferID := headerString(h, hdrForceInstance), headerString(h, hdrPreferInstance)
 	if forceID != "" || preferID != "" {
 		v := preferID
 		if forceID != "" {
@@ -60,39 +60,49 @@ func routingWant(h http.Header, w *upstream.Want) error {
 	return nil
 }
 
+// headerString is the first value of a field, "" when absent. Routing
+// headers are rare: most requests never allocate here.
+func headerString(h *h1.Head, name string) string {
+	if v, ok := h.Get(name); ok {
+		return string(v)
+	}
+	return ""
+}
+
 // fallback is where a replayed request goes if the replay fails.
 type fallback struct {
 	entry *catalog.Port
 	want  *upstream.Want
 }
 
-// serve forwards the request and follows the machines' fly-replay
-// instructions: each replaying response is swallowed and the request is
-// sent again where the instruction says, at most replay.MaxReplays times.
-func (rt roundTripper) serve(req *http.Request, st *reqState, want *upstream.Want) (*http.Response, error) {
-	entry := st.entry
-	acquire := req.Context()
+// follow is the response phase's loop: it forwards the request and
+// follows the machines' fly-replay instructions. Each replaying response
+// is swallowed and the request sent again where the instruction says, at
+// most replay.MaxReplays times, with the body recorded on the way.
+func (h *Handler) follow(x *Exchange) (*upResponse, error) {
+	entry := x.entry()
+	want := &x.want
+	acquire := x.Ctx
 	var limit replayTimer
 	defer limit.stop()
 	var fb *fallback
-	app := func() string { return entry.Service.App.Name }
 	for hops := 0; ; {
-		resp, err := rt.forward(acquire, req, st, entry, want)
+		resp, err := h.forward(acquire, x, entry, want)
 		if err != nil {
-			if hops == 0 || req.Context().Err() != nil {
+			if hops == 0 || x.Ctx.Err() != nil {
 				return nil, err
 			}
 			reason := replayFailure(acquire, err)
 			if fb == nil {
-				rt.countReplay(st, app(), "failed")
+				x.countReplay(x.app(), "failed")
 				return nil, replayError(acquire, err)
 			}
 			// The replay failed: the request goes to the fallback, which
 			// is told why.
-			rt.countReplay(st, app(), "fallback")
-			req.Header.Set(hdrReplayFailed, string(reason))
+			x.countReplay(x.app(), "fallback")
+			x.replayFailed = string(reason)
 			entry, want, fb = fb.entry, fb.want, nil
-			acquire = limit.reset(req.Context(), 0)
+			acquire = limit.reset(x.Ctx, 0)
 			continue
 		}
 		fb = nil
@@ -101,31 +111,32 @@ func (rt roundTripper) serve(req *http.Request, st *reqState, want *upstream.Wan
 			// Replaying on a guess is worse than passing the answer on:
 			// the client gets the machine's response, the operator a log
 			// line (docs/replay.md).
-			rt.countReplay(st, app(), "invalid")
-			if st.env.Log != nil {
-				st.env.Log.Warn("invalid fly-replay ignored", "app", app(), "machine", st.lease.Machine.ID,
-					"request_id", st.id, "error", err.Error())
+			x.countReplay(x.app(), "invalid")
+			if x.env.Log != nil {
+				x.env.Log.Warn("invalid fly-replay ignored", "app", x.app(), "machine", x.target.lease.Machine.ID,
+					"request_id", x.id, "error", err.Error())
 			}
-			return rt.finish(resp, st, want), nil
+			x.dropReplayHeader = true
+			return resp, nil
 		}
 		if !ok {
-			return rt.finish(resp, st, want), nil
+			return resp, nil
 		}
-		from := st.lease.Machine
+		from := x.target.lease.Machine
 		src := replay.Src{Instance: from.ID, Region: from.Region, State: ins.State, T: time.Now()}
-		drain(resp)
-		if st.env.Log != nil && len(ins.Unknown) > 0 {
-			st.env.Log.Info("fly-replay has unknown keys", "app", app(), "machine", from.ID, "keys", strings.Join(ins.Unknown, ","))
+		drain(x, resp)
+		if x.env.Log != nil && len(ins.Unknown) > 0 {
+			x.env.Log.Info("fly-replay has unknown keys", "app", x.app(), "machine", from.ID, "keys", strings.Join(ins.Unknown, ","))
 		}
 		var size int64
-		if st.body != nil {
-			size = st.body.Size()
-			if !st.body.Replayable() {
+		if x.body != nil {
+			size = x.body.Size()
+			if !x.body.Replayable() {
 				size = replay.MaxBufferedBody + 1
 			}
 		}
 		if err := replay.CheckBudget(hops, size); err != nil {
-			rt.countReplay(st, app(), "failed")
+			x.countReplay(x.app(), "failed")
 			if errors.Is(err, replay.ErrBodyTooLarge) {
 				return nil, perr.New(perr.ReplayBodyTooLarge, err)
 			}
@@ -134,15 +145,15 @@ func (rt roundTripper) serve(req *http.Request, st *reqState, want *upstream.Wan
 		hops++
 		origin := entry
 		if ins.App != "" {
-			entry = appEntry(st, ins.App, entry)
+			entry = appEntry(x, ins.App, entry)
 			if entry == nil {
 				entry = origin
-				rt.countReplay(st, app(), "failed")
+				x.countReplay(origin.Service.App.Name, "failed")
 				err := perr.New(perr.NoHealthyInstances, fmt.Errorf("fly-replay: no app %q behind this proxy", ins.App))
 				if ins.Fallback == replay.FallbackNone {
 					return nil, err
 				}
-				req.Header.Set(hdrReplayFailed, string(replay.NoCandidate))
+				x.replayFailed = string(replay.NoCandidate)
 				want = selfWant(from, ins.Fallback, want.Explain)
 				continue
 			}
@@ -161,10 +172,11 @@ func (rt roundTripper) serve(req *http.Request, st *reqState, want *upstream.Wan
 			fb = &fallback{entry: origin, want: selfWant(from, ins.Fallback, want.Explain)}
 		}
 		want = next
-		acquire = limit.reset(req.Context(), ins.Timeout)
-		req.Header.Set(hdrReplaySrc, src.String())
-		req.Header.Del(hdrReplayFailed)
-		rt.countReplay(st, origin.Service.App.Name, "replayed")
+		x.finalWant = want
+		acquire = limit.reset(x.Ctx, ins.Timeout)
+		x.replaySrc = src.String()
+		x.replayFailed = ""
+		x.countReplay(origin.Service.App.Name, "replayed")
 	}
 }
 
@@ -200,11 +212,11 @@ func selfWant(m *catalog.Machine, f replay.Fallback, explain bool) *upstream.Wan
 // appEntry finds where a request replayed to another app goes: that app's
 // service on the same public port if it has one, else its first service
 // that speaks HTTP.
-func appEntry(st *reqState, name string, cur *catalog.Port) *catalog.Port {
-	if st.env.Catalog == nil {
+func appEntry(x *Exchange, name string, cur *catalog.Port) *catalog.Port {
+	if x.env.Catalog == nil {
 		return nil
 	}
-	app := st.env.Catalog.App(name)
+	app := x.env.Catalog.App(name)
 	if app == nil {
 		return nil
 	}
@@ -214,7 +226,7 @@ func appEntry(st *reqState, name string, cur *catalog.Port) *catalog.Port {
 			if !p.Handlers.HTTP {
 				continue
 			}
-			if p.Lo <= st.conn.Port.Public && st.conn.Port.Public <= p.Hi && p.Handlers.TLS == cur.Handlers.TLS {
+			if p.Lo <= x.Conn.Port.Public && x.Conn.Port.Public <= p.Hi && p.Handlers.TLS == cur.Handlers.TLS {
 				return p
 			}
 			if first == nil {
@@ -228,28 +240,46 @@ func appEntry(st *reqState, name string, cur *catalog.Port) *catalog.Port {
 // instruction reads a replay instruction from a response: the fly-replay
 // header, or a JSON body marked with its content type. ok is false for an
 // ordinary response. A JSON body that is not an instruction is put back.
-func instruction(resp *http.Response) (ins replay.Instruction, ok bool, err error) {
-	if resp.StatusCode == http.StatusSwitchingProtocols {
+func instruction(r *upResponse) (ins replay.Instruction, ok bool, err error) {
+	if r.Status == 101 {
 		return ins, false, nil
 	}
-	if vs := resp.Header.Values(hdrReplay); len(vs) > 0 {
-		ins, err = replay.ParseHeader(strings.Join(vs, ";"))
+	h := r.Head
+	if v, found := h.Get(hdrReplay); found {
+		all := string(v)
+		n := 0
+		h.Values(hdrReplay, func(v []byte) {
+			if n++; n > 1 {
+				all += ";" + string(v)
+			}
+		})
+		ins, err = replay.ParseHeader(all)
 		if err != nil {
-			resp.Header.Del(hdrReplay)
 			return ins, false, err
 		}
 		return ins, true, nil
 	}
-	ct := resp.Header.Get("Content-Type")
+	ct, _ := h.Get("Content-Type")
 	// Most responses are not instructions: a prefix test spares them the
 	// allocations of a full media type parse.
-	if len(ct) < len(replay.JSONContentType) || !strings.EqualFold(ct[:len(replay.JSONContentType)], replay.JSONContentType) {
+	if len(ct) < len(replay.JSONContentType) || !strings.EqualFold(string(ct[:len(replay.JSONContentType)]), replay.JSONContentType) {
 		return ins, false, nil
 	}
-	if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != replay.JSONContentType {
+	if mt, _, perr := mime.ParseMediaType(string(ct)); perr != nil || mt != replay.JSONContentType {
 		return ins, false, nil
 	}
-	b, rerr := io.ReadAll(io.LimitReader(resp.Body, replay.MaxJSONLen+1))
+	// The body is read over the head's bytes: keep a copy of the head.
+	keep := &h1.Head{}
+	if _, err := h1.ParseResponse(bytes.Clone(h.Buf), keep, nil, h1.Limits{MaxHead: len(h.Buf) + 1}); err == nil {
+		keep.ContentLength, keep.Chunked, keep.Close = h.ContentLength, h.Chunked, h.Close
+		r.Head = keep
+	}
+	r.src.headDone()
+	var b []byte
+	var rerr error
+	if r.Body != nil {
+		b, rerr = io.ReadAll(io.LimitReader(r.Body, replay.MaxJSONLen+1))
+	}
 	if rerr == nil && len(b) > replay.MaxJSONLen {
 		rerr = fmt.Errorf("replay body longer than %d bytes", replay.MaxJSONLen)
 	}
@@ -257,26 +287,30 @@ func instruction(resp *http.Response) (ins replay.Instruction, ok bool, err erro
 		ins, rerr = replay.ParseJSON(b)
 	}
 	if rerr != nil {
-		resp.Body = &rejoinedBody{Reader: io.MultiReader(bytes.NewReader(b), resp.Body), ReadCloser: resp.Body}
+		if r.Body != nil {
+			r.Body = io.MultiReader(bytes.NewReader(b), r.Body)
+		}
 		return ins, false, rerr
 	}
 	return ins, true, nil
 }
 
-// rejoinedBody puts back the bytes read from a response body.
-type rejoinedBody struct {
-	io.Reader
-	io.ReadCloser
-}
-
-func (b *rejoinedBody) Read(p []byte) (int, error) { return b.Reader.Read(p) }
-
 // drain swallows a replaying response. Its body is read a little so the
-// upstream connection can be reused, then closed (which releases the
-// machine's unit).
-func drain(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+// machine connection can be reused, then the attempt ends.
+func drain(x *Exchange, r *upResponse) {
+	r.src.headDone()
+	clean := r.Body == nil
+	if r.Body != nil {
+		n, err := io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+		clean = err == nil && n < 64<<10 && r.Length >= 0
+		if clean {
+			// The limit may have stopped short of the end.
+			var one [1]byte
+			m, err := r.Body.Read(one[:])
+			clean = m == 0 && err == io.EOF
+		}
+	}
+	x.endAttempt(r, clean)
 }
 
 // replayFailure names why a replay failed, for fly-replay-failed.
@@ -305,34 +339,8 @@ func replayError(ctx context.Context, err error) error {
 	return err
 }
 
-func (rt roundTripper) countReplay(st *reqState, app, outcome string) {
-	if m := st.env.Metrics; m != nil {
+func (x *Exchange) countReplay(app, outcome string) {
+	if m := x.env.Metrics; m != nil {
 		m.Replays.WithLabelValues(app, outcome).Inc()
 	}
-}
-
-// finish adds the routing facts a client asked for to the response that
-// goes back: which preferred instance was unavailable, and the debug
-// explanation.
-func (rt roundTripper) finish(resp *http.Response, st *reqState, want *upstream.Want) *http.Response {
-	l := st.lease
-	if want.Instance != "" && !want.ForceInstance && l != nil && l.Machine.ID != want.Instance {
-		resp.Header.Set(hdrPreferredGone, want.Instance)
-	}
-	if want.Explain && l != nil {
-		switch {
-		case st.pinned:
-			// No decision was made for this request: say so, rather than
-			// repeat the connection's first decision as if it were new.
-			resp.Header.Set(DebugRoutingHeader, "machine="+l.Machine.ID+
-				"; policy=pinned; why=concurrency type connections keeps a client connection on one machine while it is usable")
-		case l.Explain != nil:
-			v := l.Explain.String()
-			if l.Started != "" {
-				v = fmt.Sprintf("started %s (waited %d ms); %s", l.Started, l.StartWait.Milliseconds(), v)
-			}
-			resp.Header.Set(DebugRoutingHeader, v)
-		}
-	}
-	return resp
 }

@@ -1,9 +1,7 @@
 package httpproxy
 
 import (
-	"context"
 	"io"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +33,8 @@ type stallWatch struct {
 	last    int64
 	stalled int
 	cut     func(code perr.Code)
+	// code is set when the watch cut the request.
+	code atomic.Pointer[perr.Code]
 }
 
 // newStallWatch makes a watch; start it once its cut is set, and stop it
@@ -82,38 +82,14 @@ func (s *stallWatch) stop() {
 
 // stallReader is a request body under watch.
 type stallReader struct {
-	io.ReadCloser
+	r io.Reader
 	w *stallWatch
 }
 
 func (r *stallReader) Read(p []byte) (int, error) {
 	r.w.reading.Add(1)
-	n, err := r.ReadCloser.Read(p)
+	n, err := r.r.Read(p)
 	r.w.reading.Add(-1)
 	r.w.moved.Add(int64(n))
 	return n, err
-}
-
-// stallCut is what a cut does to its request: the code it ends with, the
-// client read or write in progress made to return, and the upstream
-// request cancelled, which closes its machine connection.
-func stallCut(st *reqState, w http.ResponseWriter, cancel context.CancelCauseFunc) func(perr.Code) {
-	return func(code perr.Code) {
-		st.cut.Store(&code)
-		if m := st.env.Metrics; m != nil {
-			kind := "body"
-			if code == perr.ClientNotReading {
-				kind = "response"
-			}
-			m.Timeouts.WithLabelValues(kind).Inc()
-		}
-		rc := http.NewResponseController(w)
-		now := time.Now()
-		if code == perr.ClientNotReading {
-			rc.SetWriteDeadline(now)
-		} else {
-			rc.SetReadDeadline(now)
-		}
-		cancel(perr.New(code, nil))
-	}
 }

@@ -74,8 +74,21 @@ func (s *Server) serveConn(ps *portServer, raw net.Conn) {
 	}
 
 	if c.pr.Handlers.HTTP {
+		// HTTP/2 goes to net/http's server; HTTP/1.x stays on this
+		// goroutine, served by the proxy's own front end.
 		handedOff = true
-		if hc := c.httpConn(entry); !ps.httpLn.Handoff(context.Background(), hc) {
+		h2 := c.h2c || c.tls != nil && c.tls.ConnectionState().NegotiatedProtocol == "h2"
+		hc := c.httpConn(entry, h2)
+		if !h2 {
+			c.serveH1(hc)
+			return
+		}
+		var served net.Conn = hc
+		if c.tls != nil {
+			// net/http serves HTTP/2 by ALPN only on a TLS connection.
+			served = &tlsHTTPConn{httpConn: hc, state: c.tls.ConnectionState()}
+		}
+		if !ps.httpLn.Handoff(context.Background(), served) {
 			hc.Close()
 		}
 		return
@@ -120,8 +133,10 @@ type conn struct {
 	// carries it to the stages' child spans.
 	span trace.Span
 	ctx  context.Context
-	// httpc is the connection as handed to net/http, if it was.
+	// httpc is the connection as served by HTTP, if it is.
 	httpc *httpConn
+	// h2c: the plain-text connection began with the HTTP/2 preface.
+	h2c bool
 }
 
 // accept registers a new connection; nil means it was refused (server

@@ -8,27 +8,30 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
-	"github.com/edgeproxy/edgeproxy/internal/h1scan"
 	"github.com/edgeproxy/edgeproxy/internal/h2watch"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
 	"github.com/edgeproxy/edgeproxy/internal/wsframe"
 )
 
-// httpConn is a client connection handed to net/http. It carries the
-// connection's facts to the handler and finishes the connection
-// (lingering close, permits, counters) when net/http closes it.
+// httpConn is a client connection served by HTTP: by the proxy's own
+// HTTP/1.1 front end, or handed to net/http for HTTP/2. It carries the
+// connection's facts to the core and finishes the connection (lingering
+// close, permits, counters) when it is closed.
 type httpConn struct {
 	net.Conn
 	c    *conn
 	info *httpproxy.Conn
+	// h1 is the HTTP/1.1 front end serving the connection, if it is one.
+	h1 *httpproxy.H1Front
 
 	// A WebSocket tunnel is drained by adding a close frame (1001, going
 	// away) to the client's stream at a frame boundary: the machine answers
@@ -40,40 +43,11 @@ type httpConn struct {
 	inject    []byte          // reader-owned
 	sentClose bool            // reader-owned
 
-	// While a handler runs, net/http reads one byte from the client in the
-	// background, only to notice a disconnect and cancel the request's
-	// context. An HTTP/1 request that ignores that cancellation (see
-	// httpproxy.Conn.IgnoresClose) gains nothing from it, and on a quiet
-	// socket the read costs a system call that finds nothing, every
-	// request. So that read waits here instead, without touching the
-	// socket, until net/http aborts it (a read deadline in the past: it
-	// returns the timeout the abort expects), a later deadline is set or
-	// the connection closes (it then reads the socket as asked).
-	rmu      sync.Mutex
-	rwaiting bool
-	rclosed  bool
-	// rpast is true while the read deadline last set is in the past: a
-	// read arriving then (the abort can come first) returns at once, as
-	// the socket's would.
-	rpast bool
-	rwake chan bool // true: aborted
-
-	// Inspection of the client's bytes (inspect.go): reader-owned but
-	// for answer, which Close reads.
-	scan   *h1scan.Scanner
+	// HTTP/2 inspection of the client's bytes (inspect.go): reader-owned.
 	h2     *h2watch.Watcher
 	h2conf h2watch.Config
 	h2err  error // a read error held until the watcher's output is read
-	// scanned counts the bytes scanned, up to the length of the HTTP/2
-	// preface: where a connection that began with it switches to frames.
-	scanned  int
-	held     error // returned by the next read
-	switched atomic.Bool
-	mute     atomic.Bool
-	answer   atomic.Pointer[perr.Code]
-	// bodyRefused is the code of a request body refused in its middle,
-	// for the handler reading it (Conn.BodyRefused).
-	bodyRefused atomic.Pointer[perr.Code]
+	held   error // returned by the next read
 	// The write side of HTTP/2 (inspect.go), under wmu.
 	h2Writes atomic.Bool
 	wmu      sync.Mutex
@@ -85,28 +59,14 @@ type httpConn struct {
 // Read passes the client's bytes on; on a draining WebSocket it slips a
 // close frame in between two of the client's frames.
 func (h *httpConn) Read(p []byte) (int, error) {
-	if len(p) == 1 && h.info.IgnoresClose() && h.deferRead() {
-		return 0, os.ErrDeadlineExceeded
-	}
-	return h.read(p)
-}
-
-func (h *httpConn) read(p []byte) (int, error) {
 	if h.held != nil {
-		return 0, h.deliverRefusal(p)
+		return 0, h.held
 	}
 	if !h.ws.Load() {
 		if h.h2 != nil {
 			return h.readH2(p)
 		}
-		n, err := h.Conn.Read(p)
-		if h.scan != nil && h.switched.Load() {
-			h.scan = nil // a tunnel now, not requests
-		}
-		if n > 0 && h.scan != nil {
-			return h.inspect(p, n, err)
-		}
-		return n, err
+		return h.Conn.Read(p)
 	}
 	for {
 		if len(h.inject) > 0 {
@@ -133,47 +93,6 @@ func (h *httpConn) read(p []byte) (int, error) {
 	}
 }
 
-// deferRead holds net/http's background read (see rwake) and reports
-// whether it was aborted.
-func (h *httpConn) deferRead() bool {
-	h.rmu.Lock()
-	if h.rclosed || h.rpast {
-		defer h.rmu.Unlock()
-		return h.rpast
-	}
-	if h.rwake == nil {
-		h.rwake = make(chan bool, 1)
-	}
-	h.rwaiting = true
-	h.rmu.Unlock()
-	return <-h.rwake
-}
-
-// endDeferredRead notes a new read deadline and releases a held read, if
-// there is one: as aborted when the deadline is in the past, else to read
-// the socket.
-func (h *httpConn) endDeferredRead(deadline time.Time) {
-	h.rmu.Lock()
-	defer h.rmu.Unlock()
-	past := !deadline.IsZero() && deadline.Before(time.Now())
-	h.rpast = past
-	if h.rwaiting {
-		h.rwaiting = false
-		h.rwake <- past
-	}
-}
-
-// SetReadDeadline is how net/http aborts its background read.
-func (h *httpConn) SetReadDeadline(t time.Time) error {
-	h.endDeferredRead(t)
-	return h.Conn.SetReadDeadline(t)
-}
-
-func (h *httpConn) SetDeadline(t time.Time) error {
-	h.endDeferredRead(t)
-	return h.Conn.SetDeadline(t)
-}
-
 // GoAway asks a WebSocket tunnel to close (see Read); false if the
 // connection is not one.
 func (h *httpConn) GoAway() bool {
@@ -183,6 +102,14 @@ func (h *httpConn) GoAway() bool {
 	// Wake a Read blocked on the socket so it can add the close frame.
 	h.Conn.SetReadDeadline(time.Now())
 	return true
+}
+
+// drain closes an HTTP/1.1 connection between requests at once, and one
+// in the middle of a request after its response.
+func (h *httpConn) drain() {
+	if h.h1 != nil {
+		h.h1.Drain()
+	}
 }
 
 func isTimeout(err error) bool {
@@ -203,7 +130,9 @@ func (t *tlsHTTPConn) ConnectionState() tls.ConnectionState { return t.state }
 // the connection.
 func (t *tlsHTTPConn) HandshakeContext(context.Context) error { return nil }
 
-func (c *conn) httpConn(entry *catalog.Port) net.Conn {
+// httpConn makes the HTTP connection; h2 says whether it speaks HTTP/2
+// (by ALPN, or the plain-text preface) and goes to net/http.
+func (c *conn) httpConn(entry *catalog.Port, h2 bool) *httpConn {
 	info := &httpproxy.Conn{ID: c.id, Env: c.rt.Env, Port: c.pr, Client: c.client, Local: c.local,
 		TLS: c.tls != nil, SNIEntry: entry,
 		Current: func() (*httpproxy.Env, *route.Port) {
@@ -235,18 +164,76 @@ func (c *conn) httpConn(entry *catalog.Port) net.Conn {
 		c.meter.Settle(c.s.meters, c.app, &c.settled)
 		c.mu.Unlock()
 	}
+	info.Refused = func(code perr.Code, reason string) {
+		c.mu.Lock()
+		c.code = code
+		c.mu.Unlock()
+		c.fail("refused_request", "request refused", "code", string(code), "reason", reason)
+	}
 	h := &httpConn{Conn: c.top, c: c, info: info}
-	info.BodyRefused = h.bodyRefused.Load
-	h.startInspection(c.tls != nil && c.tls.ConnectionState().NegotiatedProtocol == "h2")
+	if h2 {
+		h.startH2Inspection()
+	}
 	info.WebSocket = func() { h.ws.Store(true) }
-	info.Switched = func() { h.switched.Store(true) }
 	c.mu.Lock()
 	c.httpc = h
 	c.mu.Unlock()
-	if c.tls != nil {
-		return &tlsHTTPConn{httpConn: h, state: c.tls.ConnectionState()}
-	}
 	return h
+}
+
+// serveH1 serves the connection's HTTP/1.1 requests with the proxy's own
+// front end, on the connection's goroutine.
+func (c *conn) serveH1(h *httpConn) {
+	p := c.rt.Config.Proxy
+	opts := httpproxy.H1Options{
+		HeaderTimeout:  p.HandshakeTimeout.D(),
+		IdleTimeout:    httpproxy.IdleTimeout(c.pr, p.IdleTimeout.D()),
+		MaxHeaderBytes: p.MaxHeaderBytes,
+	}
+	if c.tls == nil {
+		opts.WaitReadable = c.waitReadable()
+	}
+	f := c.s.handler.NewH1Front(h, h.info, opts)
+	c.mu.Lock()
+	h.h1 = f
+	c.mu.Unlock()
+	f.Serve()
+	h.Close()
+}
+
+// waitReadable waits for the client's socket to have bytes (or end)
+// without reading them, so that an idle keep-alive connection holds no
+// read buffer. It is used only while no layer above the socket holds
+// bytes of its own (the sniffed prefix has been read).
+func (c *conn) waitReadable() func() error {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok || !upstream.PeekSupported {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() error {
+		if !c.peek.Spliceable() {
+			return nil // bytes are waiting in the sniffed prefix
+		}
+		var werr error
+		first := true
+		err := raw.Read(func(fd uintptr) bool {
+			if first {
+				first = false
+				// Already readable (or ended): no wait. Otherwise wait
+				// for the poller to say so.
+				return !upstream.SocketQuiet(fd)
+			}
+			return true
+		})
+		if err != nil {
+			werr = err
+		}
+		return werr
+	}
 }
 
 // certCovers reports, for the Host of a request on a TLS connection, whether
@@ -273,22 +260,11 @@ type appLimitError struct{}
 func (*appLimitError) Error() string { return "app connection limit reached" }
 
 // Close finishes the connection: net/http calls it when it is done, and
-// so does an upgraded (WebSocket) connection's proxy when the tunnel ends.
+// so does the HTTP/1.1 front end.
 func (h *httpConn) Close() error {
-	h.answerRefused()
 	h.info.Close()
 	h.c.finish()
-	h.closeHeldRead()
 	return nil
-}
-
-// closeHeldRead sends a held background read to the closed socket, and
-// any later one straight there.
-func (h *httpConn) closeHeldRead() {
-	h.rmu.Lock()
-	h.rclosed = true
-	h.rmu.Unlock()
-	h.endDeferredRead(time.Time{})
 }
 
 // CloseWrite sends close_notify (TLS) or a FIN.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/h1scan"
 	"github.com/edgeproxy/edgeproxy/internal/h2watch"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 )
@@ -48,7 +47,7 @@ func readAllH2(t *testing.T, h *httpConn, size int) ([]byte, error) {
 	var out []byte
 	p := make([]byte, size)
 	for {
-		n, err := h.read(p)
+		n, err := h.Read(p)
 		out = append(out, p[:n]...)
 		if err != nil {
 			return out, err
@@ -61,8 +60,7 @@ func readAllH2(t *testing.T, h *httpConn, size int) ([]byte, error) {
 
 // TestH2ReadPath: the client's HTTP/2 bytes reach the server rewritten,
 // whatever the sizes of the socket's and the server's reads, the read
-// error after them all; on a plain port, from the exact end of the
-// preface that switched the connection from HTTP/1 scanning.
+// error after them all.
 func TestH2ReadPath(t *testing.T) {
 	settings := func(vals ...uint32) []byte {
 		var pl []byte
@@ -84,7 +82,7 @@ func TestH2ReadPath(t *testing.T) {
 	want = append(want, h2frame(0x6, 0, 0, make([]byte, 8))...)
 
 	errEnd := errors.New("end of script")
-	for _, plain := range []bool{false, true} {
+	{
 		for _, chunk := range []int{1, 7, 20, 30, 4096, len(in)} {
 			for _, size := range []int{1, 9, 4096} {
 				var chunks [][]byte
@@ -93,17 +91,13 @@ func TestH2ReadPath(t *testing.T) {
 				}
 				h := &httpConn{Conn: &scriptConn{chunks: chunks, err: errEnd}, info: &httpproxy.Conn{}}
 				h.h2conf = h2watch.Config{Preface: len(h2watch.Preface)}
-				if plain {
-					h.scan = h1scan.New(8 << 10)
-				} else {
-					h.h2 = h2watch.New(h.h2conf, time.Now)
-				}
+				h.h2 = h2watch.New(h.h2conf, time.Now)
 				got, err := readAllH2(t, h, size)
 				if err != errEnd {
-					t.Fatalf("plain %v, chunks of %d, reads of %d: error %v, want the socket's", plain, chunk, size, err)
+					t.Fatalf("chunks of %d, reads of %d: error %v, want the socket's", chunk, size, err)
 				}
 				if !bytes.Equal(got, want) {
-					t.Fatalf("plain %v, chunks of %d, reads of %d: got\n%x\nwant\n%x", plain, chunk, size, got, want)
+					t.Fatalf("chunks of %d, reads of %d: got\n%x\nwant\n%x", chunk, size, got, want)
 				}
 			}
 		}

@@ -340,6 +340,21 @@ func (s *Server) portsSnapshot() map[int]*portServer {
 func (s *Server) shutdownHTTP(ps *portServer, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	// HTTP/1.1 connections are the proxy's own: idle ones close now,
+	// busy ones after their response.
+	s.mu.Lock()
+	var hs []*httpConn
+	for _, c := range s.active {
+		c.mu.Lock()
+		if c.ps == ps && c.httpc != nil {
+			hs = append(hs, c.httpc)
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	for _, h := range hs {
+		h.drain()
+	}
 	if err := ps.http.Shutdown(ctx); err != nil {
 		ps.http.Close()
 	}
@@ -417,6 +432,7 @@ func (s *Server) closeWebSockets() int {
 		if h.GoAway() {
 			n++
 		}
+		h.drain()
 	}
 	return n
 }

@@ -166,7 +166,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		meters:     &meter.Apps{},
 		fileCfg:    cfg,
 	}
-	s.handler = httpproxy.NewHandler(pools, log, s.bufs)
+	s.handler = httpproxy.NewHandler(s.bufs)
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.version = cmp.Or(o.Version, "dev")

@@ -221,6 +221,7 @@ func (c *conn) sniffHTTP() bool {
 		}
 		return false
 	}
+	c.h2c = sniff.H2Preface(b) == sniff.Match
 	return true
 }
 

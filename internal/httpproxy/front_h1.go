@@ -1,0 +1,379 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+)
+
+// The HTTP/1.1 front end: one goroutine per client connection reads a
+// request head, hands the exchange to the core and writes what the core
+// answers, then waits for the next request. Between requests it holds no
+// buffer: the read buffer goes back to its pool, and on a plain-text
+// connection the wait for the next request is a wait for readability of
+// the socket (H1Options.WaitReadable), not a read into a buffer.
+
+// H1Options are a client connection's settings for the HTTP/1.1 front end.
+type H1Options struct {
+	// HeaderTimeout bounds reading a request head from its first byte.
+	HeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection (the first request's wait is the server's sniffing).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request head.
+	MaxHeaderBytes int
+	// WaitReadable, if set, blocks until the client connection has bytes
+	// to read or has ended, without reading them; it must honour the
+	// connection's read deadline. Unset, the front end reads the next
+	// request's first byte into a small array of its own.
+	WaitReadable func() error
+}
+
+// H1Front serves the HTTP/1.1 requests of one client connection.
+type H1Front struct {
+	h    *Handler
+	conn net.Conn
+	c    *Conn
+	opts H1Options
+
+	br *bufio.Reader // nil between requests
+	bw *bufio.Writer // nil between requests
+	// first holds a byte read ahead while waiting (see WaitReadable).
+	first    [1]byte
+	hasFirst bool
+	// lead counts the bytes read before the head was whole.
+	head     h1.Head
+	headBuf  []byte
+	lastPOST bool
+
+	draining atomic.Bool
+	idle     atomic.Bool
+
+	w    h1Writer
+	body h1Body
+	// chunked decodes chunked request bodies.
+	chunked h1.ChunkedReader
+}
+
+// NewH1Front makes the front end of one client connection.
+func (h *Handler) NewH1Front(conn net.Conn, c *Conn, opts H1Options) *H1Front {
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 1 << 20
+	}
+	return &H1Front{h: h, conn: conn, c: c, opts: opts}
+}
+
+// readers and writers lend the client connections' buffers between
+// requests.
+var (
+	clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+	clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
+)
+
+// Drain asks the connection to close: at once when it waits between
+// requests, else after the response in progress, which says so.
+func (f *H1Front) Drain() {
+	f.draining.Store(true)
+	if f.idle.Load() {
+		f.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// Serve serves requests until the connection ends or must close. The
+// caller closes the connection.
+func (f *H1Front) Serve() {
+	defer f.release()
+	for n := 0; ; n++ {
+		if f.draining.Load() {
+			return
+		}
+		if n > 0 && !f.await() {
+			return
+		}
+		if !f.serveOne() {
+			return
+		}
+	}
+}
+
+// await waits for the next request without a buffer held.
+func (f *H1Front) await() bool {
+	if f.br != nil && f.br.Buffered() > 0 {
+		return true // pipelined
+	}
+	f.release()
+	if d := f.opts.IdleTimeout; d > 0 {
+		f.conn.SetReadDeadline(time.Now().Add(d))
+	}
+	f.idle.Store(true)
+	defer f.idle.Store(false)
+	if f.draining.Load() {
+		return false
+	}
+	if f.opts.WaitReadable != nil {
+		return f.opts.WaitReadable() == nil && !f.draining.Load()
+	}
+	if n, _ := f.conn.Read(f.first[:]); n == 1 {
+		f.hasFirst = true
+		return true
+	}
+	return false
+}
+
+// release gives the buffers back; a reader with unread bytes is kept.
+func (f *H1Front) release() {
+	if f.br != nil && f.br.Buffered() == 0 {
+		f.br.Reset(nil)
+		clientReaders.Put(f.br)
+		f.br = nil
+	}
+	if f.bw != nil {
+		f.bw.Reset(nil)
+		clientWriters.Put(f.bw)
+		f.bw = nil
+	}
+}
+
+// firstReader feeds a byte read ahead before the connection's bytes.
+type firstReader struct{ f *H1Front }
+
+func (r firstReader) Read(p []byte) (int, error) {
+	f := r.f
+	if f.hasFirst && len(p) > 0 {
+		p[0] = f.first[0]
+		f.hasFirst = false
+		return 1, nil
+	}
+	return f.conn.Read(p)
+}
+
+// serveOne reads one request and serves it; false ends the connection.
+func (f *H1Front) serveOne() bool {
+	if f.br == nil {
+		f.br = clientReaders.Get().(*bufio.Reader)
+		f.br.Reset(firstReader{f})
+	}
+	if d := f.opts.HeaderTimeout; d > 0 {
+		f.conn.SetReadDeadline(time.Now().Add(d))
+	}
+	n, err := f.readHead()
+	if err != nil {
+		f.refuse(err)
+		return false
+	}
+	// The head is copied out of the read buffer: the body is read
+	// through that buffer while the core still needs the head.
+	f.headBuf = append(f.headBuf[:0], f.head.Buf[:n]...)
+	f.head.Buf = f.headBuf
+	f.br.Discard(n)
+	if err := f.absoluteForm(); err != nil {
+		f.refuse(err)
+		return false
+	}
+	f.conn.SetReadDeadline(time.Time{})
+	if f.bw == nil {
+		f.bw = clientWriters.Get().(*bufio.Writer)
+		f.bw.Reset(f.conn)
+	}
+	r := &f.head
+	f.lastPOST = string(r.Bytes(r.Method)) == "POST"
+	closing := r.Close || f.draining.Load()
+	f.w = h1Writer{f: f, minor: r.Minor, head: string(r.Bytes(r.Method)) == "HEAD", closing: closing}
+	x := &Exchange{Conn: f.c, Req: r, W: &f.w, Ctx: context.Background()}
+	f.body = h1Body{}
+	switch h1.RequestBody(r) {
+	case h1.BodyLength:
+		f.body = h1Body{f: f, src: f.br, left: r.ContentLength, expect: r.Expect100}
+		x.Body = Body{R: &f.body, Length: r.ContentLength}
+	case h1.BodyChunked:
+		f.chunked.Reset(f.br, perr.MalformedRequest, f.opts.MaxHeaderBytes)
+		f.body = h1Body{f: f, src: &f.chunked, left: -1, expect: r.Expect100}
+		x.Body = Body{R: &f.body, Length: -1}
+	}
+	var stop func() bool
+	if f.c.AbortOnClose && x.Body.R == nil && !r.Upgrade {
+		stop = f.watchClose(x)
+	}
+	f.h.Serve(x)
+	if stop != nil && !stop() {
+		return false
+	}
+	if x.Aborted() || f.w.closing || f.w.tunneled || x.Status() == 101 {
+		return false
+	}
+	if err := f.w.err; err != nil {
+		return false
+	}
+	// The rest of a body the machine did not read goes unread by anyone:
+	// skip a little of it so the connection lives on, or close.
+	if x.Body.R != nil && !f.body.finish() {
+		return false
+	}
+	return true
+}
+
+// readHead buffers and parses a request head; n is its length.
+func (f *H1Front) readHead() (int, error) {
+	lim := h1.Limits{MaxHead: f.opts.MaxHeaderBytes}
+	if f.lastPOST {
+		// RFC 9112 section 2.2: one CRLF after a POST body is tolerated,
+		// as old clients sent it.
+		if b, err := f.br.Peek(2); err == nil && h1.SkipEmptyLine(b) == 2 {
+			f.br.Discard(2)
+		}
+		f.lastPOST = false
+	}
+	for {
+		b, _ := f.br.Peek(f.br.Buffered())
+		if len(b) > 0 {
+			n, err := h1.ParseRequest(b, &f.head, lim)
+			if err != h1.ErrNeedMore {
+				return n, err
+			}
+		}
+		if len(b) >= f.br.Size() {
+			if f.br.Size() >= f.opts.MaxHeaderBytes || f.br.Size() >= 1<<20 {
+				return 0, &h1.Error{Code: perr.RequestHeadersTooLarge, Status: 431, Reason: "request head too large"}
+			}
+			// Longer than the buffer: move to a larger reader.
+			big := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), firstReader{f}), min(f.opts.MaxHeaderBytes+1, 2*f.br.Size()))
+			f.br.Discard(len(b))
+			f.br.Reset(nil)
+			clientReaders.Put(f.br)
+			f.br = big
+			continue
+		}
+		if _, err := f.br.Peek(len(b) + 1); err != nil {
+			if len(b) == 0 {
+				return 0, errQuietEnd{err}
+			}
+			return 0, err
+		}
+	}
+}
+
+// errQuietEnd is a connection that ended (or timed out) between requests:
+// closed without an answer.
+type errQuietEnd struct{ err error }
+
+func (e errQuietEnd) Error() string { return "client connection ended: " + e.err.Error() }
+
+// refuse answers a request whose head could not be read, then the
+// connection closes.
+func (f *H1Front) refuse(err error) {
+	var quiet errQuietEnd
+	if errors.As(err, &quiet) {
+		return
+	}
+	var he *h1.Error
+	code := perr.MalformedRequest
+	if errors.As(err, &he) {
+		code = he.Code
+	} else {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The head did not arrive in time: net/http's servers close
+			// without an answer too, and so does nginx.
+			return
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return
+		}
+	}
+	if f.c.Refused != nil {
+		f.c.Refused(code, err.Error())
+	}
+	if b := perr.RawResponse(code); b != nil {
+		f.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		f.conn.Write(b)
+	}
+}
+
+// watchClose cancels the exchange when the client ends its stream while
+// the request runs (abort_on_close). A byte that arrives instead is kept
+// for the next request. stop ends the watch; false means the connection
+// ended.
+func (f *H1Front) watchClose(x *Exchange) (stop func() bool) {
+	ctx, cancel := context.WithCancel(x.Ctx)
+	x.Ctx = ctx
+	done := make(chan bool, 1)
+	var b [1]byte
+	got := 0
+	go func() {
+		n, err := f.br.Read(b[:])
+		got = n
+		if n == 0 && err != nil {
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				cancel()
+				done <- false
+				return
+			}
+		}
+		done <- true
+	}()
+	return func() bool {
+		f.conn.SetReadDeadline(aLongTimeAgo)
+		ok := <-done
+		f.conn.SetReadDeadline(time.Time{})
+		cancel()
+		if got == 1 {
+			// The watch read a byte of the next request: put it back.
+			f.br.UnreadByte()
+		}
+		return ok
+	}
+}
+
+// absoluteForm reads a target in absolute form ("http://host/path"): its
+// authority is the request's host, whatever Host says (RFC 9112 section
+// 3.2.2), and the machine gets the path. Both are spans of the head's own
+// copy; a missing path becomes "/", added after the head's bytes.
+func (f *H1Front) absoluteForm() error {
+	h := &f.head
+	t := h.Bytes(h.Target)
+	rest, ok := cutScheme(t)
+	if !ok {
+		return nil
+	}
+	end := 0
+	for end < len(rest) && rest[end] != '/' && rest[end] != '?' {
+		end++
+	}
+	authority := rest[:end]
+	if len(authority) == 0 || !h1.ValidHost(authority) {
+		return &h1.Error{Code: perr.MalformedRequest, Status: 400, Reason: "absolute-form target without a valid authority"}
+	}
+	off := h.Target.Off + uint32(len(t)-len(rest))
+	h.Host, h.HasHost = h1.Span{Off: off, Len: uint32(end)}, true
+	path := rest[end:]
+	if len(path) > 0 && path[0] == '/' {
+		h.Target = h1.Span{Off: off + uint32(end), Len: uint32(len(path))}
+		return nil
+	}
+	// "http://host" or "http://host?q": the path is "/".
+	start := len(f.headBuf)
+	f.headBuf = append(append(f.headBuf, '/'), path...)
+	h.Buf = f.headBuf
+	h.Target = h1.Span{Off: uint32(start), Len: uint32(1 + len(path))}
+	return nil
+}
+
+// cutScheme returns what follows "http://" or "https://" (any case).
+func cutScheme(t []byte) ([]byte, bool) {
+	for _, s := range []string{"http://", "https://"} {
+		if len(t) >= len(s) && asciiEqualFold(t[:len(s)], s) {
+			return t[len(s):], true
+		}
+	}
+	return nil, false
+}

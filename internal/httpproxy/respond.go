@@ -1,0 +1,299 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"html"
+	"io"
+	"net"
+	"strconv"
+
+	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
+	"github.com/edgeproxy/edgeproxy/internal/route"
+)
+
+// The respond phase: the machine's answer to the client, and the answers
+// the proxy makes itself (errors, redirects).
+
+// respond sends a machine's response to the client and ends the attempt.
+func (h *Handler) respond(x *Exchange, r *upResponse) {
+	bp := headBufs.Get().(*[]byte)
+	fields := x.responseFields((*bp)[:0], r)
+	r.src.headDone()
+	if r.tunnel != nil {
+		h.tunnel(x, r, fields)
+		*bp = fields[:0]
+		headBufs.Put(bp)
+		return
+	}
+	method := x.Req.Bytes(x.Req.Method)
+	bodyless := r.Body == nil || string(method) == "HEAD" || r.Status == 204 || r.Status == 304
+	err := x.W.Head(r.Status, fields, r.Length, bodyless)
+	*bp = fields[:0]
+	headBufs.Put(bp)
+	x.status, x.headSent = r.Status, true
+	if err != nil {
+		x.endAttempt(r, false)
+		x.clientGone(err)
+		return
+	}
+	if r.Body == nil || bodyless {
+		x.endAttempt(r, r.Body == nil)
+		if err := x.W.End(nil); err != nil {
+			x.clientGone(err)
+		}
+		return
+	}
+	werr, rerr := h.copyBody(x, r)
+	switch {
+	case rerr != nil:
+		// The machine's body failed part way: the client must not take
+		// the truncated body for a whole one.
+		x.endAttempt(r, false)
+		code := perr.BodyReadFailed
+		if c := x.stalls.code.Load(); c != nil {
+			code = *c
+		} else if x.Ctx.Err() != nil {
+			code = perr.ClientClosed
+		}
+		x.code = code
+		x.aborted = true
+	case werr != nil:
+		x.endAttempt(r, false)
+		x.clientGone(werr)
+	default:
+		x.endAttempt(r, true)
+		if err := x.W.End(r.trailers()); err != nil {
+			x.clientGone(err)
+		}
+	}
+}
+
+// copyBody streams the body to the client. A body of unknown length is a
+// stream (server-sent events, gRPC, a long poll): each piece is flushed
+// as it comes; one of known length is flushed at its end.
+func (h *Handler) copyBody(x *Exchange, r *upResponse) (werr, rerr error) {
+	bp := h.bufs.Get()
+	defer h.bufs.Put(bp)
+	buf := *bp
+	stream := r.Length < 0
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			x.stalls.writing.Add(1)
+			m, w := x.W.Write(buf[:n])
+			x.stalls.writing.Add(-1)
+			x.stalls.moved.Add(int64(m))
+			x.sent += int64(m)
+			if w == nil && stream {
+				w = x.W.Flush()
+			}
+			if w != nil {
+				return w, nil
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			// A reader that returns nothing and no error makes no
+			// progress; iox.Copy's rule applies here too.
+			if x.zeroReads++; x.zeroReads > 100 {
+				return nil, io.ErrNoProgress
+			}
+		}
+	}
+}
+
+// tunnel answers a 101 and joins the client and machine connections.
+func (h *Handler) tunnel(x *Exchange, r *upResponse, fields []byte) {
+	x.status, x.headSent = 101, true
+	if x.Conn.Switched != nil {
+		x.Conn.Switched()
+	}
+	if up, _ := r.Head.Get("Upgrade"); asciiEqualFold(up, "websocket") && x.Conn.WebSocket != nil {
+		x.Conn.WebSocket()
+	}
+	if err := x.W.Head(101, fields, 0, true); err != nil {
+		x.endAttempt(r, false)
+		x.clientGone(err)
+		return
+	}
+	client, err := x.W.Tunnel()
+	if err != nil {
+		x.endAttempt(r, false)
+		x.fail(err)
+		return
+	}
+	cin := &countConn{Conn: client}
+	in, out, _ := iox.Duplex(cin, r.tunnel, iox.DuplexOptions{Pool: h.bufs, NoSplice: true})
+	x.tunnelIn, x.tunnelOut = in, out
+	x.endAttempt(r, false)
+}
+
+// countConn lets a tunnel's client side be passed through Duplex as it is.
+type countConn struct{ net.Conn }
+
+func (c *countConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// clientGone ends a request whose client stopped taking the response.
+func (x *Exchange) clientGone(err error) {
+	x.aborted = true
+	if c := x.stalls.code.Load(); c != nil {
+		x.code = *c
+		return
+	}
+	x.code = perr.ClientClosed
+}
+
+// fail answers a request the proxy could not serve with the code's
+// status, the code in a header and a one-line text body users can search
+// (or a gRPC status for a gRPC call).
+func (x *Exchange) fail(err error) {
+	pe, ok := perr.As(err)
+	if !ok {
+		pe = perr.New(perr.InternalError, err)
+		if errors.Is(err, context.Canceled) {
+			pe = perr.New(perr.ClientClosed, err)
+		}
+	}
+	if code := x.stalls.code.Load(); code != nil {
+		pe = perr.New(*code, err)
+	} else if x.body != nil && x.body.failed.Load() {
+		// The client cut its body short, or sent one the proxy refused:
+		// whatever the machine side saw follows from that.
+		pe = perr.New(perr.RequestBodyIncomplete, err)
+		var he *h1.Error
+		if errors.As(x.body.srcErr, &he) {
+			pe = perr.New(he.Code, err)
+		}
+	}
+	x.code = pe.Code
+	if x.env.Log != nil {
+		x.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
+			"request_id", x.id, "conn_id", x.Conn.ID, "host", x.Req.String(x.Req.Host), "error", pe.Error())
+	}
+	if pe.Code == perr.ClientClosed || pe.Code == perr.ClientNotReading || x.headSent {
+		// Nobody is listening for the answer, or one is under way.
+		x.aborted = true
+		return
+	}
+	fields := make([]byte, 0, 256)
+	fields = append(fields, perr.CodeHeader+": "...)
+	fields = append(fields, pe.Code...)
+	fields = append(fields, "\r\nServer: edgeproxy\r\n"...)
+	fields = h1.AppendFieldString(fields, "Fly-Request-Id", x.id)
+	fields = x.h.dates.appendField(fields, x.start)
+	if ct, ok := grpcContentType(x.Req); ok {
+		fields = appendGRPCError(fields, ct, pe)
+		x.answer(200, fields, nil)
+		return
+	}
+	status := pe.HTTPStatus()
+	if status == 0 {
+		status = 502
+	}
+	fields = append(fields, "Content-Type: text/plain; charset=utf-8\r\n"...)
+	x.answer(status, fields, []byte(errorText(pe)))
+}
+
+// answer sends a response the proxy made itself.
+func (x *Exchange) answer(status int, fields, body []byte) {
+	bodyless := string(x.Req.Bytes(x.Req.Method)) == "HEAD"
+	x.status, x.headSent = status, true
+	if err := x.W.Head(status, fields, int64(len(body)), bodyless); err != nil {
+		x.clientGone(err)
+		return
+	}
+	if !bodyless && len(body) > 0 {
+		n, err := x.W.Write(body)
+		x.sent += int64(n)
+		if err != nil {
+			x.clientGone(err)
+			return
+		}
+	}
+	if err := x.W.End(nil); err != nil {
+		x.clientGone(err)
+	}
+}
+
+// redirectHTTPS sends the client to the same URL over https. The https
+// port is where public port 443 really listens: it differs only when
+// port_map moves it for a local run, and then the redirect must name it.
+func (x *Exchange) redirectHTTPS(host string) {
+	name := route.NormalizeHost(host)
+	if name == "" {
+		x.fail(perr.New(perr.MalformedRequest, errors.New("cannot redirect to https: bad Host "+strconv.Quote(host))))
+		return
+	}
+	if p := x.env.HTTPSPort; p != 0 && p != 443 {
+		name = net.JoinHostPort(name, strconv.Itoa(p))
+	}
+	target := x.Req.Bytes(x.Req.Target)
+	url := "https://" + name + string(target)
+	if len(target) == 0 || target[0] != '/' {
+		url = "https://" + name + "/"
+	}
+	fields := make([]byte, 0, 256)
+	fields = h1.AppendFieldString(fields, "Location", url)
+	fields = h1.AppendFieldString(fields, "Fly-Request-Id", x.id)
+	fields = x.h.dates.appendField(fields, x.start)
+	var body []byte
+	if m := string(x.Req.Bytes(x.Req.Method)); m == "GET" || m == "HEAD" {
+		fields = append(fields, "Content-Type: text/html; charset=utf-8\r\n"...)
+		body = []byte("<a href=\"" + html.EscapeString(url) + "\">Moved Permanently</a>.\n\n")
+	}
+	x.answer(301, fields, body)
+}
+
+// interimFields are a 1xx response's fields as the client gets them.
+func interimFields(h *h1.Head) []byte {
+	var dst []byte
+	for _, f := range h.Fields {
+		name := h.Bytes(f.Name)
+		if roleOfResponse(name) == dropField {
+			continue
+		}
+		dst = append(dst, name...)
+		dst = append(dst, ": "...)
+		dst = append(dst, h.Bytes(f.Value)...)
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
+}
+
+// errorText is the body of an error response: the code's line, with the
+// cause of a routing failure. Routing failures are explained to the
+// client: which app, and why no machine could take the request (every
+// machine failing its checks, and the check's verdict), so a one-machine
+// app whose check fails says so instead of a bare 503.
+func errorText(pe *perr.Error) string {
+	line := pe.Line()
+	if detail := routingDetail(pe); detail != "" {
+		return line[:len(line)-1] + ": " + detail + "\n"
+	}
+	return line
+}
+
+// routingDetail is the cause of a routing error (PR..), which edgeproxy
+// wrote itself from the catalog, never from client or machine bytes.
+func routingDetail(pe *perr.Error) string {
+	switch pe.Code {
+	case perr.NoHealthyInstances, perr.NoCandidate, perr.NoCandidateTimeout:
+		if pe.Err != nil {
+			return pe.Err.Error()
+		}
+	}
+	return ""
+}
