@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -93,8 +94,12 @@ type Exchange struct {
 	h     *Handler
 	env   *Env
 	port  *route.Port
-	id    string
+	id    []byte
+	idBuf requestID
 	start time.Time
+	// cancel ends Ctx when it can end (see Serve).
+	cancel    context.CancelCauseFunc
+	stallBody stallReader
 
 	// target is the current attempt's app service and machine.
 	target struct {
@@ -158,27 +163,37 @@ func (h *Handler) Serve(x *Exchange) {
 	c := x.Conn
 	x.h = h
 	x.env, x.port = c.current()
-	x.id = newRequestID(x.env.Region)
+	x.id = x.idBuf.set(x.env.Region)
 	x.start = time.Now()
 	if x.Ctx == nil {
 		x.Ctx = context.Background()
 	}
 	defer h.log(x)
-	x.stalls = newStallWatch(x.env.BodyTimeout, x.env.BodyMinBytes)
+	if x.stalls == nil {
+		x.stalls = &stallWatch{}
+	}
+	x.stalls.start(x, x.env.BodyTimeout, x.env.BodyMinBytes)
 	defer x.stalls.stop()
 	if x.Body.R != nil {
-		x.body = newReplayBody(&stallReader{r: x.Body.R, w: x.stalls}, x.Body.Length)
+		x.stallBody = stallReader{r: x.Body.R, w: x.stalls}
+		x.body = newReplayBody(&x.stallBody, x.Body.Length)
 	}
-	ctx, cancel := context.WithCancelCause(x.Ctx)
-	defer cancel(nil)
-	x.Ctx = ctx
+	if x.Ctx.Done() != nil {
+		// A context that can end (an HTTP/2 stream's) also ends when the
+		// request is cut. One that cannot (HTTP/1.1's) stays as it is: a
+		// cut reaches the machine side through the client's socket and the
+		// attempt's own cancellation, without a context per request.
+		ctx, cancel := context.WithCancelCause(x.Ctx)
+		defer cancel(nil)
+		x.Ctx, x.cancel = ctx, cancel
+	}
 	if tr := x.env.Tracing; tr != nil && tr.Enabled {
 		var span trace.Span
 		x.Ctx, span = tr.Tracer.Start(tr.Propagator.Extract(x.Ctx, headCarrier{h: x.Req}), "proxy request",
 			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 				attribute.String("http.request.method", x.Req.String(x.Req.Method)),
 				attribute.String("server.address", x.Req.String(x.Req.Host)),
-				attribute.String("edgeproxy.request_id", x.id), attribute.Int64("edgeproxy.conn_id", int64(c.ID))))
+				attribute.String("edgeproxy.request_id", x.ID()), attribute.Int64("edgeproxy.conn_id", int64(c.ID))))
 		defer func() {
 			span.SetAttributes(attribute.Int("http.response.status_code", x.status))
 			if x.code != "" {
@@ -187,7 +202,6 @@ func (h *Handler) Serve(x *Exchange) {
 			span.End()
 		}()
 	}
-	x.stalls.start(x.cutter(cancel))
 	if answered, err := h.route(x); err != nil || answered {
 		if err != nil {
 			x.fail(err)
@@ -215,14 +229,14 @@ func (h *Handler) route(x *Exchange) (answered bool, err error) {
 	if err := checkMethod(x.Req.Bytes(x.Req.Method)); err != nil {
 		return false, err
 	}
-	host := x.hostString()
+	host := x.hostView()
 	entry := x.routeTraced(host)
 	if entry == nil {
-		return false, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", host, x.port.Public))
+		return false, perr.New(perr.UnknownHost, fmt.Errorf("host %q on port %d", x.hostString(), x.port.Public))
 	}
 	if c.misdirected(x.port, host, entry) {
 		return false, perr.New(perr.MisdirectedRequest, fmt.Errorf("host %q (app %s) on a TLS connection for %q",
-			host, entry.Service.App.Name, c.SNI))
+			x.hostString(), entry.Service.App.Name, c.SNI))
 	}
 	x.target.entry = entry
 	if c.AdmitApp != nil {
@@ -231,7 +245,7 @@ func (h *Handler) route(x *Exchange) (answered bool, err error) {
 		}
 	}
 	if entry.ForceHTTPS && !c.TLS {
-		x.redirectHTTPS(host)
+		x.redirectHTTPS(x.hostString())
 		return true, nil
 	}
 	return false, nil
@@ -264,20 +278,53 @@ func (x *Exchange) routeTraced(host string) *catalog.Port {
 	return cp
 }
 
-// cutter is what a stall cut (stall.go) does: the code the request ends
+// cut is what a stall cut (stall.go) does: the code the request ends
 // with, the blocked client read or write made to return, and the machine
 // side cancelled, which closes its connection.
-func (x *Exchange) cutter(cancel context.CancelCauseFunc) func(perr.Code) {
-	return func(code perr.Code) {
-		x.stalls.code.Store(&code)
-		if m := x.env.Metrics; m != nil {
-			kind := "body"
-			if code == perr.ClientNotReading {
-				kind = "response"
-			}
-			m.Timeouts.WithLabelValues(kind).Inc()
+func (x *Exchange) cut(code perr.Code) {
+	x.stalls.code.Store(&code)
+	if m := x.env.Metrics; m != nil {
+		kind := "body"
+		if code == perr.ClientNotReading {
+			kind = "response"
 		}
-		x.W.Cut(code == perr.ClientNotReading)
-		cancel(perr.New(code, nil))
+		m.Timeouts.WithLabelValues(kind).Inc()
 	}
+	x.W.Cut(code == perr.ClientNotReading)
+	if x.cancel != nil {
+		x.cancel(perr.New(code, nil))
+	}
+	if pc := x.stalls.attempt.Load(); pc != nil {
+		pc.cancelFor(x)
+	}
+}
+
+// ended reports whether the request was cut or its client went away.
+func (x *Exchange) ended() bool {
+	_, cut := x.cutCode()
+	return cut || x.Ctx.Err() != nil
+}
+
+// cutCode is the code of a cut, if the request was cut.
+func (x *Exchange) cutCode() (perr.Code, bool) {
+	if c := x.stalls.code.Load(); c != nil {
+		return *c, true
+	}
+	return "", false
+}
+
+// ID is the request's id, as logs and headers carry it.
+func (x *Exchange) ID() string { return string(x.id) }
+
+// hostView is the request's Host as a string without a copy, for lookups
+// during Serve only: it aliases the head's buffer, so nothing may keep it.
+func (x *Exchange) hostView() string {
+	if !x.Req.HasHost {
+		return ""
+	}
+	b := x.Req.Bytes(x.Req.Host)
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

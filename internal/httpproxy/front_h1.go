@@ -60,6 +60,10 @@ type H1Front struct {
 
 	w    h1Writer
 	body h1Body
+	// x is the exchange in progress, and stalls its watch: both are
+	// the connection's, reused by each request.
+	x      Exchange
+	stalls stallWatch
 	// chunked decodes chunked request bodies.
 	chunked h1.ChunkedReader
 }
@@ -92,6 +96,7 @@ func (f *H1Front) Drain() {
 // caller closes the connection.
 func (f *H1Front) Serve() {
 	defer f.release()
+	defer f.stalls.close()
 	for n := 0; ; n++ {
 		if f.draining.Load() {
 			return
@@ -188,7 +193,8 @@ func (f *H1Front) serveOne() bool {
 	f.lastPOST = string(r.Bytes(r.Method)) == "POST"
 	closing := r.Close || f.draining.Load()
 	f.w = h1Writer{f: f, minor: r.Minor, head: string(r.Bytes(r.Method)) == "HEAD", closing: closing}
-	x := &Exchange{Conn: f.c, Req: r, W: &f.w, Ctx: context.Background()}
+	x := &f.x
+	*x = Exchange{Conn: f.c, Req: r, W: &f.w, Ctx: context.Background(), stalls: &f.stalls}
 	f.body = h1Body{}
 	switch h1.RequestBody(r) {
 	case h1.BodyLength:
@@ -204,6 +210,9 @@ func (f *H1Front) serveOne() bool {
 		stop = f.watchClose(x)
 	}
 	f.h.Serve(x)
+	if f.w.err == nil && !f.w.tunneled {
+		f.w.fail(f.bw.Flush())
+	}
 	if stop != nil && !stop() {
 		return false
 	}

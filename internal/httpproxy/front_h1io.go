@@ -107,6 +107,10 @@ func (w *h1Writer) Write(p []byte) (int, error) {
 
 func (w *h1Writer) Flush() error { return w.fail(w.f.bw.Flush()) }
 
+// End writes the end of the body; what is buffered goes out once the
+// core is done (H1Front.serveOne), after the request was logged and
+// counted, so that a client holding the whole response finds it in the
+// metrics.
 func (w *h1Writer) End(trailers []byte) error {
 	b := w.f.bw
 	if w.chunked && !w.head {
@@ -114,7 +118,7 @@ func (w *h1Writer) End(trailers []byte) error {
 		b.Write(trailers)
 		b.WriteString("\r\n")
 	}
-	return w.fail(b.Flush())
+	return w.err
 }
 
 func (w *h1Writer) fail(err error) error {

@@ -35,15 +35,20 @@ func via(major int) string {
 	return "1.1 edgeproxy"
 }
 
-// newRequestID makes an id unique enough to find one request in logs:
-// 64 random bits and the edge's region, like the platform's ids.
-func newRequestID(region string) string {
-	var b [16]byte
+// requestID holds an id unique enough to find one request in logs: 64
+// random bits and the edge's region, like the platform's ids. It is kept
+// as bytes in the exchange: headers take it as it is, and only a log line
+// makes a string of it.
+type requestID [64]byte
+
+func (b *requestID) set(region string) []byte {
 	const hexdigits = "0123456789abcdef"
 	v := rand.Uint64()
-	for i := range b {
+	for i := range 16 {
 		b[i] = hexdigits[v&0xf]
 		v >>= 4
 	}
-	return string(b[:]) + "-" + region
+	b[16] = '-'
+	n := 17 + copy(b[17:], region)
+	return b[:n]
 }

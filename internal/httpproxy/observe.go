@@ -54,7 +54,7 @@ func (h *Handler) log(x *Exchange) {
 	}
 	attrs := []slog.Attr{
 		slog.String("type", "http"),
-		slog.String("request_id", x.id),
+		slog.String("request_id", x.ID()),
 		slog.Uint64("conn_id", x.Conn.ID),
 		slog.String("app", app),
 		slog.String("region", env.Region),

@@ -21,6 +21,8 @@ import (
 // headBufs lends the buffers machine request heads are built in.
 var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
+var fieldRequestID = []byte("Fly-Request-Id")
+
 // fieldRole is what a rewrite does with a field, by its name.
 type fieldRole uint8
 
@@ -157,7 +159,7 @@ func (x *Exchange) requestHead(dst []byte, preferredGone string) []byte {
 	dst = append(dst, "Via: "...)
 	dst = append(dst, via(x.W.Proto())...)
 	dst = append(dst, "\r\n"...)
-	dst = h1.AppendFieldString(dst, "Fly-Request-Id", x.id)
+	dst = h1.AppendField(dst, fieldRequestID, x.id)
 	// Apps measure queueing time from this, as on the platform.
 	dst = append(dst, "X-Request-Start: t="...)
 	dst = strconv.AppendInt(dst, time.Now().UnixMicro(), 10)
@@ -354,7 +356,7 @@ func (x *Exchange) responseFields(dst []byte, r *upResponse) []byte {
 			dst = append(append(dst, via(x.W.Proto())...), "\r\n"...)
 		}
 		if !removedString(opts.RemoveHeaders, "Fly-Request-Id") {
-			dst = h1.AppendFieldString(dst, "Fly-Request-Id", x.id)
+			dst = h1.AppendField(dst, fieldRequestID, x.id)
 		}
 	}
 	if !h.Has("Date") {

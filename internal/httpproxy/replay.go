@@ -89,7 +89,7 @@ func (h *Handler) follow(x *Exchange) (*upResponse, error) {
 	for hops := 0; ; {
 		resp, err := h.forward(acquire, x, entry, want)
 		if err != nil {
-			if hops == 0 || x.Ctx.Err() != nil {
+			if hops == 0 || x.ended() {
 				return nil, err
 			}
 			reason := replayFailure(acquire, err)
@@ -114,7 +114,7 @@ func (h *Handler) follow(x *Exchange) (*upResponse, error) {
 			x.countReplay(x.app(), "invalid")
 			if x.env.Log != nil {
 				x.env.Log.Warn("invalid fly-replay ignored", "app", x.app(), "machine", x.target.lease.Machine.ID,
-					"request_id", x.id, "error", err.Error())
+					"request_id", x.ID(), "error", err.Error())
 			}
 			x.dropReplayHeader = true
 			return resp, nil

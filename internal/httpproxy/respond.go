@@ -55,7 +55,7 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		code := perr.BodyReadFailed
 		if c := x.stalls.code.Load(); c != nil {
 			code = *c
-		} else if x.Ctx.Err() != nil {
+		} else if x.ended() {
 			code = perr.ClientClosed
 		}
 		x.code = code
@@ -64,8 +64,11 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		x.endAttempt(r, false)
 		x.clientGone(werr)
 	default:
+		// The trailers are the connection's until it is released.
+		trailers := r.trailers()
+		err := x.W.End(trailers)
 		x.endAttempt(r, true)
-		if err := x.W.End(r.trailers()); err != nil {
+		if err != nil {
 			x.clientGone(err)
 		}
 	}
@@ -181,7 +184,7 @@ func (x *Exchange) fail(err error) {
 	x.code = pe.Code
 	if x.env.Log != nil {
 		x.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
-			"request_id", x.id, "conn_id", x.Conn.ID, "host", x.Req.String(x.Req.Host), "error", pe.Error())
+			"request_id", x.ID(), "conn_id", x.Conn.ID, "host", x.Req.String(x.Req.Host), "error", pe.Error())
 	}
 	if pe.Code == perr.ClientClosed || pe.Code == perr.ClientNotReading || x.headSent {
 		// Nobody is listening for the answer, or one is under way.
@@ -192,7 +195,7 @@ func (x *Exchange) fail(err error) {
 	fields = append(fields, perr.CodeHeader+": "...)
 	fields = append(fields, pe.Code...)
 	fields = append(fields, "\r\nServer: edgeproxy\r\n"...)
-	fields = h1.AppendFieldString(fields, "Fly-Request-Id", x.id)
+	fields = h1.AppendField(fields, fieldRequestID, x.id)
 	fields = x.h.dates.appendField(fields, x.start)
 	if ct, ok := grpcContentType(x.Req); ok {
 		fields = appendGRPCError(fields, ct, pe)
@@ -247,7 +250,7 @@ func (x *Exchange) redirectHTTPS(host string) {
 	}
 	fields := make([]byte, 0, 256)
 	fields = h1.AppendFieldString(fields, "Location", url)
-	fields = h1.AppendFieldString(fields, "Fly-Request-Id", x.id)
+	fields = h1.AppendField(fields, fieldRequestID, x.id)
 	fields = x.h.dates.appendField(fields, x.start)
 	var body []byte
 	if m := string(x.Req.Bytes(x.Req.Method)); m == "GET" || m == "HEAD" {

@@ -20,6 +20,9 @@ import (
 // Waiting on the machine never counts: only reads and writes blocked on
 // the client do. The data path pays two per-request atomic adds per read
 // or write and reads no clock; the timer fires once per period.
+//
+// A front end that serves one request after another on a connection keeps
+// one watch, and its timer, for all of them.
 type stallWatch struct {
 	period time.Duration
 	min    int64
@@ -29,30 +32,48 @@ type stallWatch struct {
 	moved            atomic.Int64
 	reading, writing atomic.Int32
 	stopped          atomic.Bool
-	// last and stalled belong to tick, which timers run one at a time.
+	// x is the request watched; gen counts requests, so that a tick
+	// of an earlier request's timer cannot cut a later one.
+	x   atomic.Pointer[Exchange]
+	gen atomic.Uint64
+	// last, stalled and tickGen belong to tick, which the timer runs one
+	// at a time.
 	last    int64
 	stalled int
-	cut     func(code perr.Code)
+	tickGen uint64
 	// code is set when the watch cut the request.
 	code atomic.Pointer[perr.Code]
+	// attempt is the machine connection the request uses, which a cut
+	// cancels.
+	attempt atomic.Pointer[upConn]
 }
 
-// newStallWatch makes a watch; start it once its cut is set, and stop it
-// when the request ends. period 0 watches nothing.
-func newStallWatch(period time.Duration, min int64) *stallWatch {
-	return &stallWatch{period: period, min: min}
-}
-
-func (s *stallWatch) start(cut func(perr.Code)) {
-	s.cut = cut
-	if s.period > 0 {
-		s.timer = time.AfterFunc(s.period, s.tick)
+// start watches x. period 0 watches nothing.
+func (s *stallWatch) start(x *Exchange, period time.Duration, min int64) {
+	s.period, s.min = period, min
+	s.moved.Store(0)
+	s.reading.Store(0)
+	s.writing.Store(0)
+	s.code.Store(nil)
+	s.x.Store(x)
+	s.gen.Add(1)
+	s.stopped.Store(false)
+	if period <= 0 {
+		return
 	}
+	if s.timer == nil {
+		s.timer = time.AfterFunc(period, s.tick)
+		return
+	}
+	s.timer.Reset(period)
 }
 
 func (s *stallWatch) tick() {
 	if s.stopped.Load() {
 		return
+	}
+	if g := s.gen.Load(); g != s.tickGen {
+		s.tickGen, s.last, s.stalled = g, 0, 0
 	}
 	moved := s.moved.Load()
 	waiting := s.reading.Load() > 0 || s.writing.Load() > 0
@@ -70,7 +91,9 @@ func (s *stallWatch) tick() {
 	if s.writing.Load() > 0 {
 		code = perr.ClientNotReading
 	}
-	s.cut(code)
+	if x := s.x.Load(); x != nil && !s.stopped.Load() {
+		x.cut(code)
+	}
 }
 
 func (s *stallWatch) stop() {
@@ -78,6 +101,12 @@ func (s *stallWatch) stop() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+}
+
+// close ends the watch for good (its connection is done).
+func (s *stallWatch) close() {
+	s.stop()
+	s.x.Store(nil)
 }
 
 // stallReader is a request body under watch.

@@ -52,6 +52,9 @@ const max1xx = 10
 
 const h1ReadBuffer = 16 << 10
 
+// noStop stands for context.AfterFunc's stop when nothing was registered.
+func noStop() bool { return true }
+
 // senderGrace is how long a finished response waits for its request
 // body's writer to return before both ends are cut.
 const senderGrace = 100 * time.Millisecond
@@ -89,6 +92,7 @@ type upConn struct {
 	// The exchange in progress: its response, the head's length, the
 	// body's sender and the cancellation hook.
 	resp    upResponse
+	lb      lengthBody
 	headLen int
 	sent    *bodySender
 	stop    func() bool
@@ -98,6 +102,8 @@ type upConn struct {
 	// cancellation's deadline in the past is never undone.
 	dl        sync.Mutex
 	cancelled atomic.Bool
+	// owner is the exchange using the connection (see cancelFor).
+	owner atomic.Pointer[Exchange]
 }
 
 func (p *h1Pool) roundTrip(x *Exchange, addr netip.AddrPort, out []byte, body io.Reader, length int64) (*upResponse, error) {
@@ -113,7 +119,7 @@ func (p *h1Pool) roundTrip(x *Exchange, addr netip.AddrPort, out []byte, body io
 			return resp, nil
 		}
 		pc.close()
-		if !errors.Is(err, errReusedClosed) || x.Ctx.Err() != nil || body != nil {
+		if !errors.Is(err, errReusedClosed) || x.ended() || body != nil {
 			return nil, err
 		}
 	}
@@ -253,7 +259,12 @@ func (pc *upConn) close() {
 // roundTrip sends the head and body and reads the final response's head.
 func (pc *upConn) roundTrip(x *Exchange, out []byte, body io.Reader, length int64) (*upResponse, error) {
 	pc.cancelled.Store(false)
-	stop := context.AfterFunc(x.Ctx, pc.cancel)
+	x.stalls.attempt.Store(pc)
+	pc.owner.Store(x)
+	stop := noStop
+	if x.Ctx.Done() != nil {
+		stop = context.AfterFunc(x.Ctx, pc.cancel)
+	}
 	var sent *bodySender
 	if body == nil {
 		if _, err := pc.conn.Write(out); err != nil {
@@ -273,6 +284,10 @@ func (pc *upConn) roundTrip(x *Exchange, out []byte, body io.Reader, length int6
 			if berr := sent.wait(); berr != nil && x.body != nil && x.body.failed.Load() {
 				err = berr
 			}
+		}
+		x.stalls.attempt.Store(nil)
+		if code, cut := x.cutCode(); cut {
+			return nil, perr.New(code, err)
 		}
 		if ctxErr := x.Ctx.Err(); ctxErr != nil {
 			return nil, context.Cause(x.Ctx)
@@ -421,7 +436,8 @@ func (pc *upConn) response(x *Exchange, n int) (*upResponse, error) {
 		r.Length = 0
 	case h1.BodyLength:
 		r.Length = h.ContentLength
-		r.Body = &lengthBody{r: src, left: h.ContentLength}
+		pc.lb = lengthBody{r: src, left: h.ContentLength}
+		r.Body = &pc.lb
 	case h1.BodyChunked:
 		pc.chunked.Reset(asBufio(src, pc.br), perr.MalformedResponse, maxResponseHeader)
 		r.Body = &pc.chunked
@@ -446,6 +462,10 @@ func (pc *upConn) headDone() {
 func (pc *upConn) release(clean bool) {
 	sent, stop, x := pc.sent, pc.stop, pc.x
 	pc.sent, pc.stop, pc.x = nil, nil, nil
+	if x != nil {
+		x.stalls.attempt.Store(nil)
+	}
+	pc.owner.Store(nil)
 	pc.finish(clean, sent, stop, x)
 }
 
@@ -491,13 +511,28 @@ func (pc *upConn) setReadDeadline(t time.Time) {
 	pc.dl.Unlock()
 }
 
+// cancelFor cancels the exchange x on the connection, if it is still
+// x's: a cut that races with the end of its request must not reach the
+// next request on a pooled connection.
+func (pc *upConn) cancelFor(x *Exchange) {
+	pc.dl.Lock()
+	defer pc.dl.Unlock()
+	if pc.owner.Load() == x {
+		pc.cancelLocked()
+	}
+}
+
 // cancel runs when the request's context ends: blocked reads return.
 func (pc *upConn) cancel() {
 	pc.dl.Lock()
+	pc.cancelLocked()
+	pc.dl.Unlock()
+}
+
+func (pc *upConn) cancelLocked() {
 	pc.cancelled.Store(true)
 	pc.conn.SetReadDeadline(aLongTimeAgo)
 	pc.conn.SetWriteDeadline(aLongTimeAgo)
-	pc.dl.Unlock()
 }
 
 // finish ends an exchange on the connection: pooled when the response
@@ -512,7 +547,9 @@ func (pc *upConn) finish(clean bool, sent *bodySender, stop func() bool, x *Exch
 		// body (the rest would be read as its next request) or the client
 		// is not sending it (it may be waiting for a 100 Continue that
 		// never came): both ends are made to return.
+		cutDone := make(chan struct{})
 		t := time.AfterFunc(senderGrace, func() {
+			defer close(cutDone)
 			pc.conn.Close()
 			if x != nil {
 				x.W.Cut(false)
@@ -520,13 +557,16 @@ func (pc *upConn) finish(clean bool, sent *bodySender, stop func() bool, x *Exch
 		})
 		sent.wait()
 		if !t.Stop() {
+			// The cut ran, or is running: it must be over before the
+			// exchange ends, or it would reach the next one.
+			<-cutDone
 			clean = false
 		}
 	}
 	if sent != nil && !sent.done() {
 		clean = false
 	}
-	if clean && live && pc.br != nil && pc.br.Buffered() == 0 && pc.big == nil {
+	if clean && live && pc.resp.keep && !pc.cancelled.Load() && pc.br != nil && pc.br.Buffered() == 0 && pc.big == nil {
 		pc.pool.put(pc)
 		return
 	}

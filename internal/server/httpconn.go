@@ -214,26 +214,36 @@ func (c *conn) waitReadable() func() error {
 	if err != nil {
 		return nil
 	}
-	return func() error {
-		if !c.peek.Spliceable() {
-			return nil // bytes are waiting in the sniffed prefix
-		}
-		var werr error
-		first := true
-		err := raw.Read(func(fd uintptr) bool {
-			if first {
-				first = false
-				// Already readable (or ended): no wait. Otherwise wait
-				// for the poller to say so.
-				return !upstream.SocketQuiet(fd)
-			}
-			return true
-		})
-		if err != nil {
-			werr = err
-		}
-		return werr
+	w := &readyWait{raw: raw, peek: c.peek}
+	w.fn = w.ready
+	return w.wait
+}
+
+// readyWait waits for a socket to become readable; its callback is made
+// once per connection, not per wait.
+type readyWait struct {
+	raw   syscall.RawConn
+	peek  interface{ Spliceable() bool }
+	first bool
+	fn    func(fd uintptr) bool
+}
+
+func (w *readyWait) wait() error {
+	if !w.peek.Spliceable() {
+		return nil // bytes are waiting in the sniffed prefix
 	}
+	w.first = true
+	return w.raw.Read(w.fn)
+}
+
+// ready is RawConn.Read's callback: at first, whether the socket already
+// has bytes or has ended (then no wait); after the poller's wake-up, yes.
+func (w *readyWait) ready(fd uintptr) bool {
+	if w.first {
+		w.first = false
+		return !upstream.SocketQuiet(fd)
+	}
+	return true
 }
 
 // certCovers reports, for the Host of a request on a TLS connection, whether
