@@ -3,8 +3,9 @@
 //
 //	client handshake  full TLS handshakes, one small HTTP/1.1 request per
 //	                  connection, never resuming a session
-//	client idle       open N TLS keep-alive connections, one request each,
-//	                  then hold them idle until stdin closes
+//	client idle       open N keep-alive connections (TLS, or plain HTTP/1.1
+//	                  with -plain), one request each, then hold them idle
+//	                  until stdin closes
 //	client stream     raw TCP: ask the origin's tcp-source for CHUNK bytes
 //	                  at a time on C connections and count the bytes
 //	client get        HTTP/1.1 keep-alive GETs on C connections, reading
@@ -18,6 +19,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
@@ -51,7 +55,8 @@ type Result struct {
 	P99us     float64 `json:"p99_us"`
 	Group     string  `json:"group,omitempty"`
 	Version   string  `json:"tls_version,omitempty"`
-	Resumed   int64   `json:"resumed"` // must stay 0
+	Cert      string  `json:"cert,omitempty"` // the served certificate's key: certKey
+	Resumed   int64   `json:"resumed"`        // must stay 0
 	FirstErr  string  `json:"first_error,omitempty"`
 	// ErrorKinds counts the errors by message, with addresses removed.
 	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
@@ -59,7 +64,7 @@ type Result struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client handshake|idle|stream [flags]")
+		fmt.Fprintln(os.Stderr, "usage: client handshake|idle|stream|get [flags]")
 		os.Exit(2)
 	}
 	var (
@@ -170,6 +175,7 @@ type recorder struct {
 	firstErr atomic.Value
 	version  atomic.Value
 	group    atomic.Value
+	cert     atomic.Value
 	kinds    map[string]int64
 }
 
@@ -226,6 +232,9 @@ func (r *recorder) result(mode string, elapsed time.Duration) Result {
 	}
 	if v, ok := r.group.Load().(string); ok {
 		res.Group = v
+	}
+	if v, ok := r.cert.Load().(string); ok {
+		res.Cert = v
 	}
 	return res
 }
@@ -330,6 +339,9 @@ func oneHandshake(ctx context.Context, d *net.Dialer, addr string, cfg *tls.Conf
 	}
 	rec.version.CompareAndSwap(nil, tls.VersionName(st.Version))
 	rec.group.CompareAndSwap(nil, st.CurveID.String())
+	if rec.cert.Load() == nil { // named once: the generator's CPU is measured too
+		rec.cert.CompareAndSwap(nil, certKey(st))
+	}
 	if _, err := tc.Write(req); err != nil {
 		return 0, err
 	}
@@ -343,9 +355,28 @@ func oneHandshake(ctx context.Context, d *net.Dialer, addr string, cfg *tls.Conf
 	return n, nil
 }
 
-// idle opens -n connections, -c at a time, each with a full handshake and
-// one request, keeps them open, prints the result and waits until stdin
-// is closed (or -hold passes), then closes them.
+// certKey names the key of the certificate the server sent ("ECDSA P-256",
+// "RSA-2048"), so that the driver can check that each proxy served the
+// certificate the scenario is about.
+func certKey(st tls.ConnectionState) string {
+	if len(st.PeerCertificates) == 0 {
+		return "none"
+	}
+	switch k := st.PeerCertificates[0].PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case ed25519.PublicKey:
+		return "Ed25519"
+	default:
+		return fmt.Sprintf("%T", k)
+	}
+}
+
+// idle opens -n connections, -c at a time, each with a full handshake
+// (none with -plain) and one request, keeps them open, prints the result
+// and waits until stdin is closed (or -hold passes), then closes them.
 func idle(args []string) (Result, error) {
 	fs := flag.NewFlagSet("idle", flag.ContinueOnError)
 	var c commonFlags
@@ -353,12 +384,21 @@ func idle(args []string) (Result, error) {
 	n := fs.Int("n", 10000, "connections to open and hold")
 	hold := fs.Duration("hold", 120*time.Second, "longest time to hold them (stdin EOF ends it sooner)")
 	groupName := fs.String("group", "x25519", "key exchange group")
+	plain := fs.Bool("plain", false, "plain HTTP/1.1, no TLS (-sni is then the Host header only)")
 	if err := fs.Parse(args); err != nil {
 		return Result{}, err
 	}
 	group, err := parseGroup(*groupName)
 	if err != nil {
 		return Result{}, err
+	}
+	// A nil config means plain HTTP; otherwise one per connection, as in
+	// handshake.
+	tlsConfig := func() *tls.Config {
+		if *plain {
+			return nil
+		}
+		return newTLSConfig(c.sni, group, []string{"http/1.1"})
 	}
 	req := request(c.path, c.sni)
 	var (
@@ -376,7 +416,7 @@ func idle(args []string) (Result, error) {
 		wg.Go(func() {
 			for next.Add(1) <= int64(*n) && ctx.Err() == nil {
 				t0 := time.Now()
-				conn, err := openIdle(ctx, dialer, c.addr, newTLSConfig(c.sni, group, []string{"http/1.1"}), req)
+				conn, err := openIdle(ctx, dialer, c.addr, tlsConfig(), req)
 				if err != nil {
 					rec.fail(err)
 					continue
@@ -431,29 +471,35 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// openIdle opens one connection, over TLS unless cfg is nil, and does one
+// request on it.
 func openIdle(ctx context.Context, d *net.Dialer, addr string, cfg *tls.Config, req []byte) (net.Conn, error) {
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	tc := tls.Client(raw, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
+	conn := raw
+	if cfg != nil {
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		conn = tc
 	}
-	if _, err := tc.Write(req); err != nil {
+	if _, err := conn.Write(req); err != nil {
 		raw.Close()
 		return nil, err
 	}
 	// A small reader: a large one per connection would be the client's
 	// memory, not the proxy's, but keep it bounded anyway.
-	if _, err := readResponse(bufio.NewReaderSize(tc, 1024)); err != nil {
+	if _, err := readResponse(bufio.NewReaderSize(conn, 1024)); err != nil {
 		raw.Close()
 		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
-	return tc, nil
+	return conn, nil
 }
 
 // stream: C connections, each repeatedly asks for -chunk bytes and reads

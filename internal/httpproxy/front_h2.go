@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/h1"
@@ -32,14 +33,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeH2Error(w, pe)
 		return
 	}
-	bp := headBufs.Get().(*[]byte)
-	defer headBufs.Put(bp)
-	b := appendH1Head((*bp)[:0], r)
-	*bp = b
-	x := &Exchange{Conn: c, Req: &h1.Head{}, Ctx: r.Context(), Trailer: r.Trailer}
-	hw := &h2Writer{w: w, rc: http.NewResponseController(w), proto: r.ProtoMajor}
-	x.W = hw
-	if _, err := h1.ParseRequest(b, x.Req, h1.Limits{MaxHead: len(b) + 1}); err != nil {
+	s := h2States.Get().(*h2State)
+	defer s.done()
+	s.buf = appendH1Head(s.buf[:0], r)
+	s.w = h2Writer{w: w, proto: r.ProtoMajor}
+	x := &s.x
+	*x = Exchange{Conn: c, Req: &s.head, W: &s.w, Ctx: r.Context(), Trailer: r.Trailer, stalls: &s.stalls}
+	if _, err := h1.ParseRequest(s.buf, x.Req, h1.Limits{MaxHead: len(s.buf) + 1}); err != nil {
 		code := perr.MalformedRequest
 		var he *h1.Error
 		if errors.As(err, &he) {
@@ -48,7 +48,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeH2Error(w, perr.New(code, err))
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	// net/http gives a request that ended with its HEADERS frame a body
+	// reader too; its length (0) says there is nothing to stream, and no
+	// goroutine is started for it.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		x.Body = Body{R: r.Body, Length: r.ContentLength}
 	}
 	h.Serve(x)
@@ -57,6 +60,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// stream rather than end it as if it were whole.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// h2State is what one HTTP/2 request needs of its own, kept in a pool:
+// the head, the exchange, the responder and the stall watch (with its
+// timer) are reused by the requests that follow.
+type h2State struct {
+	buf    []byte
+	head   h1.Head
+	x      Exchange
+	w      h2Writer
+	stalls stallWatch
+}
+
+var h2States = sync.Pool{New: func() any { return &h2State{buf: make([]byte, 0, 1024)} }}
+
+// done returns the state to the pool, holding nothing of the request.
+func (s *h2State) done() {
+	s.stalls.close()
+	s.x = Exchange{}
+	s.w = h2Writer{}
+	if cap(s.buf) > 64<<10 {
+		s.buf = nil
+	}
+	h2States.Put(s)
 }
 
 // appendH1Head writes r's head as HTTP/1.1.
@@ -86,7 +113,6 @@ func appendH1Head(b []byte, r *http.Request) []byte {
 // h2Writer is the HTTP/2 front end's Responder, over net/http's writer.
 type h2Writer struct {
 	w     http.ResponseWriter
-	rc    *http.ResponseController
 	proto int
 }
 
@@ -147,11 +173,13 @@ func (w *h2Writer) Head(status int, fields []byte, length int64, bodyless bool) 
 func (w *h2Writer) Write(p []byte) (int, error) { return w.w.Write(p) }
 
 func (w *h2Writer) Flush() error {
-	err := w.rc.Flush()
-	if errors.Is(err, http.ErrNotSupported) {
-		return nil
+	if f, ok := w.w.(interface{ FlushError() error }); ok {
+		return f.FlushError()
 	}
-	return err
+	if f, ok := w.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
 }
 
 func (w *h2Writer) End(trailers []byte) error {
@@ -170,10 +198,11 @@ var errNoTunnel = perr.New(perr.MalformedResponse, errors.New("machine switched 
 func (w *h2Writer) Tunnel() (net.Conn, error) { return nil, errNoTunnel }
 
 func (w *h2Writer) Cut(write bool) {
+	rc := http.NewResponseController(w.w)
 	if write {
-		w.rc.SetWriteDeadline(time.Now())
+		rc.SetWriteDeadline(time.Now())
 	} else {
-		w.rc.SetReadDeadline(time.Now())
+		rc.SetReadDeadline(time.Now())
 	}
 }
 

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,10 +47,16 @@ type stallWatch struct {
 	// attempt is the machine connection the request uses, which a cut
 	// cancels.
 	attempt atomic.Pointer[upConn]
+	// mu makes a tick and the start or end of a request exclusive: a
+	// request's state is reused once it ends, and no cut may reach it
+	// after that.
+	mu sync.Mutex
 }
 
 // start watches x. period 0 watches nothing.
 func (s *stallWatch) start(x *Exchange, period time.Duration, min int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.period, s.min = period, min
 	s.moved.Store(0)
 	s.reading.Store(0)
@@ -69,6 +76,8 @@ func (s *stallWatch) start(x *Exchange, period time.Duration, min int64) {
 }
 
 func (s *stallWatch) tick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.stopped.Load() {
 		return
 	}
@@ -97,13 +106,16 @@ func (s *stallWatch) tick() {
 }
 
 func (s *stallWatch) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.stopped.Store(true)
 	if s.timer != nil {
 		s.timer.Stop()
 	}
 }
 
-// close ends the watch for good (its connection is done).
+// close ends the watch for good (its connection or pooled state is done):
+// a tick running now has finished when close returns.
 func (s *stallWatch) close() {
 	s.stop()
 	s.x.Store(nil)

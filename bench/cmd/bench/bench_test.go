@@ -1,12 +1,16 @@
 package main
 
 import (
+	"crypto/rsa"
+	"crypto/tls"
 	"encoding/xml"
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const wrkOut = `Running 10s test @ http://127.0.0.1:18110/small
@@ -220,7 +224,8 @@ func TestSpliceGenerated(t *testing.T) {
 
 func TestConfigsRender(t *testing.T) {
 	d := configData{Ports: newPorts(18100), Dir: "/tmp/x", Cert: "/tmp/x/c.pem", Key: "/tmp/x/k.pem",
-		Combined: "/tmp/x/ck.pem", IdleTimeout: 60, MaxConns: 19900, NoFile: 20000, HAProxyMaxConn: 9500,
+		Combined: "/tmp/x/ck.pem", RSACert: "/tmp/x/rc.pem", RSAKey: "/tmp/x/rk.pem", RSACombined: "/tmp/x/rck.pem",
+		RSAServerName: rsaServerName, IdleTimeout: 60, MaxConns: 19900, NoFile: 20000, HAProxyMaxConn: 9500,
 		NginxStreamModule: "/m.so", UpstreamKeepalive: 128, BufKiB: 16, ServerName: serverName,
 		KeyExchange: "X25519", CipherSuite: "TLS_AES_128_GCM_SHA256", EdgeproxyAdmin: "off", RegionName: "bench"}
 	for _, p := range proxyDefs() {
@@ -236,6 +241,68 @@ func TestConfigsRender(t *testing.T) {
 		if strings.Contains(cfg, "<no value>") {
 			t.Errorf("%s config has an unset field:\n%s", p.Name, cfg)
 		}
+		// handshake-rsa's certificate is served on the same listener, by
+		// name: nginx and edgeproxy name it, HAProxy reads the name from it.
+		want := []string{"/tmp/x/rc.pem", rsaServerName}
+		if p.Name == "haproxy" {
+			want = []string{"crt /tmp/x/ck.pem crt /tmp/x/rck.pem"}
+		}
+		for _, w := range want {
+			if !strings.Contains(cfg, w) {
+				t.Errorf("%s config lacks %q", p.Name, w)
+			}
+		}
+	}
+}
+
+func TestWriteRSACert(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := writeRSACert(certFile, keyFile, rsaServerName); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := pair.Leaf
+	k, ok := leaf.PublicKey.(*rsa.PublicKey)
+	if !ok || k.N.BitLen() != 2048 {
+		t.Fatalf("key %T, want RSA-2048", leaf.PublicKey)
+	}
+	if err := leaf.VerifyHostname(rsaServerName); err != nil {
+		t.Error(err)
+	}
+	if leaf.VerifyHostname(serverName) == nil {
+		t.Errorf("the RSA certificate also covers %s: SNI would not tell the certificates apart", serverName)
+	}
+	if checkP256(certFile) == nil {
+		t.Error("checkP256 accepted an RSA certificate")
+	}
+}
+
+func TestScenarioArgv(t *testing.T) {
+	e := &env{clientBin: "/x/client", ports: newPorts(18100), hsRate: 800, idleConns: 1000}
+	want := map[string]string{
+		"handshake":     "client handshake -addr 127.0.0.1:18111 -sni bench.local -group x25519 -c 16 -rate 800 -d 10s",
+		"handshake-rsa": "client handshake -addr 127.0.0.1:18111 -sni rsa.bench.local -group x25519 -c 16 -rate 800 -d 10s",
+		"idle-tls":      "client idle -addr 127.0.0.1:18111 -sni bench.local -group x25519 -n 1000 -c 64 -d 150s -hold 150s",
+		"idle-http":     "client idle -addr 127.0.0.1:18110 -sni bench.local -plain -n 1000 -c 64 -d 150s -hold 150s",
+	}
+	for _, sc := range scenarios() {
+		w, ok := want[sc.Name]
+		if !ok {
+			continue
+		}
+		argv := sc.argv(e, 10*time.Second, true, "")
+		argv[0] = filepath.Base(argv[0])
+		if got := strings.Join(argv, " "); got != w {
+			t.Errorf("%s:\n got %s\nwant %s", sc.Name, got, w)
+		}
+		delete(want, sc.Name)
+	}
+	if len(want) > 0 {
+		t.Errorf("scenarios missing: %v", want)
 	}
 }
 

@@ -86,7 +86,7 @@ func (e *env) generatedDoc(res *results) string {
 		p("- **Idle scenario:** %s\n", e.idleNote)
 	}
 	p("\n### edgeproxy relative to nginx and HAProxy\n\n")
-	p("The headline figure is the proxy's CPU time per unit of work (for the idle scenario, its memory per connection): ")
+	p("The headline figure is the proxy's CPU time per unit of work (for the idle scenarios, its memory per connection): ")
 	p("lower is better, and a ratio below 1.00× means edgeproxy spends less than the peer. ")
 	p("The figures per proxy are the median (min–max) of the repeats; a ratio is the median (min–max) of the ratios of the runs of the same repeat, ")
 	p("which ran a minute or less apart, so that the drift of this virtual machine's speed over the whole run cancels out.\n\n")
@@ -147,18 +147,25 @@ func (e *env) generatedDoc(res *results) string {
 			p("- %s\n", n)
 		}
 	}
-	if c := res.cells["handshake"]; c != nil {
-		p("\nFull handshakes per CPU-second of the proxy (the issue's \"handshakes per second per core\"): ")
+	// Handshakes per CPU-second, per certificate.
+	perCore := func(scenario, label string) []string {
 		var parts []string
 		for _, px := range e.proxies {
-			if cc := c[px.Name]; cc != nil && cc.Headline.Med > 0 {
-				parts = append(parts, fmt.Sprintf("%s %.0f", px.Title, 1e4/cc.Headline.Med))
+			if c := res.cells[scenario][px.Name]; c != nil && c.Headline.Med > 0 {
+				parts = append(parts, fmt.Sprintf("%s%s %.0f", px.Title, label, 1e4/c.Headline.Med))
 			}
 		}
-		if pq := res.cells["handshake-pq"]["edgeproxy"]; pq != nil && pq.Headline.Med > 0 {
-			parts = append(parts, fmt.Sprintf("edgeproxy with X25519MLKEM768 %.0f", 1e4/pq.Headline.Med))
-		}
-		p("%s.\n", strings.Join(parts, ", "))
+		return parts
+	}
+	var hs []string
+	if parts := append(perCore("handshake", ""), perCore("handshake-pq", " with X25519MLKEM768")...); len(parts) > 0 {
+		hs = append(hs, "ECDSA P-256 certificate: "+strings.Join(parts, ", "))
+	}
+	if parts := perCore("handshake-rsa", ""); len(parts) > 0 {
+		hs = append(hs, "RSA-2048 certificate: "+strings.Join(parts, ", "))
+	}
+	if len(hs) > 0 {
+		p("\nFull handshakes per CPU-second of the proxy (the issue's \"handshakes per second per core\"), %s.\n", strings.Join(hs, "; "))
 	}
 
 	p("\n### Machine\n\n")
@@ -171,8 +178,8 @@ func (e *env) generatedDoc(res *results) string {
 
 	p("\n### How each scenario was run\n\n")
 	p("Every command runs under `taskset -c %d` (load generator) while the proxy runs under `taskset -c %d`. ", e.genCore, e.proxyCore)
-	p("Ports: origin %d (HTTP), %d (TCP echo), %d (TCP source); proxies %d (HTTP), %d (HTTPS), %d (raw TCP). ",
-		e.ports.OriginHTTP, e.ports.OriginEcho, e.ports.OriginSource, e.ports.HTTP, e.ports.HTTPS, e.ports.TCP)
+	p("Ports: origin %d (HTTP), %d (TCP echo), %d (TCP source); proxies %d (HTTP), %d (HTTPS: the RSA certificate for the server name %s, the ECDSA one otherwise), %d (raw TCP). ",
+		e.ports.OriginHTTP, e.ports.OriginEcho, e.ports.OriginSource, e.ports.HTTP, e.ports.HTTPS, rsaServerName, e.ports.TCP)
 	p("`client` is bench/client, `-d` the duration of a measured run; the warm-up is the same command without `--latency`/`--log-file`, for %v.\n\n", e.warmup)
 	p("| scenario | what | load generator command |\n|---|---|---|\n")
 	for _, sc := range e.scenarios {
@@ -205,10 +212,11 @@ func methodText(e *env) string {
 ### Method
 
 - **One proxy at a time**, started fresh for every run of every scenario
-  (so its peak RSS belongs to that run), checked through every port (HTTP/1.1,
-  HTTP/1.1 and HTTP/2 over TLS 1.3 with the ECDSA certificate, raw TCP) and
-  stopped afterwards. The order of the proxies rotates from one repeat to the
-  next.
+  (so its peak RSS belongs to that run), checked through every port (HTTP/1.1;
+  HTTP/1.1 over TLS 1.3, served the ECDSA certificate for bench.local and the
+  RSA one for rsa.bench.local; HTTP/2 over TLS 1.3 without a server name, as
+  h2load connects, served the ECDSA one; raw TCP) and stopped afterwards. The
+  order of the proxies rotates from one repeat to the next.
 - **Cores.** The proxy runs under `+"`taskset -c %[2]d`"+` with one worker or thread:
   `+"`GOMAXPROCS=1`"+` for edgeproxy, `+"`worker_processes 1`"+` for nginx (a master and one
   worker), `+"`nbthread 1`"+` for HAProxy (one process, `+"`-db`"+`). The load generator (wrk
@@ -223,8 +231,10 @@ func methodText(e *env) string {
   payload gigabytes (10⁹ bytes) the client received. Peak RSS is VmHWM from
   `+"`/proc/PID/status`"+`, summed over the proxy's processes.
 - **Idle connections.** The client opens the connections 64 at a time, each
-  with a full TLS 1.3 handshake (X25519) and one `+"`GET /small`"+`, and keeps them
-  open; after they are all open and %[3]v have passed, VmRSS of the proxy's processes is read. RSS per idle
+  with a full TLS 1.3 handshake (X25519) and one `+"`GET /small`"+` on the HTTPS port
+  (`+"`idle-tls`"+`), or with one plain HTTP/1.1 `+"`GET /small`"+` on the HTTP port
+  (`+"`idle-http`"+`), and keeps them open; after they are all open and %[3]v have
+  passed, VmRSS of the proxy's processes is read. RSS per idle
   connection = (that RSS − the RSS before the client started) ÷ connections. Go's
   garbage from the handshakes is still in the heap at that point, as it would be
   in production; nothing is forced.
@@ -237,9 +247,13 @@ func methodText(e *env) string {
   the answer and closes (the client closes first). The handshakes are offered at
   a fixed rate, %[6]d per second with at most 16 in flight, the same for every
   proxy and below what the slowest sustains: CPU per handshake depends on how
-  loaded the proxy is, so it is compared at the same load. The client aborts the
-  run if any handshake resumed. `+"`handshake-pq`"+` repeats it offering only X25519MLKEM768,
+  loaded the proxy is, so it is compared at the same load. A run fails if any
+  handshake resumed, or if the proxy served another certificate than the
+  scenario's. `+"`handshake-pq`"+` repeats it offering only X25519MLKEM768,
   for edgeproxy alone (OpenSSL 3.0 in the peers has no ML-KEM).
+  `+"`handshake-rsa`"+` repeats it, X25519 and the same rate, asking for the server name
+  rsa.bench.local, for which every proxy serves an RSA-2048 certificate: the
+  proxy signs each handshake with RSA-PSS instead of ECDSA P-256.
 - **Origin.** bench/origin, a minimal HTTP/1.1 keep-alive server (not net/http,
   to keep its CPU on core %[1]d low) with prebuilt 100-byte and 1 MiB answers, an echo
   endpoint, a raw TCP echo listener and a raw TCP source (the client sends an
@@ -259,7 +273,9 @@ func methodText(e *env) string {
 ### Config differences
 
 All three: access logs off; TLS 1.3 only with the same ECDSA P-256 certificate
-(made by `+"`edgeproxy gen-cert`"+`); 60 s client and upstream idle timeouts;
+(made by `+"`edgeproxy gen-cert`"+`) by default and the same self-signed RSA-2048
+certificate (made by the driver with crypto/x509, for rsa.bench.local alone) when
+the client asks for rsa.bench.local; 60 s client and upstream idle timeouts;
 keep-alive connections to the origin reused across clients; listening on
 127.0.0.1 only; limits raised for the idle connections.
 
@@ -271,11 +287,17 @@ keep-alive connections to the origin reused across clients; listening on
   machines with AES instructions, so all three use the same cipher (OpenSSL's
   own default would follow the client's preference for AES-256-GCM).
 - **SNI.** wrk sends the URL's host as the server name, here the literal
-  127.0.0.1 (which RFC 6066 does not allow). nginx and HAProxy serve their one
-  certificate whatever the name; edgeproxy refuses a name it has no certificate
-  for (PT05), so its config lists 127.0.0.1 among the certificate's
-  `+"`hostnames`"+`. h2load sends no server name for an IP address; bench/client sends
-  bench.local.
+  127.0.0.1 (which RFC 6066 does not allow). nginx and HAProxy serve their default
+  certificate (the ECDSA one) for a name they do not know; edgeproxy refuses a
+  name it has no certificate for (PT05), so its config lists 127.0.0.1 among the
+  ECDSA certificate's `+"`hostnames`"+`. h2load sends no server name for an IP
+  address; bench/client sends bench.local, or rsa.bench.local in `+"`handshake-rsa`"+`.
+  All three choose the RSA certificate by that name on the same listener: nginx
+  with a second `+"`server`"+` block (`+"`server_name rsa.bench.local`"+` and its own
+  `+"`ssl_certificate`"+`), HAProxy with a second `+"`crt`"+` on the `+"`bind`"+` line (the first is
+  the default, the others are chosen by the names in their certificates),
+  edgeproxy with a second `+"`[[certificates]]`"+` entry and the name among the app's
+  hostnames (the first, bench.local, gives the certificate for clients without SNI).
 - **Upstream keep-alive.** nginx: `+"`keepalive 128`"+` in the upstream,
   `+"`proxy_http_version 1.1`"+`, `+"`proxy_set_header Connection \"\"`"+`, `+"`keepalive_requests`"+`
   raised to 1,000,000 on both sides (its default of 1,000 would close client

@@ -15,8 +15,11 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -24,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -41,6 +45,8 @@ type env struct {
 	edgeproxyBin, originBin           string
 	clientBin                         string
 	cert, key, combined               string
+	rsaCert, rsaKey, rsaCombined      string // handshake-rsa's certificate
+	certDER, rsaCertDER               []byte // what the sanity check expects to be served
 	ports                             ports
 	genCore, proxyCore                int
 	duration, warmup, settle          time.Duration
@@ -85,7 +91,7 @@ type row struct {
 	ProxyCPU        float64 // seconds, all of the proxy's processes
 	CPUPerUnit      float64 // per 10k operations, or per GB for byte scenarios
 	PeakRSSKiB      int64
-	BaseRSSKiB      int64 // idle scenario
+	BaseRSSKiB      int64 // idle scenarios
 	IdleRSSKiB      int64
 	RSSPerConnKiB   float64
 	Conns           int64
@@ -120,10 +126,10 @@ func run() int {
 		quick      = flag.Bool("quick", false, "smoke test: 3 s runs, 1 repeat, 1 s warm-up, 1,000 idle connections, results to bench/results/quick.csv, docs untouched")
 		force      = flag.Bool("force", false, "run even if the machine is busy (recorded in the results)")
 		wait       = flag.Duration("wait", 0, "if the machine is busy, keep checking for this long before refusing")
-		idleConns  = flag.Int("idle-conns", 10000, "connections of the idle scenario")
-		hsRate     = flag.Int("handshake-rate", 800, "full TLS handshakes per second offered in the handshake scenarios (the same for every proxy)")
+		idleConns  = flag.Int("idle-conns", 10000, "connections of the idle scenarios")
+		hsRate     = flag.Int("handshake-rate", 600, "full TLS handshakes per second offered in the handshake scenarios (the same for every proxy)")
 		proxyList  = flag.String("proxies", "edgeproxy,nginx,haproxy", "proxies to run, comma-separated")
-		scenList   = flag.String("scenarios", "all", "scenarios to run, comma-separated (http1,https1,handshake,handshake-pq,h2,http1-1mib,tcp-stream,idle-tls)")
+		scenList   = flag.String("scenarios", "all", "scenarios to run, comma-separated ("+strings.Join(scenarioNames(), ",")+")")
 		portBase   = flag.Int("port-base", 18100, "ports used: base+1..3 (origin) and base+10..12 (proxy)")
 		genCore    = flag.Int("gen-core", 0, "core for the load generator and the origin")
 		proxyCore  = flag.Int("proxy-core", 1, "core for the proxy under test")
@@ -329,7 +335,7 @@ func (e *env) setup(proxyList, scenList, edgeBin string, force bool, wait time.D
 	// Each proxy needs a descriptor per client connection and per
 	// upstream connection; HAProxy reserves two per connection up front.
 	// Where the hard limit cannot be raised (no CAP_SYS_RESOURCE), the
-	// idle scenario opens as many connections as HAProxy can take.
+	// idle scenarios open as many connections as HAProxy can take.
 	e.nofile = int(min(raiseNoFile(200000), 1<<20))
 	e.maxConns = e.nofile - 100
 	if fit := ((e.nofile-100)/2 - 500) / 500 * 500; e.idleConns > fit {
@@ -366,7 +372,9 @@ func (e *env) setup(proxyList, scenList, edgeBin string, force bool, wait time.D
 		}
 	}
 
-	// One ECDSA P-256 certificate for every proxy, made by edgeproxy.
+	// One ECDSA P-256 certificate for every proxy, made by edgeproxy, and
+	// for handshake-rsa one RSA-2048 certificate, which edgeproxy gen-cert
+	// does not make. HAProxy wants each with its key in one file.
 	e.cert, e.key = filepath.Join(e.dir, "cert.pem"), filepath.Join(e.dir, "key.pem")
 	if err := runQuiet(e.edgeproxyBin, "gen-cert", "-cert", e.cert, "-key", e.key, serverName); err != nil {
 		return err
@@ -374,11 +382,31 @@ func (e *env) setup(proxyList, scenList, edgeBin string, force bool, wait time.D
 	if err := checkP256(e.cert); err != nil {
 		return err
 	}
-	certPEM, _ := os.ReadFile(e.cert)
-	keyPEM, _ := os.ReadFile(e.key)
-	e.combined = filepath.Join(e.dir, "combined.pem")
-	if err := os.WriteFile(e.combined, append(certPEM, keyPEM...), 0o600); err != nil {
+	e.rsaCert, e.rsaKey = filepath.Join(e.dir, "rsa-cert.pem"), filepath.Join(e.dir, "rsa-key.pem")
+	if err := writeRSACert(e.rsaCert, e.rsaKey, rsaServerName); err != nil {
 		return err
+	}
+	e.combined, e.rsaCombined = filepath.Join(e.dir, "combined.pem"), filepath.Join(e.dir, "rsa-combined.pem")
+	for _, c := range []struct {
+		cert, key, combined string
+		der                 *[]byte
+	}{{e.cert, e.key, e.combined, &e.certDER}, {e.rsaCert, e.rsaKey, e.rsaCombined, &e.rsaCertDER}} {
+		certPEM, err := os.ReadFile(c.cert)
+		if err != nil {
+			return err
+		}
+		keyPEM, err := os.ReadFile(c.key)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.combined, append(certPEM, keyPEM...), 0o600); err != nil {
+			return err
+		}
+		leaf, err := readLeaf(c.cert)
+		if err != nil {
+			return err
+		}
+		*c.der = leaf.Raw
 	}
 	if err := e.writeConfigs(); err != nil {
 		return err
@@ -428,16 +456,20 @@ func findRoot() (string, error) {
 	}
 }
 
-func checkP256(certFile string) error {
+func readLeaf(certFile string) (*x509.Certificate, error) {
 	b, err := os.ReadFile(certFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return fmt.Errorf("%s: no PEM block", certFile)
+		return nil, fmt.Errorf("%s: no PEM block", certFile)
 	}
-	c, err := x509.ParseCertificate(blk.Bytes)
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+func checkP256(certFile string) error {
+	c, err := readLeaf(certFile)
 	if err != nil {
 		return err
 	}
@@ -446,6 +478,43 @@ func checkP256(certFile string) error {
 		return fmt.Errorf("%s: want an ECDSA P-256 certificate, got %T", certFile, c.PublicKey)
 	}
 	return nil
+}
+
+// writeRSACert writes a self-signed RSA-2048 certificate for name alone,
+// so that each proxy serves it for that name only (by SNI), and its
+// PKCS#8 key, which edgeproxy, nginx and HAProxy all read.
+func writeRSACert(certFile, keyFile, name string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		DNSNames:              []string{name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(30 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
 func portsFree(ps []int) error {
@@ -689,14 +758,17 @@ func (e *env) runOne(sc *scenario, px *proxyDef, r *row) error {
 }
 
 // sanity checks, through the proxy just started, that every port answers
-// as the scenarios expect: HTTP/1.1, HTTP/1.1 and HTTP/2 over TLS 1.3 with
-// the bench certificate, and the raw TCP source.
+// as the scenarios expect: HTTP/1.1; HTTP/1.1 over TLS 1.3 with the ECDSA
+// certificate for bench.local and the RSA one for rsa.bench.local; HTTP/2
+// over TLS 1.3 without SNI, as h2load connects, with the ECDSA certificate
+// (the second certificate must not have become the default); and the raw
+// TCP source.
 func (e *env) sanity() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	get := func(c *http.Client, url, wantProto string) error {
+	get := func(c *http.Client, url, host, wantProto string, wantCert []byte) error {
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		req.Host = serverName
+		req.Host = host
 		resp, err := c.Do(req)
 		if err != nil {
 			return err
@@ -716,29 +788,39 @@ func (e *env) sanity() error {
 			if resp.TLS.Version != tls.VersionTLS13 {
 				return fmt.Errorf("GET %s: TLS version %x, want TLS 1.3", url, resp.TLS.Version)
 			}
-			if _, ok := resp.TLS.PeerCertificates[0].PublicKey.(*ecdsa.PublicKey); !ok {
-				return fmt.Errorf("GET %s: the certificate is not ECDSA", url)
+			if leaf := resp.TLS.PeerCertificates[0]; !bytes.Equal(leaf.Raw, wantCert) {
+				return fmt.Errorf("GET %s (SNI %q): served the certificate of %v (%T key), not the bench's for that name",
+					url, resp.TLS.ServerName, leaf.DNSNames, leaf.PublicKey)
 			}
 		}
 		return nil
 	}
-	tlsCfg := func(alpn ...string) *tls.Config {
-		return &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: alpn,
-			MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}
+	// An empty sni sends none: Go sends no server name for an IP address.
+	tlsGet := func(sni, wantProto string, wantCert []byte, alpn string) error {
+		c := &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{alpn},
+				MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}},
+			ForceAttemptHTTP2: alpn == "h2",
+		}}
+		defer c.CloseIdleConnections()
+		host := sni
+		if host == "" {
+			host = serverName
+		}
+		return get(c, fmt.Sprintf("https://127.0.0.1:%d/small", e.ports.HTTPS), host, wantProto, wantCert)
 	}
 	h1 := &http.Client{Transport: &http.Transport{}}
 	defer h1.CloseIdleConnections()
-	if err := get(h1, fmt.Sprintf("http://127.0.0.1:%d/small", e.ports.HTTP), "HTTP/1.1"); err != nil {
+	if err := get(h1, fmt.Sprintf("http://127.0.0.1:%d/small", e.ports.HTTP), serverName, "HTTP/1.1", nil); err != nil {
 		return err
 	}
-	h1tls := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg("http/1.1")}}
-	defer h1tls.CloseIdleConnections()
-	if err := get(h1tls, fmt.Sprintf("https://127.0.0.1:%d/small", e.ports.HTTPS), "HTTP/1.1"); err != nil {
+	if err := tlsGet(serverName, "HTTP/1.1", e.certDER, "http/1.1"); err != nil {
 		return err
 	}
-	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg("h2"), ForceAttemptHTTP2: true}}
-	defer h2.CloseIdleConnections()
-	if err := get(h2, fmt.Sprintf("https://127.0.0.1:%d/small", e.ports.HTTPS), "HTTP/2.0"); err != nil {
+	if err := tlsGet(rsaServerName, "HTTP/1.1", e.rsaCertDER, "http/1.1"); err != nil {
+		return err
+	}
+	if err := tlsGet("", "HTTP/2.0", e.certDER, "h2"); err != nil {
 		return err
 	}
 	// Raw TCP: ask the source for 1000 bytes.

@@ -16,7 +16,10 @@ import (
 
 const (
 	serverName = "bench.local"
-	mib        = 1 << 20
+	// rsaServerName asks a proxy for the RSA-2048 certificate (SNI and
+	// Host), on the same listener as the default ECDSA one.
+	rsaServerName = "rsa.bench.local"
+	mib           = 1 << 20
 )
 
 // scenario is one workload, run against each proxy in turn.
@@ -28,9 +31,10 @@ type scenario struct {
 	// handshakes), per GB, or RSS KiB per idle connection.
 	Unit      string
 	ByteUnit  bool     // throughput in bytes/s, CPU per GB (1e9 bytes)
-	Idle      bool     // the idle-connection memory scenario
+	Idle      bool     // an idle-connection memory scenario
 	Only      []string // proxies it applies to (nil: all)
 	CompareTo string   // ratios against the peers' figures of this scenario
+	Cert      string   // the key of the certificate the client must be served (client handshake)
 	Note      string   // shown in the doc
 	// argv builds the load generator's command line for a run of d;
 	// measure is false for the warm-up. logFile is for h2load.
@@ -71,6 +75,22 @@ func scenarios() []*scenario {
 			return append(a, url(e.ports))
 		}
 	}
+	// The handshake scenarios differ only in the group offered and the
+	// certificate asked for.
+	handshake := func(sni, group string) func(*env, time.Duration, bool, string) []string {
+		return func(e *env, d time.Duration, _ bool, _ string) []string {
+			return []string{e.clientBin, "handshake", "-addr", fmt.Sprintf("127.0.0.1:%d", e.ports.HTTPS),
+				"-sni", sni, "-group", group, "-c", "16", "-rate", strconv.Itoa(e.hsRate), "-d", d.String()}
+		}
+	}
+	// The idle scenarios differ in the port and in how the connection is
+	// opened (mode: the client's -group or -plain flags).
+	idle := func(port func(p ports) int, mode ...string) func(*env, time.Duration, bool, string) []string {
+		return func(e *env, _ time.Duration, _ bool, _ string) []string {
+			a := append([]string{e.clientBin, "idle", "-addr", fmt.Sprintf("127.0.0.1:%d", port(e.ports)), "-sni", serverName}, mode...)
+			return append(a, "-n", strconv.Itoa(e.idleConns), "-c", "64", "-d", "150s", "-hold", "150s")
+		}
+	}
 	return []*scenario{
 		{
 			Name: "http1", Short: "HTTP/1.1 keep-alive, 100 B", Title: "HTTP/1.1 keep-alive, 100-byte responses", Unit: "CPU s / 10k req",
@@ -84,21 +104,21 @@ func scenarios() []*scenario {
 		},
 		{
 			Name: "handshake", Short: "Full TLS handshakes (X25519)", Title: "Full TLS 1.3 handshakes (X25519, ECDSA P-256) at a fixed rate, one request each", Unit: "CPU s / 10k handshakes",
-			kind: "client",
+			kind: "client", Cert: "ECDSA P-256",
 			Note: "the suite's client: a new tls.Config per connection, session tickets disabled, no session cache; X25519 is the only group offered; the same rate for every proxy, below what the slowest sustains, so that CPU per handshake is compared at the same load",
-			argv: func(e *env, d time.Duration, _ bool, _ string) []string {
-				return []string{e.clientBin, "handshake", "-addr", fmt.Sprintf("127.0.0.1:%d", e.ports.HTTPS),
-					"-sni", serverName, "-group", "x25519", "-c", "16", "-rate", strconv.Itoa(e.hsRate), "-d", d.String()}
-			},
+			argv: handshake(serverName, "x25519"),
 		},
 		{
 			Name: "handshake-pq", Short: "Handshakes: edgeproxy PQ vs peers X25519", Title: "Full TLS 1.3 handshakes, X25519MLKEM768 (edgeproxy only), same rate", Unit: "CPU s / 10k handshakes",
-			kind: "client", Only: []string{"edgeproxy"}, CompareTo: "handshake",
+			kind: "client", Only: []string{"edgeproxy"}, CompareTo: "handshake", Cert: "ECDSA P-256",
 			Note: "the peers' OpenSSL 3.0 has no ML-KEM, so this is edgeproxy alone; its ratios compare it with the peers' X25519 handshakes",
-			argv: func(e *env, d time.Duration, _ bool, _ string) []string {
-				return []string{e.clientBin, "handshake", "-addr", fmt.Sprintf("127.0.0.1:%d", e.ports.HTTPS),
-					"-sni", serverName, "-group", "x25519mlkem768", "-c", "16", "-rate", strconv.Itoa(e.hsRate), "-d", d.String()}
-			},
+			argv: handshake(serverName, "x25519mlkem768"),
+		},
+		{
+			Name: "handshake-rsa", Short: "Full TLS handshakes (X25519, RSA-2048)", Title: "Full TLS 1.3 handshakes (X25519, RSA-2048) at the same rate, one request each", Unit: "CPU s / 10k handshakes",
+			kind: "client", Cert: "RSA-2048",
+			Note: "as handshake, but the client asks for " + rsaServerName + ", for which every proxy serves an RSA-2048 certificate on the same listener: the signature each handshake costs the proxy is RSA-PSS instead of ECDSA",
+			argv: handshake(rsaServerName, "x25519"),
 		},
 		{
 			Name: "h2", Short: "HTTP/2 over TLS, 100 B", Title: "HTTP/2 over TLS 1.3, 100-byte responses", Unit: "CPU s / 10k req",
@@ -138,13 +158,24 @@ func scenarios() []*scenario {
 			Name: "idle-tls", Short: "Idle TLS connections (memory)", Title: "Idle TLS keep-alive connections: memory", Unit: "KiB RSS / idle conn",
 			kind: "client", Idle: true,
 			Note: "each connection: full handshake (X25519), one request, then idle; RSS of the proxy (all its processes) with the connections open, minus its RSS before, divided by the connections",
-			argv: func(e *env, _ time.Duration, _ bool, _ string) []string {
-				return []string{e.clientBin, "idle", "-addr", fmt.Sprintf("127.0.0.1:%d", e.ports.HTTPS),
-					"-sni", serverName, "-group", "x25519", "-n", strconv.Itoa(e.idleConns), "-c", "64",
-					"-d", "150s", "-hold", "150s"}
-			},
+			argv: idle(func(p ports) int { return p.HTTPS }, "-group", "x25519"),
+		},
+		{
+			Name: "idle-http", Short: "Idle HTTP/1.1 connections (memory)", Title: "Idle plain HTTP/1.1 keep-alive connections: memory", Unit: "KiB RSS / idle conn",
+			kind: "client", Idle: true,
+			Note: "as idle-tls, but plain HTTP/1.1 on the HTTP port: each connection sends one request, reads the answer, then stays idle; the difference from idle-tls is what the TLS state of a connection costs",
+			argv: idle(func(p ports) int { return p.HTTP }, "-plain"),
 		},
 	}
+}
+
+// scenarioNames lists the scenarios in the order they run, for -h.
+func scenarioNames() []string {
+	var names []string
+	for _, s := range scenarios() {
+		names = append(names, s.Name)
+	}
+	return names
 }
 
 // clientResult mirrors bench/client's JSON.
@@ -160,6 +191,7 @@ type clientResult struct {
 	P99us      float64          `json:"p99_us"`
 	Group      string           `json:"group"`
 	Version    string           `json:"tls_version"`
+	Cert       string           `json:"cert"`
 	Resumed    int64            `json:"resumed"`
 	FirstErr   string           `json:"first_error"`
 	ErrorKinds map[string]int64 `json:"error_kinds"`
@@ -228,8 +260,13 @@ func (e *env) generate(sc *scenario, d time.Duration, measure bool) (loadStats, 
 		var cr clientResult
 		cr, ls, err = parseClient(stdout.Bytes())
 		if err == nil {
-			if cr.Resumed > 0 {
+			switch {
+			case cr.Resumed > 0:
 				err = fmt.Errorf("%d handshakes resumed a session: the handshake client is broken", cr.Resumed)
+			case sc.Cert != "" && cr.Ops > 0 && cr.Cert != sc.Cert:
+				// A proxy that fell back to its default certificate would
+				// be measured doing the other scenario's handshake.
+				err = fmt.Errorf("the proxy served a certificate with a %s key, want %s", cr.Cert, sc.Cert)
 			}
 			if len(cr.ErrorKinds) > 0 {
 				var kinds []string
@@ -240,7 +277,11 @@ func (e *env) generate(sc *scenario, d time.Duration, measure bool) (loadStats, 
 				note = "errors: " + strings.Join(kinds, ", ")
 			}
 			if cr.Group != "" {
-				note = strings.TrimPrefix(strings.Join([]string{note, "negotiated " + cr.Version + " " + cr.Group}, "; "), "; ")
+				neg := "negotiated " + cr.Version + " " + cr.Group
+				if cr.Cert != "" {
+					neg += ", " + cr.Cert + " certificate"
+				}
+				note = joinNote(note, neg)
 			}
 		}
 	}
