@@ -36,6 +36,15 @@ type H1Options struct {
 	// connection's read deadline. Unset, the front end reads the next
 	// request's first byte into a small array of its own.
 	WaitReadable func() error
+	// Park, if set, waits for the next request without a goroutine: it
+	// returns at once, and wake runs on a new goroutine when the client
+	// connection is readable (true), or its idle time ran out or Unpark
+	// let it go (false). An error means it cannot park now (the caller
+	// waits the usual way).
+	Park   func(idle time.Duration, wake func(readable bool)) (uint64, error)
+	Unpark func(token uint64)
+	// OnEnd runs once when the connection is done (it closes it).
+	OnEnd func()
 }
 
 // H1Front serves the HTTP/1.1 requests of one client connection.
@@ -50,22 +59,59 @@ type H1Front struct {
 	// first holds a byte read ahead while waiting (see WaitReadable).
 	first    [1]byte
 	hasFirst bool
-	// lead counts the bytes read before the head was whole.
-	head     h1.Head
-	headBuf  []byte
 	lastPOST bool
 
 	draining atomic.Bool
 	idle     atomic.Bool
+	// parked is the Park token while the connection is parked, else 0.
+	parked atomic.Uint64
 
-	w    h1Writer
-	body h1Body
-	// x is the exchange in progress, and stalls its watch: both are
-	// the connection's, reused by each request.
+	// r is the state of the request in progress, nil between requests:
+	// an idle connection holds none of it.
+	r *h1Request
+}
+
+// h1Request is what serving one request takes, lent to a connection from
+// a pool for as long as it has requests to serve.
+type h1Request struct {
+	head    h1.Head
+	headBuf []byte
+	w       h1Writer
+	body    h1Body
+	// x is the exchange in progress, and stalls its watch (with its
+	// timer), reused by each request.
 	x      Exchange
 	stalls stallWatch
 	// chunked decodes chunked request bodies.
 	chunked h1.ChunkedReader
+}
+
+var h1Requests = sync.Pool{New: func() any { return new(h1Request) }}
+
+// acquire takes request state for the connection.
+func (f *H1Front) acquire() {
+	if f.r == nil {
+		f.r = h1Requests.Get().(*h1Request)
+	}
+}
+
+// dropRequest gives the request state back: nothing of it may outlive
+// this (the stall watch's tick is over when close returns).
+func (f *H1Front) dropRequest() {
+	r := f.r
+	if r == nil {
+		return
+	}
+	f.r = nil
+	r.stalls.close()
+	r.x = Exchange{}
+	r.w = h1Writer{}
+	r.body = h1Body{}
+	r.chunked.Reset(nil, "", 0)
+	if cap(r.headBuf) > 64<<10 {
+		r.headBuf = nil
+	}
+	h1Requests.Put(r)
 }
 
 // NewH1Front makes the front end of one client connection.
@@ -90,48 +136,152 @@ func (f *H1Front) Drain() {
 	if f.idle.Load() {
 		f.conn.SetReadDeadline(aLongTimeAgo)
 	}
+	if tok := f.parked.Load(); tok != 0 && tok != parking && f.opts.Unpark != nil {
+		f.opts.Unpark(tok)
+	}
 }
 
-// Serve serves requests until the connection ends or must close. The
-// caller closes the connection.
-func (f *H1Front) Serve() {
-	defer f.release()
-	defer f.stalls.close()
+// Serve serves requests until the connection ends or must close, then
+// runs OnEnd. A connection that parks between requests (H1Options.Park)
+// returns from Serve while it waits; a goroutine of the parker's goes on.
+func (f *H1Front) Serve() { f.run(false) }
+
+// run serves requests; ready says the next one's bytes are waiting.
+func (f *H1Front) run(ready bool) {
 	for n := 0; ; n++ {
 		if f.draining.Load() {
-			return
+			break
 		}
-		if n > 0 && !f.await() {
-			return
+		if n > 0 || ready {
+			if n > 0 {
+				switch f.await() {
+				case waitParked:
+					return
+				case waitEnded:
+					f.end()
+					return
+				}
+			}
 		}
 		if !f.serveOne() {
-			return
+			break
 		}
+	}
+	f.end()
+}
+
+// end finishes the connection's part of the front end, once.
+func (f *H1Front) end() {
+	f.release()
+	f.dropRequest()
+	if f.opts.OnEnd != nil {
+		f.opts.OnEnd()
 	}
 }
 
-// await waits for the next request without a buffer held.
-func (f *H1Front) await() bool {
+// wake goes on with a parked connection.
+func (f *H1Front) wake(readable bool) {
+	f.parked.Store(0)
+	if !readable || f.draining.Load() {
+		f.end()
+		return
+	}
+	f.run(true)
+}
+
+// park parks the connection for what is left of its idle time.
+func (f *H1Front) park(idle time.Duration) waitOutcome {
+	f.idle.Store(false)
+	f.dropRequest()
+	// From here the connection may be another goroutine's at any moment:
+	// nothing but atomics is touched after Park. The token is recorded
+	// only if no wake-up has come yet (it clears it).
+	f.parked.Store(parking)
+	if tok, err := f.opts.Park(idle, f.wake); err == nil {
+		f.parked.CompareAndSwap(parking, tok)
+		if f.draining.Load() {
+			f.opts.Unpark(tok)
+		}
+		return waitParked
+	}
+	f.parked.Store(0)
+	// Not parked (bytes wait above the socket, or the parker is gone):
+	// wait out the rest here.
+	f.conn.SetReadDeadline(time.Now().Add(idle))
+	f.idle.Store(true)
+	defer f.idle.Store(false)
+	if f.opts.WaitReadable() == nil && !f.draining.Load() {
+		return waitReady
+	}
+	return waitEnded
+}
+
+// parkAfter is how long a quiet connection keeps its goroutine before it
+// is parked. A client that sends its next request sooner (a load, a page's
+// assets) never pays for parking; one that waits longer pays a few
+// microseconds per request, and an idle one holds no stack. Shorter also
+// bounds how many goroutines a burst of new connections holds at once.
+const parkAfter = 100 * time.Millisecond
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// parking marks a connection on its way to being parked.
+const parking = ^uint64(0)
+
+type waitOutcome uint8
+
+const (
+	waitReady waitOutcome = iota
+	waitParked
+	waitEnded
+)
+
+// await waits for the next request without a buffer held: parked when
+// it can be, else in a wait for readability or a one-byte read.
+func (f *H1Front) await() waitOutcome {
 	if f.br != nil && f.br.Buffered() > 0 {
-		return true // pipelined
+		return waitReady // pipelined
 	}
 	f.release()
-	if d := f.opts.IdleTimeout; d > 0 {
+	if f.draining.Load() {
+		return waitEnded
+	}
+	idle := f.opts.IdleTimeout
+	park := idle > parkAfter && f.opts.Park != nil && f.opts.WaitReadable != nil && !f.hasFirst
+	if d := idle; d > 0 {
+		if park {
+			// A busy client's next request comes within moments: it is
+			// waited for here, and only a connection that stays quiet is
+			// parked, so that busy ones pay nothing for parking.
+			d = parkAfter
+		}
 		f.conn.SetReadDeadline(time.Now().Add(d))
 	}
 	f.idle.Store(true)
 	defer f.idle.Store(false)
 	if f.draining.Load() {
-		return false
+		return waitEnded
 	}
 	if f.opts.WaitReadable != nil {
-		return f.opts.WaitReadable() == nil && !f.draining.Load()
+		err := f.opts.WaitReadable()
+		switch {
+		case f.draining.Load():
+			return waitEnded
+		case err == nil:
+			return waitReady
+		case park && isTimeout(err):
+			return f.park(idle - parkAfter)
+		}
+		return waitEnded
 	}
 	if n, _ := f.conn.Read(f.first[:]); n == 1 {
 		f.hasFirst = true
-		return true
+		return waitReady
 	}
-	return false
+	return waitEnded
 }
 
 // release gives the buffers back; a reader with unread bytes is kept.
@@ -163,6 +313,7 @@ func (r firstReader) Read(p []byte) (int, error) {
 
 // serveOne reads one request and serves it; false ends the connection.
 func (f *H1Front) serveOne() bool {
+	f.acquire()
 	if f.br == nil {
 		f.br = clientReaders.Get().(*bufio.Reader)
 		f.br.Reset(firstReader{f})
@@ -177,8 +328,8 @@ func (f *H1Front) serveOne() bool {
 	}
 	// The head is copied out of the read buffer: the body is read
 	// through that buffer while the core still needs the head.
-	f.headBuf = append(f.headBuf[:0], f.head.Buf[:n]...)
-	f.head.Buf = f.headBuf
+	f.r.headBuf = append(f.r.headBuf[:0], f.r.head.Buf[:n]...)
+	f.r.head.Buf = f.r.headBuf
 	f.br.Discard(n)
 	if err := f.absoluteForm(); err != nil {
 		f.refuse(err)
@@ -189,42 +340,42 @@ func (f *H1Front) serveOne() bool {
 		f.bw = clientWriters.Get().(*bufio.Writer)
 		f.bw.Reset(f.conn)
 	}
-	r := &f.head
+	r := &f.r.head
 	f.lastPOST = string(r.Bytes(r.Method)) == "POST"
 	closing := r.Close || f.draining.Load()
-	f.w = h1Writer{f: f, minor: r.Minor, head: string(r.Bytes(r.Method)) == "HEAD", closing: closing}
-	x := &f.x
-	*x = Exchange{Conn: f.c, Req: r, W: &f.w, Ctx: context.Background(), stalls: &f.stalls}
-	f.body = h1Body{}
+	f.r.w = h1Writer{f: f, minor: r.Minor, head: string(r.Bytes(r.Method)) == "HEAD", closing: closing}
+	x := &f.r.x
+	*x = Exchange{Conn: f.c, Req: r, W: &f.r.w, Ctx: context.Background(), stalls: &f.r.stalls}
+	f.r.body = h1Body{}
 	switch h1.RequestBody(r) {
 	case h1.BodyLength:
-		f.body = h1Body{f: f, src: f.br, left: r.ContentLength, expect: r.Expect100}
-		x.Body = Body{R: &f.body, Length: r.ContentLength}
+		f.r.body = h1Body{f: f, src: f.br, left: r.ContentLength, expect: r.Expect100}
+		x.Body = Body{R: &f.r.body, Length: r.ContentLength}
 	case h1.BodyChunked:
-		f.chunked.Reset(f.br, perr.MalformedRequest, f.opts.MaxHeaderBytes)
-		f.body = h1Body{f: f, src: &f.chunked, left: -1, expect: r.Expect100}
-		x.Body = Body{R: &f.body, Length: -1}
+		f.r.chunked.Reset(f.br, perr.MalformedRequest, f.opts.MaxHeaderBytes)
+		f.r.body = h1Body{f: f, src: &f.r.chunked, left: -1, expect: r.Expect100}
+		x.Body = Body{R: &f.r.body, Length: -1}
 	}
 	var stop func() bool
 	if f.c.AbortOnClose && x.Body.R == nil && !r.Upgrade {
 		stop = f.watchClose(x)
 	}
 	f.h.Serve(x)
-	if f.w.err == nil && !f.w.tunneled {
-		f.w.fail(f.bw.Flush())
+	if f.r.w.err == nil && !f.r.w.tunneled {
+		f.r.w.fail(f.bw.Flush())
 	}
 	if stop != nil && !stop() {
 		return false
 	}
-	if x.Aborted() || f.w.closing || f.w.tunneled || x.Status() == 101 {
+	if x.Aborted() || f.r.w.closing || f.r.w.tunneled || x.Status() == 101 {
 		return false
 	}
-	if err := f.w.err; err != nil {
+	if err := f.r.w.err; err != nil {
 		return false
 	}
 	// The rest of a body the machine did not read goes unread by anyone:
 	// skip a little of it so the connection lives on, or close.
-	if x.Body.R != nil && !f.body.finish() {
+	if x.Body.R != nil && !f.r.body.finish() {
 		return false
 	}
 	return true
@@ -244,7 +395,7 @@ func (f *H1Front) readHead() (int, error) {
 	for {
 		b, _ := f.br.Peek(f.br.Buffered())
 		if len(b) > 0 {
-			n, err := h1.ParseRequest(b, &f.head, lim)
+			n, err := h1.ParseRequest(b, &f.r.head, lim)
 			if err != h1.ErrNeedMore {
 				return n, err
 			}
@@ -348,7 +499,7 @@ func (f *H1Front) watchClose(x *Exchange) (stop func() bool) {
 // 3.2.2), and the machine gets the path. Both are spans of the head's own
 // copy; a missing path becomes "/", added after the head's bytes.
 func (f *H1Front) absoluteForm() error {
-	h := &f.head
+	h := &f.r.head
 	t := h.Bytes(h.Target)
 	rest, ok := cutScheme(t)
 	if !ok {
@@ -370,9 +521,9 @@ func (f *H1Front) absoluteForm() error {
 		return nil
 	}
 	// "http://host" or "http://host?q": the path is "/".
-	start := len(f.headBuf)
-	f.headBuf = append(append(f.headBuf, '/'), path...)
-	h.Buf = f.headBuf
+	start := len(f.r.headBuf)
+	f.r.headBuf = append(append(f.r.headBuf, '/'), path...)
+	h.Buf = f.r.headBuf
 	h.Target = h1.Span{Off: uint32(start), Len: uint32(1 + len(path))}
 	return nil
 }

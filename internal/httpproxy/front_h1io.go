@@ -181,7 +181,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	if b.expect {
 		b.expect = false
-		if err := b.f.w.sendContinue(); err != nil {
+		if err := b.f.r.w.sendContinue(); err != nil {
 			b.err = err
 			return 0, err
 		}

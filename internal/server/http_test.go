@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -348,5 +349,74 @@ func TestRequestsLeaveClientSocketAlone(t *testing.T) {
 	if bodiless != 0 || withBody != 0 {
 		t.Errorf("one-byte reads of the client socket: %d for %d GETs, %d for %d POSTs; want none",
 			bodiless, requests, withBody, requests)
+	}
+}
+
+// TestIdleConnectionsHoldNoGoroutine: plain-text keep-alive connections
+// waiting for their next request are parked, without a goroutine each;
+// a parked connection serves its next request, and a drain closes the
+// parked ones at once.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	const idle = 40
+	var conns []*bufio.ReadWriter
+	settle := func() int {
+		// Goroutines that served a request may still be on their way out,
+		// and a quiet connection is parked after a moment.
+		n := runtime.NumGoroutine()
+		for range 200 {
+			time.Sleep(10 * time.Millisecond)
+			n = min(n, runtime.NumGoroutine())
+		}
+		return n
+	}
+	ask := func(rw *bufio.ReadWriter) {
+		t.Helper()
+		rw.WriteString("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+		rw.Flush()
+		resp, err := http.ReadResponse(rw.Reader, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	// One connection first, so the machine side's pooled connection and
+	// the proxy's own goroutines are there before counting.
+	first, err := net.Dial("tcp", p.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	ask(bufio.NewReadWriter(bufio.NewReader(first), bufio.NewWriter(first)))
+	before := settle()
+	for range idle {
+		c, err := net.Dial("tcp", p.Addr(80))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
+		ask(rw)
+		conns = append(conns, rw)
+	}
+	grew := settle() - before
+	t.Logf("%d idle keep-alive connections: %d more goroutines", idle, grew)
+	if grew > idle/4 {
+		t.Errorf("%d idle connections hold %d goroutines, want (almost) none", idle, grew)
+	}
+	for _, rw := range conns[:5] {
+		ask(rw) // a parked connection goes on
+	}
+	if err := p.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	for i, rw := range conns {
+		if _, err := rw.ReadByte(); err == nil {
+			t.Fatalf("connection %d: a byte after the drain, want its end", i)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/h2watch"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -33,23 +34,32 @@ type httpConn struct {
 	// h1 is the HTTP/1.1 front end serving the connection, if it is one.
 	h1 *httpproxy.H1Front
 
-	// A WebSocket tunnel is drained by adding a close frame (1001, going
-	// away) to the client's stream at a frame boundary: the machine answers
-	// it as if the client had said goodbye, the client gets the machine's
-	// close, and both ends finish cleanly.
-	ws        atomic.Bool
+	// ws is set when the connection became a WebSocket tunnel, and *h2in
+	// when it speaks HTTP/2: most connections are neither, and an idle
+	// one should hold no more than it needs.
+	ws   atomic.Pointer[wsDrain]
+	h2in *h2Inspect
+}
+
+// wsDrain drains a WebSocket tunnel by adding a close frame (1001, going
+// away) to the client's stream at a frame boundary: the machine answers
+// it as if the client had said goodbye, the client gets the machine's
+// close, and both ends finish cleanly.
+type wsDrain struct {
 	goingAway atomic.Bool
 	frames    wsframe.Tracker // reader-owned
 	inject    []byte          // reader-owned
 	sentClose bool            // reader-owned
+}
 
-	// HTTP/2 inspection of the client's bytes (inspect.go): reader-owned.
+// h2Inspect is the HTTP/2 inspection of the client's bytes (inspect.go).
+type h2Inspect struct {
+	// Reader-owned.
 	h2     *h2watch.Watcher
 	h2conf h2watch.Config
 	h2err  error // a read error held until the watcher's output is read
 	held   error // returned by the next read
-	// The write side of HTTP/2 (inspect.go), under wmu.
-	h2Writes atomic.Bool
+	// The write side, under wmu.
 	wmu      sync.Mutex
 	out      h2watch.Boundaries
 	calmLast uint32 // GOAWAY to send at the next frame boundary
@@ -59,30 +69,28 @@ type httpConn struct {
 // Read passes the client's bytes on; on a draining WebSocket it slips a
 // close frame in between two of the client's frames.
 func (h *httpConn) Read(p []byte) (int, error) {
-	if h.held != nil {
-		return 0, h.held
-	}
-	if !h.ws.Load() {
-		if h.h2 != nil {
+	ws := h.ws.Load()
+	if ws == nil {
+		if h.h2in != nil {
 			return h.readH2(p)
 		}
 		return h.Conn.Read(p)
 	}
 	for {
-		if len(h.inject) > 0 {
-			n := copy(p, h.inject)
-			h.inject = h.inject[n:]
+		if len(ws.inject) > 0 {
+			n := copy(p, ws.inject)
+			ws.inject = ws.inject[n:]
 			return n, nil
 		}
-		if h.goingAway.Load() && !h.sentClose && h.frames.AtBoundary() {
-			h.sentClose = true
-			h.inject = wsframe.ClientClose()
+		if ws.goingAway.Load() && !ws.sentClose && ws.frames.AtBoundary() {
+			ws.sentClose = true
+			ws.inject = wsframe.ClientClose()
 			h.Conn.SetReadDeadline(time.Time{})
 			continue
 		}
 		n, err := h.Conn.Read(p)
-		h.frames.Feed(p[:n])
-		if n == 0 && err != nil && h.goingAway.Load() && !h.sentClose && isTimeout(err) {
+		ws.frames.Feed(p[:n])
+		if n == 0 && err != nil && ws.goingAway.Load() && !ws.sentClose && isTimeout(err) {
 			// The wake-up from GoAway, not a real timeout. Clear it, so a
 			// client in the middle of a frame is read normally (not in a
 			// loop of instant timeouts) until the frame ends.
@@ -96,7 +104,8 @@ func (h *httpConn) Read(p []byte) (int, error) {
 // GoAway asks a WebSocket tunnel to close (see Read); false if the
 // connection is not one.
 func (h *httpConn) GoAway() bool {
-	if !h.ws.Load() || !h.goingAway.CompareAndSwap(false, true) {
+	ws := h.ws.Load()
+	if ws == nil || !ws.goingAway.CompareAndSwap(false, true) {
 		return false
 	}
 	// Wake a Read blocked on the socket so it can add the close frame.
@@ -174,7 +183,7 @@ func (c *conn) httpConn(entry *catalog.Port, h2 bool) *httpConn {
 	if h2 {
 		h.startH2Inspection()
 	}
-	info.WebSocket = func() { h.ws.Store(true) }
+	info.WebSocket = func() { h.ws.Store(&wsDrain{}) }
 	c.mu.Lock()
 	c.httpc = h
 	c.mu.Unlock()
@@ -192,13 +201,42 @@ func (c *conn) serveH1(h *httpConn) {
 	}
 	if c.tls == nil {
 		opts.WaitReadable = c.waitReadable()
+		if pk := c.s.parker; pk != nil && opts.WaitReadable != nil {
+			opts.Park, opts.Unpark = c.park(pk), pk.Unpark
+		}
 	}
+	opts.OnEnd = func() { h.Close() }
 	f := c.s.handler.NewH1Front(h, h.info, opts)
 	c.mu.Lock()
 	h.h1 = f
 	c.mu.Unlock()
 	f.Serve()
-	h.Close()
+}
+
+// errNotQuiet: bytes wait above the socket, so it cannot be parked.
+var errNotQuiet = errors.New("connection has bytes buffered above its socket")
+
+// park parks the connection with the server's parker, while no layer
+// above the socket holds bytes of its own.
+func (c *conn) park(pk *iox.Parker) func(time.Duration, func(bool)) (uint64, error) {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func(idle time.Duration, wake func(bool)) (uint64, error) {
+		if !c.peek.Spliceable() {
+			return 0, errNotQuiet
+		}
+		fd := -1
+		if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
+			return 0, err
+		}
+		return pk.Park(fd, idle, wake)
+	}
 }
 
 // waitReadable waits for the client's socket to have bytes (or end)

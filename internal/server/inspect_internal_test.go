@@ -90,8 +90,8 @@ func TestH2ReadPath(t *testing.T) {
 					chunks = append(chunks, bytes.Clone(in[i:min(i+chunk, len(in))]))
 				}
 				h := &httpConn{Conn: &scriptConn{chunks: chunks, err: errEnd}, info: &httpproxy.Conn{}}
-				h.h2conf = h2watch.Config{Preface: len(h2watch.Preface)}
-				h.h2 = h2watch.New(h.h2conf, time.Now)
+				h.h2in = &h2Inspect{h2conf: h2watch.Config{Preface: len(h2watch.Preface)}}
+				h.h2in.h2 = h2watch.New(h.h2in.h2conf, time.Now)
 				got, err := readAllH2(t, h, size)
 				if err != errEnd {
 					t.Fatalf("chunks of %d, reads of %d: error %v, want the socket's", chunk, size, err)
@@ -109,7 +109,7 @@ func TestH2ReadPath(t *testing.T) {
 func TestH2ReadPathHeldAtEOF(t *testing.T) {
 	in := append([]byte(h2watch.Preface), h2frame(0x1, 0x4, 1, []byte{0x82, 0x87})[:10]...)
 	h := &httpConn{Conn: &scriptConn{chunks: [][]byte{in}, err: io.EOF}, info: &httpproxy.Conn{}}
-	h.h2 = h2watch.New(h2watch.Config{Preface: len(h2watch.Preface)}, time.Now)
+	h.h2in = &h2Inspect{h2: h2watch.New(h2watch.Config{Preface: len(h2watch.Preface)}, time.Now)}
 	got, err := readAllH2(t, h, 4096)
 	if err != io.EOF || string(got) != h2watch.Preface {
 		t.Fatalf("got %q, %v; want the preface, then EOF", got, err)

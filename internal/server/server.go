@@ -41,11 +41,13 @@ import (
 
 // Server is a running edgeproxy.
 type Server struct {
-	log      *slog.Logger
-	rt       atomic.Pointer[Runtime]
-	pools    *httpproxy.Pools
-	handler  *httpproxy.Handler
-	bufs     *iox.BufferPool
+	log     *slog.Logger
+	rt      atomic.Pointer[Runtime]
+	pools   *httpproxy.Pools
+	handler *httpproxy.Handler
+	bufs    *iox.BufferPool
+	// parker holds idle HTTP/1.1 connections (nil where none works).
+	parker   *iox.Parker
 	deps     Deps
 	nextID   atomic.Uint64
 	tracing  *telemetry.Tracing
@@ -167,6 +169,11 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		fileCfg:    cfg,
 	}
 	s.handler = httpproxy.NewHandler(s.bufs)
+	if pk, err := iox.NewParker(); err == nil {
+		// Idle HTTP/1.1 connections wait here without a goroutine; where
+		// there is no parker they keep theirs.
+		s.parker = pk
+	}
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.version = cmp.Or(o.Version, "dev")
@@ -412,6 +419,11 @@ func (s *Server) Close() error {
 	}
 	for _, c := range conns {
 		c.Close()
+	}
+	if s.parker != nil {
+		// Parked connections have no goroutine to see their socket close:
+		// let them go, and wait for them to finish.
+		s.parker.Close()
 	}
 	s.wg.Wait()
 	s.pools.Close()
