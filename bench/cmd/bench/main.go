@@ -41,21 +41,23 @@ import (
 var nan = math.NaN()
 
 type env struct {
-	root, dir                         string
-	edgeproxyBin, originBin           string
-	clientBin                         string
-	cert, key, combined               string
-	rsaCert, rsaKey, rsaCombined      string // handshake-rsa's certificate
-	certDER, rsaCertDER               []byte // what the sanity check expects to be served
-	ports                             ports
-	genCore, proxyCore                int
-	duration, warmup, settle          time.Duration
-	runs, idleConns, maxConns         int
-	nofile, haproxyMaxConn            int
-	idleNote                          string
-	wait                              time.Duration
-	elapsed                           time.Duration
-	hsRate                            int
+	root, dir                    string
+	edgeproxyBin, originBin      string
+	clientBin                    string
+	cert, key, combined          string
+	rsaCert, rsaKey, rsaCombined string // handshake-rsa's certificate
+	certDER, rsaCertDER          []byte // what the sanity check expects to be served
+	ports                        ports
+	genCore, proxyCore           int
+	duration, warmup, settle     time.Duration
+	runs, idleConns, maxConns    int
+	nofile, haproxyMaxConn       int
+	idleNote                     string
+	wait                         time.Duration
+	elapsed                      time.Duration
+	hsRate                       int
+	// built is the checkout's state when edgeproxy was built.
+	built                             string
 	mi                                machineInfo
 	forced                            bool
 	busyAtStart                       float64
@@ -355,6 +357,9 @@ func (e *env) setup(proxyList, scenList, edgeBin string, force bool, wait time.D
 	}
 	os.Chmod(e.dir, 0o755) // nginx's worker runs as nobody
 	fmt.Printf("bench: building into %s\n", e.dir)
+	// The checkout as built, not as it is when the run ends: files may be
+	// edited while a long run goes on.
+	e.built = e.gitState()
 	e.originBin = filepath.Join(e.dir, "origin")
 	e.clientBin = filepath.Join(e.dir, "client")
 	builds := [][2]string{{e.originBin, "./bench/origin"}, {e.clientBin, "./bench/client"}}

@@ -396,7 +396,7 @@ func (e *env) machine() machineInfo {
 	m := machineInfo{
 		CPU: cpuModel(), Cores: strconv.Itoa(runtime.NumCPU()), Memory: memTotal(),
 		Kernel: strings.TrimSpace(string(kernel)), Go: runtime.Version(), OS: osName,
-		Edgeproxy: e.gitState(),
+		Edgeproxy: e.built,
 	}
 	pkg := func(p string) string {
 		v := cmdOut("dpkg-query", "-W", "-f=${Version}", p)
