@@ -189,6 +189,44 @@ func (f *H1Front) wake(readable bool) {
 	f.run(true)
 }
 
+// awaitOrPark waits for the next request of a connection that can be
+// parked. A busy client's next request usually comes within moments: it
+// is read at once into the read buffer the connection still has (no
+// system call to look first); only a connection that stays quiet for
+// parkAfter gives up its buffers and is parked, so busy ones pay for
+// neither.
+func (f *H1Front) awaitOrPark(idle time.Duration) waitOutcome {
+	if f.bw != nil {
+		f.bw.Reset(nil)
+		clientWriters.Put(f.bw)
+		f.bw = nil
+	}
+	if f.draining.Load() {
+		f.release()
+		return waitEnded
+	}
+	if f.br == nil {
+		f.br = clientReaders.Get().(*bufio.Reader)
+		f.br.Reset(firstReader{f})
+	}
+	f.conn.SetReadDeadline(time.Now().Add(parkAfter))
+	f.idle.Store(true)
+	_, err := f.br.Peek(1)
+	f.idle.Store(false)
+	switch {
+	case f.draining.Load():
+		f.release()
+		return waitEnded
+	case err == nil:
+		return waitReady
+	case isTimeout(err):
+		f.release()
+		return f.park(idle - parkAfter)
+	}
+	f.release()
+	return waitEnded
+}
+
 // park parks the connection for what is left of its idle time.
 func (f *H1Front) park(idle time.Duration) waitOutcome {
 	f.idle.Store(false)
@@ -245,20 +283,16 @@ func (f *H1Front) await() waitOutcome {
 	if f.br != nil && f.br.Buffered() > 0 {
 		return waitReady // pipelined
 	}
+	idle := f.opts.IdleTimeout
+	if idle > parkAfter && f.opts.Park != nil && f.opts.WaitReadable != nil && !f.hasFirst {
+		return f.awaitOrPark(idle)
+	}
 	f.release()
 	if f.draining.Load() {
 		return waitEnded
 	}
-	idle := f.opts.IdleTimeout
-	park := idle > parkAfter && f.opts.Park != nil && f.opts.WaitReadable != nil && !f.hasFirst
-	if d := idle; d > 0 {
-		if park {
-			// A busy client's next request comes within moments: it is
-			// waited for here, and only a connection that stays quiet is
-			// parked, so that busy ones pay nothing for parking.
-			d = parkAfter
-		}
-		f.conn.SetReadDeadline(time.Now().Add(d))
+	if idle > 0 {
+		f.conn.SetReadDeadline(time.Now().Add(idle))
 	}
 	f.idle.Store(true)
 	defer f.idle.Store(false)
@@ -266,14 +300,8 @@ func (f *H1Front) await() waitOutcome {
 		return waitEnded
 	}
 	if f.opts.WaitReadable != nil {
-		err := f.opts.WaitReadable()
-		switch {
-		case f.draining.Load():
-			return waitEnded
-		case err == nil:
+		if f.opts.WaitReadable() == nil && !f.draining.Load() {
 			return waitReady
-		case park && isTimeout(err):
-			return f.park(idle - parkAfter)
 		}
 		return waitEnded
 	}
