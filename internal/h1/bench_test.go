@@ -10,7 +10,7 @@ import (
 )
 
 // browserGet is a browser-like GET head: ten fields, about 500 bytes (the
-// same head h1scan's benchmark uses, with a few more fields).
+// same head as before, with a few more fields).
 const browserGet = "GET /assets/app.3f9a1c.js?v=20251104 HTTP/1.1\r\n" +
 	"Host: example.fly.dev\r\n" +
 	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\n" +

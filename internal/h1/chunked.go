@@ -8,7 +8,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
-// Chunk framing limits, h1scan's.
+// Chunk framing limits.
 const (
 	// maxChunkLine bounds a chunk-size line with its extensions, CR
 	// included: an attacker's extensions are bytes read for no data.
@@ -17,7 +17,7 @@ const (
 	maxChunkDigits = 15
 )
 
-// ChunkedReader decodes a chunked body strictly, by h1scan's rules: a size
+// ChunkedReader decodes a chunked body strictly: a size
 // of 1 to 15 hex digits (no sign, no "0x", nothing before it), optionally
 // SP/HTAB and extensions after ';' without control bytes but HTAB, the line
 // within 4 KiB; CRLF after each size line and each chunk's data; then
@@ -134,7 +134,7 @@ func (c *ChunkedReader) fail(format string, args ...any) *Error {
 	return refuse(c.code, statusOf(c.code), format, args...)
 }
 
-// sizeLine reads a chunk-size line byte by byte, as h1scan's state machine
+// sizeLine reads a chunk-size line byte by byte, as a state machine
 // does: the line is short, and reading it whole first would need a buffer
 // the size of the limit.
 func (c *ChunkedReader) sizeLine() error {

@@ -16,7 +16,7 @@ const (
 
 var class = func() (t [256]uint8) {
 	for c := 0; c < 256; c++ {
-		if isTchar(byte(c)) {
+		if IsTchar(byte(c)) {
 			t[c] |= cToken
 		}
 		if c == ' ' || c == '\t' || c > ' ' && c != 0x7f {
@@ -29,7 +29,9 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
-func isTchar(c byte) bool {
+// IsTchar reports whether c may appear in a token (RFC 9110 section
+// 5.6.2): a method or a field name.
+func IsTchar(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
@@ -83,7 +85,7 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
-// maxLengthDigits keeps a Content-Length within 60 bits, as h1scan does.
+// maxLengthDigits keeps a Content-Length within 60 bits.
 const maxLengthDigits = 18
 
 // parseLength reads a Content-Length of plain digits, or -1.
@@ -302,7 +304,7 @@ func (p *parser) field(name, v []byte, vs Span) error {
 func (p *parser) contentLength(v []byte) error {
 	h := p.h
 	if !p.resp {
-		// h1scan's rules: one plain number per field.
+		// One plain number per field.
 		n := parseLength(v)
 		switch {
 		case len(v) == 0:
@@ -337,7 +339,7 @@ func (p *parser) contentLength(v []byte) error {
 
 func (p *parser) transferEncoding(v []byte) error {
 	if !p.resp {
-		// h1scan's rules: chunked is the only coding a client may send us,
+		// Chunked is the only coding a client may send us,
 		// in one field; anything else some app would frame differently.
 		if p.te {
 			return p.fail("Transfer-Encoding sent twice")

@@ -10,15 +10,15 @@
 // is reused from one parse to the next, so parsing allocates nothing in
 // steady state; only refusals allocate (their *Error).
 //
-// Requests are parsed strictly, by the rules internal/h1scan applies to
+// Requests are parsed strictly, by the rules of RFC 9112 and what nginx and HAProxy refuse, applied to
 // every request a client sends (RFC 9112, and what nginx and HAProxy
 // refuse). A proxy that is laxer than the app behind it is how requests get
 // smuggled: whatever one side reads as two messages the other must not
 // read as one. The request rules:
 //
 //   - request line: METHOD SP target SP "HTTP/1." DIGIT CRLF; the method a
-//     token of at most h1scan.MaxMethod bytes, the target non-empty visible
-//     ASCII, the line within h1scan.MaxRequestLine bytes (else 414);
+//     token of at most MaxMethod bytes, the target non-empty visible
+//     ASCII, the line within MaxRequestLine bytes (else 414);
 //     HTTP/1.2 to 1.9 are read as HTTP/1.1 (RFC 9110 section 2.5), another
 //     major version is answered 505;
 //   - every line ends with CRLF: a bare LF or a bare CR is refused, and so
@@ -57,7 +57,7 @@
 //     HTTP/1.0 response are refused.
 //
 // Chunked bodies are read strictly in both directions (ChunkedReader), by
-// h1scan's rules: 1 to 15 hex digits, extensions without control bytes,
+// 1 to 15 hex digits, extensions without control bytes,
 // CRLF everywhere (a machine's bare LF is tolerated in its head, not in its
 // chunk framing, where a misread length is a desynchronised connection).
 // Trailer fields are checked by the field rules above but not interpreted:
@@ -78,6 +78,16 @@ import (
 
 // DefaultMaxHead is the head limit when Limits.MaxHead is 0.
 const DefaultMaxHead = 1 << 20
+
+// Request line limits.
+const (
+	// MaxMethod is the longest method token accepted; the longest
+	// registered method (UPDATEREDIRECTREF) has 17 bytes.
+	MaxMethod = 24
+	// MaxRequestLine bounds the request line, CRLF included (nginx's
+	// large_client_header_buffers default).
+	MaxRequestLine = 8 << 10
+)
 
 // Span is a byte range of a Head's buffer. uint32 halves a Field's size
 // against ints; a head is far below 4 GiB.

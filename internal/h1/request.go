@@ -3,7 +3,6 @@ package h1
 import (
 	"encoding/binary"
 
-	"github.com/edgeproxy/edgeproxy/internal/h1scan"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
@@ -37,9 +36,8 @@ func ParseRequest(buf []byte, h *Head, lim Limits) (int, error) {
 // SkipEmptyLine returns 2 if buf starts with CRLF, else 0. RFC 9112 section
 // 2.2 has a server skip an empty line before a request line, for old
 // clients that sent one after a POST body; net/http skips it after a POST
-// only, and h1scan lets it through there only, so the caller does the same:
-// the rule depends on the previous request, which a head parser does not
-// see.
+// only, and so does the caller: the rule depends on the previous request,
+// which a head parser does not see.
 func SkipEmptyLine(buf []byte) int {
 	if len(buf) >= 2 && buf[0] == '\r' && buf[1] == '\n' {
 		return 2
@@ -53,12 +51,12 @@ func (p *parser) requestLine() (int, error) {
 	// The line has a limit of its own within the head's: cut to it, so
 	// that running out of bytes at the cut reads as the right refusal.
 	b, lineCut := p.buf, false
-	if len(b) > h1scan.MaxRequestLine {
-		b, lineCut = b[:h1scan.MaxRequestLine], true
+	if len(b) > MaxRequestLine {
+		b, lineCut = b[:MaxRequestLine], true
 	}
 	short := func() error {
 		if lineCut {
-			return refuse(perr.RequestLineTooLong, 414, "request line longer than %d bytes", h1scan.MaxRequestLine)
+			return refuse(perr.RequestLineTooLong, 414, "request line longer than %d bytes", MaxRequestLine)
 		}
 		return p.short()
 	}
@@ -66,8 +64,8 @@ func (p *parser) requestLine() (int, error) {
 
 	i := 0
 	for i < len(b) && class[b[i]]&cToken != 0 {
-		if i++; i > h1scan.MaxMethod {
-			return 0, p.fail("method longer than %d bytes", h1scan.MaxMethod)
+		if i++; i > MaxMethod {
+			return 0, p.fail("method longer than %d bytes", MaxMethod)
 		}
 	}
 	if i >= len(b) {
@@ -138,7 +136,7 @@ func scanTarget(b []byte, i int) int {
 	return i
 }
 
-// endRequest checks what only the whole head shows, in h1scan's order.
+// endRequest checks what only the whole head shows.
 func (p *parser) endRequest() error {
 	h := p.h
 	switch {

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgeproxy/edgeproxy/internal/h1scan"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
@@ -57,9 +56,9 @@ func TestParseRequestAccepts(t *testing.T) {
 		{"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", reqFacts{method: "OPTIONS", target: "*", host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
 		{"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", reqFacts{method: "CONNECT", target: "a:443", host: "a:443", minor: 1, length: -1, hasHost: true, fields: 1}},
 		{"UPDATEREDIRECTREF / HTTP/1.1\r\nHost: a\r\n\r\n", reqFacts{method: "UPDATEREDIRECTREF", target: "/", host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
-		{strings.Repeat("M", h1scan.MaxMethod) + " / HTTP/1.1\r\nHost: a\r\n\r\n", reqFacts{method: strings.Repeat("M", h1scan.MaxMethod), target: "/", host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
-		{"PUT /" + strings.Repeat("a", h1scan.MaxRequestLine-len("PUT / HTTP/1.1\r\n")) + " HTTP/1.1\r\nHost: a\r\n\r\n",
-			reqFacts{method: "PUT", target: "/" + strings.Repeat("a", h1scan.MaxRequestLine-len("PUT / HTTP/1.1\r\n")), host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
+		{strings.Repeat("M", MaxMethod) + " / HTTP/1.1\r\nHost: a\r\n\r\n", reqFacts{method: strings.Repeat("M", MaxMethod), target: "/", host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
+		{"PUT /" + strings.Repeat("a", MaxRequestLine-len("PUT / HTTP/1.1\r\n")) + " HTTP/1.1\r\nHost: a\r\n\r\n",
+			reqFacts{method: "PUT", target: "/" + strings.Repeat("a", MaxRequestLine-len("PUT / HTTP/1.1\r\n")), host: "a", minor: 1, length: -1, hasHost: true, fields: 1}},
 	} {
 		var h Head
 		n, err := ParseRequest([]byte(tc.in+"tail"), &h, Limits{})
@@ -94,7 +93,7 @@ func TestParseRequestRefuses(t *testing.T) {
 		{" GET / HTTP/1.1\r\nHost: a\r\n\r\n", perr.InvalidMethod, 400},
 		{"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", perr.InvalidMethod, 400},
 		{"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", perr.InvalidMethod, 400},
-		{strings.Repeat("G", h1scan.MaxMethod+1) + " / HTTP/1.1\r\nHost: a\r\n\r\n", perr.MalformedRequest, 400},
+		{strings.Repeat("G", MaxMethod+1) + " / HTTP/1.1\r\nHost: a\r\n\r\n", perr.MalformedRequest, 400},
 		{strings.Repeat("G", 10000) + " / HTTP/1.1\r\n\r\n", perr.MalformedRequest, 400},
 		{"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", perr.MalformedRequest, 400},
 		{"GET /  HTTP/1.1\r\nHost: a\r\n\r\n", perr.MalformedRequest, 400},
@@ -109,7 +108,7 @@ func TestParseRequestRefuses(t *testing.T) {
 		{"GET / HTTP/2.0\r\nHost: a\r\n\r\n", perr.MalformedRequest, 505},
 		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", perr.MalformedRequest, 505},
 		{"GET /" + long(16<<10) + " HTTP/1.1\r\n\r\n", perr.RequestLineTooLong, 414},
-		{"GET /" + long(h1scan.MaxRequestLine-len("GET / HTTP/1.1\r\n")+1) + " HTTP/1.1\r\nHost: a\r\n\r\n", perr.RequestLineTooLong, 414},
+		{"GET /" + long(MaxRequestLine-len("GET / HTTP/1.1\r\n")+1) + " HTTP/1.1\r\nHost: a\r\n\r\n", perr.RequestLineTooLong, 414},
 		{"GET / HTTP/1.1\r\nHost: a\r\nX: " + long(DefaultMaxHead) + "\r\n\r\n", perr.RequestHeadersTooLarge, 431},
 		{"GET / HTTP/1.1\nHost: a\n\n", perr.MalformedRequest, 400},
 		{"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", perr.MalformedRequest, 400},
@@ -202,7 +201,7 @@ func TestParseRequestLimits(t *testing.T) {
 	if _, err := ParseRequest([]byte(get[:lim.MaxHead]), &h, lim); err != ErrNeedMore {
 		t.Fatalf("prefix at the limit: %v", err)
 	}
-	// A head limit below the line limit wins over it, as in h1scan.
+	// A head limit below the line limit wins over it.
 	line := "GET /" + strings.Repeat("a", 9000)
 	if _, err := ParseRequest([]byte(line), &h, Limits{MaxHead: 4096}); !isCode(err, perr.RequestHeadersTooLarge) {
 		t.Fatalf("long line, small head limit: %v", err)

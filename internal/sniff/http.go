@@ -3,7 +3,7 @@ package sniff
 import (
 	"bytes"
 
-	"github.com/edgeproxy/edgeproxy/internal/h1scan"
+	"github.com/edgeproxy/edgeproxy/internal/h1"
 )
 
 // MaxRequestLine bounds an HTTP/1.x request line, CRLF included. A longer
@@ -42,7 +42,7 @@ type RequestLine struct {
 // b is a valid prefix, and Match with the parts once the CRLF is seen.
 func HTTP1(b []byte) (Result, RequestLine) {
 	i := 0
-	for i < len(b) && i <= maxMethod && h1scan.IsTchar(b[i]) {
+	for i < len(b) && i <= maxMethod && h1.IsTchar(b[i]) {
 		i++
 	}
 	method := i

@@ -45,8 +45,8 @@ package security_test
 //     the client gets the three answers, in order.
 //
 // Most rows follow first on the same connection: that shows the checks
-// hold for every request of a connection, not only its first (h1scan
-// follows the whole stream; the sniffer only sees a connection's start),
+// hold for every request of a connection, not only its first (the HTTP/1.1
+// engine parses every head; the sniffer only sees a connection's start),
 // and that a refusal neither swallows nor reorders the answer already
 // owed. Rows marked alone are about a connection's first bytes: the
 // classic CL.TE and TE.CL attacks, which open a fresh connection to
@@ -54,13 +54,10 @@ package security_test
 // lines that a connection's start could take for another protocol
 // (HTTP/0.9, HTTP/2.0, an empty line).
 //
-// Two variants of a refusal are encoded as they are, since the machine
-// gets nothing of the request either way: status 0 is a connection
-// closed without an answer, which is what the proxy does, as perr's PH01
-// documents, when a connection's first line names no HTTP/1 version (its
-// client could not read an HTTP/1 answer); code "" is an answer net/http
-// writes itself, after h1scan let the bytes through, without the proxy's
-// Edgeproxy-Error-Code.
+// A refusal with status 0 is a connection closed without an answer, which
+// is what the proxy does, as perr's PH01 documents, when a connection's
+// first line names no HTTP/1 version (its client could not read an HTTP/1
+// answer); the machine gets nothing of the request either way.
 //
 // A row whose correct outcome is not today's keeps the correct
 // expectation and says why in known: it runs, logs what happened, and
@@ -123,7 +120,7 @@ hostnames = ["two.test"]
 
 // The known gaps (see the file comment).
 const (
-	smugKnownInBody = "refused inside its chunked body: h1scan has already passed the head (and the body so far) on, " +
+	smugKnownInBody = "refused inside its chunked body: the head (and the body so far) has already gone on, " +
 		"so the machine gets the start of the request and then a close (safe: the body never completes and the " +
 		"machine connection is dropped); the client does get the 400 and its code, which the row checks"
 )
@@ -197,7 +194,7 @@ func smugCases() []smugCase {
 		c.want, c.body = smugForwarded, body
 		return c
 	}
-	// inBody is a chunked body refused by h1scan after its head.
+	// inBody is a chunked body refused after its head went on.
 	inBody := func(body string, c smugCase) smugCase {
 		c.req, c.known = smugPost(te, body), smugKnownInBody
 		return ph01(c)
