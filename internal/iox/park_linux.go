@@ -38,7 +38,6 @@ type Parker struct {
 
 // parked is one connection waiting.
 type parked struct {
-	fd    int
 	wake  func(readable bool)
 	timer *time.Timer
 }
@@ -79,7 +78,7 @@ func (p *Parker) Park(fd int, idle time.Duration, wake func(readable bool)) (uin
 	}
 	p.next++
 	tok := p.next
-	w := &parked{fd: fd, wake: wake}
+	w := &parked{wake: wake}
 	p.parked[tok] = w
 	if idle > 0 {
 		w.timer = time.AfterFunc(idle, func() { p.release(tok, false) })
@@ -89,7 +88,13 @@ func (p *Parker) Park(fd int, idle time.Duration, wake func(readable bool)) (uin
 	// The token goes in the event's data: a closed and reused fd number
 	// can never wake another connection's registration.
 	ev.Fd, ev.Pad = int32(tok), int32(tok>>32)
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	// A socket parked before keeps its (disarmed) registration: see
+	// release. The kernel drops it when the socket is closed.
+	err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	if err == syscall.EEXIST {
+		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, fd, &ev)
+	}
+	if err != nil {
 		p.mu.Lock()
 		delete(p.parked, tok)
 		p.mu.Unlock()
@@ -117,9 +122,13 @@ func (p *Parker) release(tok uint64, readable bool) {
 	if w.timer != nil {
 		w.timer.Stop()
 	}
-	// EPOLLONESHOT disarmed it if it fired; otherwise it must go before
-	// the connection is read (or closed) by someone else.
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, w.fd, nil)
+	// The registration is left in place, never deleted by fd: the
+	// socket may have been closed meanwhile (a connection's age limit)
+	// and its number given to another connection, parked under another
+	// token, whose registration a delete would remove. EPOLLONESHOT
+	// disarmed it if it fired; one that did not fire belongs to a
+	// connection that is about to close (a wake with false ends it), and
+	// an event it still reports names a token no longer parked.
 	p.wakes.Go(func() { w.wake(readable) })
 }
 

@@ -145,3 +145,61 @@ func TestParkerClose(t *testing.T) {
 		t.Fatalf("Park after Close: %v", err)
 	}
 }
+
+// TestParkerFdReuse: a parked socket closed by someone else (a
+// connection's age limit) whose number goes to a new connection, parked
+// too: letting the old registration go must not silence the new one.
+func TestParkerFdReuse(t *testing.T) {
+	p, err := NewParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, oldServer, oldFd := parkPair(t)
+	oldWoken := make(chan bool, 1)
+	oldTok, err := p.Park(oldFd, time.Minute, func(r bool) { oldWoken <- r })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next socket made takes the lowest free number: have the
+	// listener and the client's socket first, so the accepted one gets it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	oldServer.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw, _ := s.(*net.TCPConn).SyscallConn()
+	fd := -1
+	raw.Control(func(f uintptr) { fd = int(f) })
+	if fd != oldFd {
+		t.Skipf("the closed socket's number %d went elsewhere (the new one is %d)", oldFd, fd)
+	}
+	woken := make(chan bool, 1)
+	if _, err := p.Park(oldFd, time.Minute, func(r bool) { woken <- r }); err != nil {
+		t.Fatal(err)
+	}
+	p.Unpark(oldTok) // the old connection's idle timer, say
+	if <-oldWoken {
+		t.Fatal("the old registration woke as readable")
+	}
+	client.Write([]byte("x"))
+	select {
+	case r := <-woken:
+		if !r {
+			t.Fatal("the new connection woke as not readable")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new connection's bytes did not wake it")
+	}
+}
