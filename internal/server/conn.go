@@ -168,6 +168,14 @@ func (s *Server) accept(ps *portServer, raw net.Conn) *conn {
 			c.setReason("max_age")
 			s.metrics.Timeouts.WithLabelValues("max_age").Inc()
 			raw.Close()
+			// A parked HTTP/1.1 connection has no read to fail on the
+			// closed socket: let it go, so it finishes now.
+			c.mu.Lock()
+			h := c.httpc
+			c.mu.Unlock()
+			if h != nil {
+				h.drain()
+			}
 		})
 	}
 	return c

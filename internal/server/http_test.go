@@ -420,3 +420,40 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxAgeEndsParkedConnection: a keep-alive connection parked between
+// requests still ends at its max_connection_age, not at its (longer) idle
+// timeout, and is counted as closed for its age.
+func TestMaxAgeEndsParkedConnection(t *testing.T) {
+	cfg := "[proxy]\nmax_connection_age = \"1s\"\nidle_timeout = \"60s\"\n" +
+		singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	c, err := net.Dial("tcp", p.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("a byte on an idle connection")
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("the connection ended after %v, want about its 1s age", waited)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.ActiveConns() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := p.ActiveConns(); n != 0 {
+		t.Fatalf("%d connections still active after the age limit", n)
+	}
+}

@@ -472,3 +472,7 @@ func (s *Server) WatchConfig(ctx context.Context, path string) {
 		}
 	}
 }
+
+// ActiveConns counts the client connections open now, parked ones
+// included.
+func (s *Server) ActiveConns() int { return s.activeCount() }
