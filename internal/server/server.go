@@ -175,6 +175,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.parker = pk
 	}
 	s.metrics = telemetry.NewMetrics(s.guardStats, s.meters)
+	if s.parker != nil {
+		s.metrics.SetParked(s.parker.Parked)
+	}
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.version = cmp.Or(o.Version, "dev")
 	s.metrics.SetMachines(s.machineStats)

@@ -82,6 +82,7 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	apps.Totals("app")
 	m.SetMachines(func() []MachineStat { return []MachineStat{{App: "app", Service: "0", Machine: "m1"}} })
 	m.SetFleet(func() bool { return true }, func() time.Duration { return 0 })
+	m.SetParked(func() int { return 0 })
 
 	descs := describe(t, m.Registry)
 	touchVecs(t, m, descs)

@@ -77,6 +77,14 @@ func (m *Metrics) SetFleet(connected func() bool, age func() time.Duration) {
 			func() float64 { return age().Seconds() }))
 }
 
+// SetParked registers the gauge of parked connections, read at scrape
+// time.
+func (m *Metrics) SetParked(parked func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ConnectionsParked,
+		Help: "Idle HTTP/1.1 keep-alive connections waiting for their next request without a goroutine (parked)."},
+		func() float64 { return float64(parked()) }))
+}
+
 // SetMachines installs the function that lists machine loads at scrape
 // time (the server's current runtime).
 func (m *Metrics) SetMachines(list func() []MachineStat) { m.machines.list.Store(&list) }

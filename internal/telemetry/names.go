@@ -13,6 +13,7 @@ const (
 	ConnectionsActive   = "edgeproxy_connections_active"         // {port}
 	ConnectionsRefused  = "edgeproxy_connections_refused_total"  // {scope}
 	ConnectionsClosed   = "edgeproxy_connections_closed_total"   // {reason}
+	ConnectionsParked   = "edgeproxy_connections_parked"         // idle HTTP/1.1 connections held without a goroutine
 
 	// Wire bytes per app, counted below TLS.
 	BytesIn  = "edgeproxy_app_bytes_in_total"  // {app}
