@@ -144,23 +144,22 @@ func (f *H1Front) Drain() {
 // Serve serves requests until the connection ends or must close, then
 // runs OnEnd. A connection that parks between requests (H1Options.Park)
 // returns from Serve while it waits; a goroutine of the parker's goes on.
-func (f *H1Front) Serve() { f.run(false) }
+func (f *H1Front) Serve() { f.run() }
 
-// run serves requests; ready says the next one's bytes are waiting.
-func (f *H1Front) run(ready bool) {
+// run serves requests, the first of which has begun to arrive (the
+// server sniffed it, or a parked connection woke for it).
+func (f *H1Front) run() {
 	for n := 0; ; n++ {
 		if f.draining.Load() {
 			break
 		}
-		if n > 0 || ready {
-			if n > 0 {
-				switch f.await() {
-				case waitParked:
-					return
-				case waitEnded:
-					f.end()
-					return
-				}
+		if n > 0 {
+			switch f.await() {
+			case waitParked:
+				return
+			case waitEnded:
+				f.end()
+				return
 			}
 		}
 		if !f.serveOne() {
@@ -186,7 +185,7 @@ func (f *H1Front) wake(readable bool) {
 		f.end()
 		return
 	}
-	f.run(true)
+	f.run()
 }
 
 // awaitOrPark waits for the next request of a connection that can be

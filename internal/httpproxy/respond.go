@@ -133,20 +133,9 @@ func (h *Handler) tunnel(x *Exchange, r *upResponse, fields []byte) {
 		x.fail(err)
 		return
 	}
-	cin := &countConn{Conn: client}
-	in, out, _ := iox.Duplex(cin, r.tunnel, iox.DuplexOptions{Pool: h.bufs, NoSplice: true})
+	in, out, _ := iox.Duplex(client, r.tunnel, iox.DuplexOptions{Pool: h.bufs, NoSplice: true})
 	x.tunnelIn, x.tunnelOut = in, out
 	x.endAttempt(r, false)
-}
-
-// countConn lets a tunnel's client side be passed through Duplex as it is.
-type countConn struct{ net.Conn }
-
-func (c *countConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }
 
 // clientGone ends a request whose client stopped taking the response.
