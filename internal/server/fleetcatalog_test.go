@@ -153,6 +153,11 @@ func TestFleetCatalogEmbedded(t *testing.T) {
 			if _, err := kv.Put(ctx, key, []byte(junk)); err != nil {
 				t.Fatal(err)
 			}
+			// Each value is given time to be delivered: the buckets keep
+			// one value per key, and a watch that falls behind under load
+			// would see only the last, which may not be refused in every
+			// bucket.
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
