@@ -53,7 +53,10 @@ func lower(c byte) byte {
 // equalFold compares ASCII case-insensitively. bytes.EqualFold would not
 // do: it folds Unicode too, and "chun\u212Aed" (KELVIN SIGN) must not read
 // as "chunked" here while other parsers read it as garbage.
-func equalFold(b []byte, s string) bool {
+// EqualFold reports whether b equals s, ASCII case-insensitively (field
+// names and tokens are ASCII; no Unicode folding, such as the Kelvin
+// sign's, may make "chunked" of another word).
+func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
@@ -259,7 +262,7 @@ func (p *parser) field(name, v []byte, vs Span) error {
 	h := p.h
 	switch len(name) {
 	case 4:
-		if !p.resp && equalFold(name, "host") {
+		if !p.resp && EqualFold(name, "host") {
 			if h.HasHost {
 				return p.fail("Host sent twice")
 			}
@@ -269,32 +272,32 @@ func (p *parser) field(name, v []byte, vs Span) error {
 			h.Host, h.HasHost = vs, true
 		}
 	case 6:
-		if !p.resp && equalFold(name, "expect") && len(v) > 0 {
-			if !equalFold(v, "100-continue") {
+		if !p.resp && EqualFold(name, "expect") && len(v) > 0 {
+			if !EqualFold(v, "100-continue") {
 				return refuse(perr.ExpectationFailed, 417, "Expect other than 100-continue")
 			}
 			h.Expect100 = true
 		}
 	case 7:
-		if equalFold(name, "upgrade") {
+		if EqualFold(name, "upgrade") {
 			p.upgradeField = p.upgradeField || len(v) > 0
-		} else if !p.resp && equalFold(name, "trailer") {
-			if listHas(v, "content-length") || listHas(v, "transfer-encoding") || listHas(v, "trailer") {
+		} else if !p.resp && EqualFold(name, "trailer") {
+			if ListHas(v, "content-length") || ListHas(v, "transfer-encoding") || ListHas(v, "trailer") {
 				return p.fail("Trailer names a framing field")
 			}
 		}
 	case 10:
-		if equalFold(name, "connection") {
-			p.connClose = p.connClose || listHas(v, "close")
-			p.connKeep = p.connKeep || listHas(v, "keep-alive")
-			p.connUpgrade = p.connUpgrade || listHas(v, "upgrade")
+		if EqualFold(name, "connection") {
+			p.connClose = p.connClose || ListHas(v, "close")
+			p.connKeep = p.connKeep || ListHas(v, "keep-alive")
+			p.connUpgrade = p.connUpgrade || ListHas(v, "upgrade")
 		}
 	case 14:
-		if equalFold(name, "content-length") {
+		if EqualFold(name, "content-length") {
 			return p.contentLength(v)
 		}
 	case 17:
-		if equalFold(name, "transfer-encoding") {
+		if EqualFold(name, "transfer-encoding") {
 			return p.transferEncoding(v)
 		}
 	}
@@ -344,7 +347,7 @@ func (p *parser) transferEncoding(v []byte) error {
 		if p.te {
 			return p.fail("Transfer-Encoding sent twice")
 		}
-		if !equalFold(v, "chunked") {
+		if !EqualFold(v, "chunked") {
 			return p.fail("Transfer-Encoding other than chunked")
 		}
 		p.te, p.h.Chunked = true, true
@@ -372,7 +375,7 @@ func (p *parser) transferEncoding(v []byte) error {
 		if p.teFinal {
 			return p.fail("Transfer-Encoding has a coding after chunked")
 		}
-		p.teFinal = equalFold(elem, "chunked")
+		p.teFinal = EqualFold(elem, "chunked")
 	}
 	return nil
 }

@@ -152,7 +152,7 @@ func (h *Head) String(s Span) string { return string(h.Bytes(s)) }
 
 // NameIs reports whether f's name is name, ASCII case-insensitively.
 func (h *Head) NameIs(f Field, name string) bool {
-	return equalFold(h.Bytes(f.Name), name)
+	return EqualFold(h.Bytes(f.Name), name)
 }
 
 // Get returns the value of the first field named name.
@@ -184,24 +184,31 @@ func (h *Head) Values(name string, fn func(v []byte)) {
 // ConnectionHas reports whether any Connection field lists token.
 func (h *Head) ConnectionHas(token string) bool {
 	for _, f := range h.Fields {
-		if h.NameIs(f, "connection") && listHas(h.Bytes(f.Value), token) {
+		if h.NameIs(f, "connection") && ListHas(h.Bytes(f.Value), token) {
 			return true
 		}
 	}
 	return false
 }
 
-// listHas reports whether the comma-separated list v has an element equal
+// ListHas reports whether the comma-separated list v has an element equal
 // to token, ASCII case-insensitively; elements are trimmed of OWS.
-func listHas(v []byte, token string) bool {
+func ListHas(v []byte, token string) bool {
+	found := false
+	ForList(v, func(elem []byte) { found = found || EqualFold(elem, token) })
+	return found
+}
+
+// ForList calls fn with each non-empty element of the comma-separated list
+// v, trimmed of OWS.
+func ForList(v []byte, fn func(elem []byte)) {
 	for len(v) > 0 {
 		var elem []byte
 		elem, v, _ = cutByte(v, ',')
-		if equalFold(trimOWS(elem), token) {
-			return true
+		if elem = trimOWS(elem); len(elem) > 0 {
+			fn(elem)
 		}
 	}
-	return false
 }
 
 // Limits bound a parse.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
 
@@ -218,7 +219,7 @@ func (f *H1Front) awaitOrPark(idle time.Duration) waitOutcome {
 		return waitEnded
 	case err == nil:
 		return waitReady
-	case isTimeout(err):
+	case iox.IsTimeout(err):
 		f.release()
 		return f.park(idle - parkAfter)
 	}
@@ -259,11 +260,6 @@ func (f *H1Front) park(idle time.Duration) waitOutcome {
 // microseconds per request, and an idle one holds no stack. Shorter also
 // bounds how many goroutines a burst of new connections holds at once.
 const parkAfter = 100 * time.Millisecond
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // parking marks a connection on its way to being parked.
 const parking = ^uint64(0)
@@ -466,8 +462,7 @@ func (f *H1Front) refuse(err error) {
 	if errors.As(err, &he) {
 		code = he.Code
 	} else {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if iox.IsTimeout(err) {
 			// The head did not arrive in time: net/http's servers close
 			// without an answer too, and so does nginx.
 			return
@@ -499,8 +494,7 @@ func (f *H1Front) watchClose(x *Exchange) (stop func() bool) {
 		n, err := f.br.Read(b[:])
 		got = n
 		if n == 0 && err != nil {
-			var ne net.Error
-			if !(errors.As(err, &ne) && ne.Timeout()) {
+			if !iox.IsTimeout(err) {
 				cancel()
 				done <- false
 				return
@@ -558,7 +552,7 @@ func (f *H1Front) absoluteForm() error {
 // cutScheme returns what follows "http://" or "https://" (any case).
 func cutScheme(t []byte) ([]byte, bool) {
 	for _, s := range []string{"http://", "https://"} {
-		if len(t) >= len(s) && asciiEqualFold(t[:len(s)], s) {
+		if len(t) >= len(s) && h1.EqualFold(t[:len(s)], s) {
 			return t[len(s):], true
 		}
 	}

@@ -14,7 +14,7 @@ import (
 func grpcContentType(h *h1.Head) (string, bool) {
 	ct, _ := h.Get("Content-Type")
 	const prefix = "application/grpc"
-	if len(ct) < len(prefix) || !asciiEqualFold(ct[:len(prefix)], prefix) {
+	if len(ct) < len(prefix) || !h1.EqualFold(ct[:len(prefix)], prefix) {
 		return "", false
 	}
 	return string(ct), true

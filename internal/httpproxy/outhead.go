@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,27 +37,37 @@ const (
 	replayField           // Fly-Replay in a response
 )
 
-// roleOf classifies a field name, ASCII case-insensitively, without
-// allocating: the name is lowered into a small array first.
-func roleOf(name []byte) fieldRole {
-	var low [40]byte
-	if len(name) > len(low) {
-		return keepField
+// lowerName lowers an ASCII field name into buf without allocating, "_"
+// read as "-" when dashes is set; ok is false for a name longer than buf
+// (no name the rewrites look for is).
+func lowerName(buf *[40]byte, name []byte, dashes bool) (low []byte, underscore, ok bool) {
+	if len(name) > len(buf) {
+		return nil, false, false
 	}
-	underscore := false
 	for i, c := range name {
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
-		} else if c == '_' {
-			// CGI-style servers read "_" as "-": a client's underscore
-			// spelling of a guarded name would pass for the real one.
+		} else if c == '_' && dashes {
 			c, underscore = '-', true
 		}
-		low[i] = c
+		buf[i] = c
 	}
-	role := roleOfLower(string(low[:len(name)]))
+	return buf[:len(name)], underscore, true
+}
+
+// roleOf classifies a request field name, ASCII case-insensitively,
+// without allocating.
+func roleOf(name []byte) fieldRole {
+	var buf [40]byte
+	// CGI-style servers read "_" as "-": a client's underscore spelling
+	// of a guarded name would pass for the real one.
+	low, underscore, ok := lowerName(&buf, name, true)
+	if !ok {
+		return keepField
+	}
+	role := roleOfLower(string(low))
 	if underscore {
-		if role != keepField || guardedUnderscore(string(low[:len(name)])) {
+		if role != keepField || guardedUnderscore(string(low)) {
 			return dropField
 		}
 		return keepField
@@ -124,7 +135,7 @@ func (x *Exchange) requestHead(dst []byte, preferredGone string) []byte {
 			xff = appendList(xff, r.Bytes(f.Value))
 			continue
 		case teField:
-			trailers = trailers || tokenIn(r.Bytes(f.Value), "trailers")
+			trailers = trailers || h1.ListHas(r.Bytes(f.Value), "trailers")
 			continue
 		case traceField:
 			if tracing {
@@ -216,64 +227,15 @@ func methodMayHaveBody(m []byte) bool {
 func connectionNamesFields(r *h1.Head) bool {
 	named := false
 	r.Values("Connection", func(v []byte) {
-		forTokens(v, func(t []byte) {
+		h1.ForList(v, func(t []byte) {
 			switch {
-			case asciiEqualFold(t, "close"), asciiEqualFold(t, "keep-alive"), asciiEqualFold(t, "upgrade"), asciiEqualFold(t, "te"):
+			case h1.EqualFold(t, "close"), h1.EqualFold(t, "keep-alive"), h1.EqualFold(t, "upgrade"), h1.EqualFold(t, "te"):
 			default:
 				named = true
 			}
 		})
 	})
 	return named
-}
-
-// forTokens calls fn with each comma-separated, trimmed token of v.
-func forTokens(v []byte, fn func([]byte)) {
-	for len(v) > 0 {
-		i := 0
-		for i < len(v) && v[i] != ',' {
-			i++
-		}
-		t := v[:i]
-		for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
-			t = t[1:]
-		}
-		for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
-			t = t[:len(t)-1]
-		}
-		if len(t) > 0 {
-			fn(t)
-		}
-		if i == len(v) {
-			return
-		}
-		v = v[i+1:]
-	}
-}
-
-func tokenIn(v []byte, token string) bool {
-	found := false
-	forTokens(v, func(t []byte) { found = found || asciiEqualFold(t, token) })
-	return found
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c, d := b[i], s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
 }
 
 // appendList appends a comma-separated list element.
@@ -325,7 +287,7 @@ func (x *Exchange) responseFields(dst []byte, r *upResponse) []byte {
 		name := h.Bytes(f.Name)
 		switch roleOfResponse(name) {
 		case dropField:
-			if !(r.Status == 101 && asciiEqualFold(name, "upgrade")) {
+			if !(r.Status == 101 && h1.EqualFold(name, "upgrade")) {
 				continue
 			}
 		case idField:
@@ -382,17 +344,12 @@ const serverField fieldRole = 100
 // roleOfResponse classifies a response field: the request's hop-by-hop
 // set, Server noted, and the request-only drops kept.
 func roleOfResponse(name []byte) fieldRole {
-	var low [40]byte
-	if len(name) > len(low) {
+	var buf [40]byte
+	low, _, ok := lowerName(&buf, name, false)
+	if !ok {
 		return keepField
 	}
-	for i, c := range name {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		low[i] = c
-	}
-	switch string(low[:len(name)]) {
+	switch string(low) {
 	case "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
 		"te", "trailer", "transfer-encoding", "upgrade", "content-length":
 		return dropField
@@ -408,14 +365,22 @@ func roleOfResponse(name []byte) fieldRole {
 
 func removed(list []string, name []byte) bool {
 	for _, r := range list {
-		if asciiEqualFold(name, r) {
+		if h1.EqualFold(name, r) {
 			return true
 		}
 	}
 	return false
 }
 
-func removedString(list []string, name string) bool { return removed(list, []byte(name)) }
+// removedString is removed for a name the proxy adds itself.
+func removedString(list []string, name string) bool {
+	for _, r := range list {
+		if strings.EqualFold(r, name) {
+			return true
+		}
+	}
+	return false
+}
 
 // routingFields adds the routing facts a client asked for: which
 // preferred instance was unavailable, and the debug explanation.

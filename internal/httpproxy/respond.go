@@ -119,7 +119,7 @@ func (h *Handler) tunnel(x *Exchange, r *upResponse, fields []byte) {
 	if x.Conn.Switched != nil {
 		x.Conn.Switched()
 	}
-	if up, _ := r.Head.Get("Upgrade"); asciiEqualFold(up, "websocket") && x.Conn.WebSocket != nil {
+	if up, _ := r.Head.Get("Upgrade"); h1.EqualFold(up, "websocket") && x.Conn.WebSocket != nil {
 		x.Conn.WebSocket()
 	}
 	if err := x.W.Head(101, fields, 0, true); err != nil {

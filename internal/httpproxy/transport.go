@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -171,11 +172,10 @@ func classify(err error, x *Exchange) error {
 	body := x.body
 	pe, ok := perr.As(err)
 	if !ok {
-		var ne net.Error
 		switch {
 		case errors.Is(err, context.Canceled):
 			return perr.New(perr.ClientClosed, err)
-		case errors.As(err, &ne) && ne.Timeout():
+		case iox.IsTimeout(err):
 			// The machine had the request and said nothing: it may be
 			// working on it, so it is never sent elsewhere.
 			return perr.New(perr.ResponseTimeout, err)

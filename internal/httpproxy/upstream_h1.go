@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
@@ -496,8 +497,7 @@ func (b *bigRest) Read(p []byte) (int, error) {
 // beforeResponse marks a failure on a reused connection before any
 // response byte, which the caller may retry on another connection.
 func (pc *upConn) beforeResponse(err error) error {
-	var ne net.Error
-	if !pc.reused || errors.As(err, &ne) && ne.Timeout() {
+	if !pc.reused || iox.IsTimeout(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", errReusedClosed, err)

@@ -39,12 +39,7 @@ func TestH1PoolMalformedResponse(t *testing.T) {
 			p, _ := upPool(t, 4, time.Minute, time.Minute)
 			x, _ := upExchange(t, context.Background(), upHead("GET"))
 			_, err := upDo(p, x, m.addr, upHead("GET"), nil, 0)
-			if pe, ok := perr.As(err); !ok || pe.Code != perr.MalformedResponse {
-				t.Fatalf("err = %v, want %s", err, perr.MalformedResponse)
-			}
-			if pe, ok := perr.As(classify(err, x)); !ok || pe.Code != perr.MalformedResponse || pe.Retryable {
-				t.Fatalf("classified as %v, want %s and not retryable", pe, perr.MalformedResponse)
-			}
+			upWantMalformed(t, err, x)
 			m.waitGone(t, 1)
 		})
 	}
@@ -110,12 +105,7 @@ func TestH1PoolResponseHeadLimit(t *testing.T) {
 	p, _ := upPool(t, 4, time.Minute, time.Minute)
 	x, _ := upExchange(t, context.Background(), upHead("GET"))
 	_, err := upDo(p, x, m.addr, upHead("GET"), nil, 0)
-	if pe, ok := perr.As(err); !ok || pe.Code != perr.MalformedResponse {
-		t.Fatalf("err = %v, want %s", err, perr.MalformedResponse)
-	}
-	if pe, ok := perr.As(classify(err, x)); !ok || pe.Code != perr.MalformedResponse || pe.Retryable {
-		t.Fatalf("classified as %v, want %s and not retryable", pe, perr.MalformedResponse)
-	}
+	upWantMalformed(t, err, x)
 	m.waitGone(t, 1)
 }
 

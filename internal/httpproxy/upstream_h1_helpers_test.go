@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgeproxy/edgeproxy/internal/h1"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
 )
 
@@ -421,5 +422,16 @@ func upWantConns(t *testing.T, m *upMachine, d *upDialer, n int) {
 	t.Helper()
 	if got, dials := int(m.accepts.Load()), d.dials(); got != n || dials != n {
 		t.Fatalf("%d connections (%d dials), want %d", got, dials, n)
+	}
+}
+
+// upWantMalformed checks a failure is PU02 and is not retried elsewhere.
+func upWantMalformed(t *testing.T, err error, x *Exchange) {
+	t.Helper()
+	if pe, ok := perr.As(err); !ok || pe.Code != perr.MalformedResponse {
+		t.Fatalf("err = %v, want %s", err, perr.MalformedResponse)
+	}
+	if pe, ok := perr.As(classify(err, x)); !ok || pe.Code != perr.MalformedResponse || pe.Retryable {
+		t.Fatalf("classified as %v, want %s and not retryable", pe, perr.MalformedResponse)
 	}
 }

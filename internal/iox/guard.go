@@ -343,17 +343,17 @@ func (l *Guarded) flush() {
 	l.pubAfter.Store(c.ReadsAfterEOF)
 }
 
+// IsTimeout reports whether err is a deadline's (net.Error Timeout): a
+// read or write that may be tried again once the deadline moves.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // terminal reports whether a read error ends the stream for good. Timeouts
 // are not terminal: callers move deadlines and read again.
 func terminal(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return false
-	}
-	return true
+	return !errors.Is(err, os.ErrDeadlineExceeded) && !IsTimeout(err)
 }
 
 // Chain names the layers of a connection from the outside in, the way a

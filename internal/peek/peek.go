@@ -21,6 +21,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/sniff"
 )
 
@@ -131,7 +132,7 @@ func (c *Conn) fill(decide func([]byte) sniff.Result) error {
 		decided := n > 0 && decide(c.buf) != sniff.NeedMore
 		switch {
 		case err != nil:
-			if !isTimeout(err) {
+			if !iox.IsTimeout(err) {
 				c.err = err
 			}
 			if decided {
@@ -210,9 +211,4 @@ func (c *Conn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return fmt.Errorf("peek: %T cannot half-close: %w", c.Conn, errors.ErrUnsupported)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

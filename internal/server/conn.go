@@ -287,7 +287,7 @@ func (c *conn) handshakeDeadline() time.Time {
 
 // timedOut counts a deadline that ended a stage.
 func (c *conn) timedOut(kind string, err error) bool {
-	if isTimeout(err) {
+	if iox.IsTimeout(err) {
 		c.s.metrics.Timeouts.WithLabelValues(kind).Inc()
 		c.fail("timeout", "")
 		return true

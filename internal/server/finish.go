@@ -119,7 +119,7 @@ func (c *conn) lingeringClose() {
 	switch {
 	case n > int64(p.LingeringMaxBytes):
 		outcome = "limit"
-	case isTimeout(err):
+	case iox.IsTimeout(err):
 		outcome = "timeout"
 	case err != nil:
 		outcome = "error"

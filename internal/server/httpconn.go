@@ -90,7 +90,7 @@ func (h *httpConn) Read(p []byte) (int, error) {
 		}
 		n, err := h.Conn.Read(p)
 		ws.frames.Feed(p[:n])
-		if n == 0 && err != nil && ws.goingAway.Load() && !ws.sentClose && isTimeout(err) {
+		if n == 0 && err != nil && ws.goingAway.Load() && !ws.sentClose && iox.IsTimeout(err) {
 			// The wake-up from GoAway, not a real timeout. Clear it, so a
 			// client in the middle of a frame is read normally (not in a
 			// loop of instant timeouts) until the frame ends.
@@ -119,11 +119,6 @@ func (h *httpConn) drain() {
 	if h.h1 != nil {
 		h.h1.Drain()
 	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // tlsHTTPConn adds what net/http needs to serve TLS (and h2 by ALPN) on a

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/peek"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxyproto"
@@ -61,7 +62,7 @@ func (c *conn) proxyIn() bool {
 		}
 		// A byte at a time: headers are tiny and this happens once.
 		if _, err := io.ReadFull(c.raw, buf[n:n+1]); err != nil {
-			if n == 0 && pp.Mode == "optional" && isTimeout(err) {
+			if n == 0 && pp.Mode == "optional" && iox.IsTimeout(err) {
 				return true // a trusted client that speaks no header and waits
 			}
 			return c.proxyFail("read", err)
@@ -100,7 +101,7 @@ func (c *conn) proxyHeader(hdr []byte) bool {
 
 func (c *conn) proxyFail(reason string, err error) bool {
 	c.s.metrics.ProxyHeaderErrors.WithLabelValues(reason).Inc()
-	if isTimeout(err) {
+	if iox.IsTimeout(err) {
 		c.s.metrics.Timeouts.WithLabelValues("proxy_header").Inc()
 	}
 	c.fail("proxy_header", "inbound PROXY header refused", "reason", reason, "error", err.Error())
