@@ -37,7 +37,8 @@ type H1Options struct {
 	// connection's read deadline. Unset, the front end reads the next
 	// request's first byte into a small array of its own.
 	WaitReadable func() error
-	// Park, if set, waits for the next request without a goroutine: it
+	// Park, if set, waits for the next request without a goroutine (or
+	// any buffer the front end holds; a TLS layer keeps its own): it
 	// returns at once, and wake runs on a new goroutine when the client
 	// connection is readable (true), or its idle time ran out or Unpark
 	// let it go (false). An error means it cannot park now (the caller
@@ -248,10 +249,24 @@ func (f *H1Front) park(idle time.Duration) waitOutcome {
 	f.conn.SetReadDeadline(time.Now().Add(idle))
 	f.idle.Store(true)
 	defer f.idle.Store(false)
-	if f.opts.WaitReadable() == nil && !f.draining.Load() {
+	if f.waitFirst() && !f.draining.Load() {
 		return waitReady
 	}
 	return waitEnded
+}
+
+// waitFirst waits for the connection to be readable, without a buffer:
+// by WaitReadable where the socket allows it, else by reading one byte
+// ahead into first.
+func (f *H1Front) waitFirst() bool {
+	if f.opts.WaitReadable != nil {
+		return f.opts.WaitReadable() == nil
+	}
+	if n, _ := f.conn.Read(f.first[:]); n == 1 {
+		f.hasFirst = true
+		return true
+	}
+	return false
 }
 
 // parkAfter is how long a quiet connection keeps its goroutine before it
@@ -279,7 +294,7 @@ func (f *H1Front) await() waitOutcome {
 		return waitReady // pipelined
 	}
 	idle := f.opts.IdleTimeout
-	if idle > parkAfter && f.opts.Park != nil && f.opts.WaitReadable != nil && !f.hasFirst {
+	if idle > parkAfter && f.opts.Park != nil && !f.hasFirst {
 		return f.awaitOrPark(idle)
 	}
 	f.release()
@@ -294,14 +309,7 @@ func (f *H1Front) await() waitOutcome {
 	if f.draining.Load() {
 		return waitEnded
 	}
-	if f.opts.WaitReadable != nil {
-		if f.opts.WaitReadable() == nil && !f.draining.Load() {
-			return waitReady
-		}
-		return waitEnded
-	}
-	if n, _ := f.conn.Read(f.first[:]); n == 1 {
-		f.hasFirst = true
+	if f.waitFirst() && !f.draining.Load() {
 		return waitReady
 	}
 	return waitEnded

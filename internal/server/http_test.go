@@ -357,7 +357,33 @@ func TestRequestsLeaveClientSocketAlone(t *testing.T) {
 // a parked connection serves its next request, and a drain closes the
 // parked ones at once.
 func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		port int
+		tls  bool
+	}{{"plain", 80, false}, {"tls", 443, true}} {
+		t.Run(tc.name, func(t *testing.T) { testIdleHoldsNoGoroutine(t, tc.port, tc.tls) })
+	}
+}
+
+// testIdleHoldsNoGoroutine: idle keep-alive connections on the port are
+// parked, go on when a request comes, and end on a drain.
+func testIdleHoldsNoGoroutine(t *testing.T, port int, useTLS bool) {
 	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService), proxytest.Options{})
+	dial := func() net.Conn {
+		t.Helper()
+		var c net.Conn
+		var err error
+		if useTLS {
+			c, err = tls.Dial("tcp", p.Addr(port), &tls.Config{ServerName: "app.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		} else {
+			c, err = net.Dial("tcp", p.Addr(port))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	const idle = 40
 	var conns []*bufio.ReadWriter
 	settle := func() int {
@@ -386,18 +412,12 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	}
 	// One connection first, so the machine side's pooled connection and
 	// the proxy's own goroutines are there before counting.
-	first, err := net.Dial("tcp", p.Addr(80))
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := dial()
 	defer first.Close()
 	ask(bufio.NewReadWriter(bufio.NewReader(first), bufio.NewWriter(first)))
 	before := settle()
 	for range idle {
-		c, err := net.Dial("tcp", p.Addr(80))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dial()
 		defer c.Close()
 		rw := bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c))
 		ask(rw)

@@ -196,9 +196,14 @@ func (c *conn) serveH1(h *httpConn) {
 	}
 	if c.tls == nil {
 		opts.WaitReadable = c.waitReadable()
-		if pk := c.s.parker; pk != nil && opts.WaitReadable != nil {
-			opts.Park, opts.Unpark = c.park(pk), pk.Unpark
-		}
+	}
+	// A TLS connection parks too: the front end parks only after a read
+	// through crypto/tls found no whole record within its window, so any
+	// bytes crypto/tls holds are part of a record whose rest the socket
+	// will signal. Parked, it holds no goroutine stack (a TLS one has
+	// grown in the handshake) and no buffers of the front end's.
+	if pk := c.s.parker; pk != nil && (c.tls != nil || opts.WaitReadable != nil) {
+		opts.Park, opts.Unpark = c.park(pk), pk.Unpark
 	}
 	opts.OnEnd = func() { h.Close() }
 	f := c.s.handler.NewH1Front(h, h.info, opts)
