@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/iox"
+	"github.com/edgeproxy/edgeproxy/internal/upstream"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -112,9 +113,7 @@ func (c *conn) lingeringClose() {
 		return
 	}
 	tcp.SetReadDeadline(time.Now().Add(p.LingeringTimeout.D()))
-	buf := c.s.bufs.Get()
-	n, err := iox.Copy(io.Discard, io.LimitReader(tcp, int64(p.LingeringMaxBytes)+1), *buf)
-	c.s.bufs.Put(buf)
+	n, err := c.discard(tcp, int64(p.LingeringMaxBytes)+1)
 	outcome := "clean"
 	switch {
 	case n > int64(p.LingeringMaxBytes):
@@ -126,4 +125,51 @@ func (c *conn) lingeringClose() {
 	}
 	c.s.metrics.Lingering.WithLabelValues(outcome).Inc()
 	c.raw.Close()
+}
+
+// discard reads and discards up to max bytes until the client's end, an
+// error or the read deadline. It holds a buffer only while bytes wait to
+// be read: connections often end together (an idle timeout reached by
+// thousands at once, a drain), and each holding a copy buffer for its
+// whole lingering time would cost 32 KiB apiece.
+func (c *conn) discard(tcp *net.TCPConn, max int64) (int64, error) {
+	rc, err := tcp.SyscallConn()
+	if err != nil || !upstream.PeekSupported {
+		buf := c.s.bufs.Get()
+		defer c.s.bufs.Put(buf)
+		return iox.Copy(io.Discard, io.LimitReader(tcp, max), *buf)
+	}
+	var total int64
+	for total < max {
+		// Wait for bytes or the end without reading: the first call
+		// looks, a later one is the poller's wake-up.
+		looked := false
+		if err := rc.Read(func(fd uintptr) bool {
+			if !looked {
+				looked = true
+				return !upstream.SocketQuiet(fd)
+			}
+			return true
+		}); err != nil {
+			return total, err
+		}
+		buf := c.s.bufs.Get()
+		b := *buf
+		if rest := max - total; int64(len(b)) > rest {
+			b = b[:rest]
+		}
+		n, err := tcp.Read(b)
+		c.s.bufs.Put(buf)
+		total += int64(n)
+		switch {
+		case err == io.EOF:
+			return total, nil
+		case err != nil:
+			return total, err
+		case n == 0:
+			// Readable yet nothing read: never loop on it.
+			return total, io.ErrNoProgress
+		}
+	}
+	return total, nil
 }

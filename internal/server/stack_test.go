@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +103,59 @@ func TestLingeringCloseKeepsResponseTail(t *testing.T) {
 		if err != nil || !bytes.Contains(b, []byte("chunk 50\n")) {
 			t.Fatalf("try %d: response cut (%d bytes): %v", i, len(b), err)
 		}
+	}
+}
+
+// TestLingeringClosesHoldNoBuffers: connections that reach their idle
+// timeout together linger (waiting for the clients' FIN) without a copy
+// buffer each; they used to hold 32 KiB apiece for the whole lingering
+// time. Memory is counted after collections, so it is live memory only.
+func TestLingeringClosesHoldNoBuffers(t *testing.T) {
+	cfg := "[proxy]\nidle_timeout = \"300ms\"\nlingering_timeout = \"5s\"\n" +
+		singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	const n = 200
+	live := func() uint64 {
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC() // the pools' buffers go in the second
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", p.Addr(80))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	before := live()
+	// Each connection is at its idle timeout within 300 ms, sends its FIN
+	// and lingers, as its client stays silent, for 5 s.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range conns {
+		c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("want the proxy's FIN after the idle timeout, got %v", err)
+		}
+	}
+	grew := int64(live()) - int64(before)
+	t.Logf("%d lingering connections: live heap %+d KiB", n, grew>>10)
+	if grew > n*8<<10 {
+		t.Errorf("%d lingering connections hold %d KiB more, want no copy buffer each (%d KiB for %d)", n, grew>>10, n*32, n)
 	}
 }
 
