@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
 )
@@ -34,6 +35,12 @@ commands:
   uncordon -config FILE ID
   profile -config FILE -node NAME [-seconds 30] [-o cpu.pprof] [-token-file FILE]
                            record a CPU profile of any node, over NATS
+  ca init -dir DIR [-days 3650]
+                           make the fleet's CA (ca.pem, ca-key.pem) for the
+                           backhaul's mutual TLS; once per fleet
+  cert issue -ca-dir DIR -node NAME [-out DIR] [-days 365]
+                           sign a node certificate (NAME.pem, NAME-key.pem)
+                           for both ends of the backhaul
 `
 
 // runFleet is `edgeproxy fleet`.
@@ -43,6 +50,9 @@ func runFleet(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("no command")}
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "ca" || cmd == "cert" {
+		return fleetIdentity(cmd, args, stdout, stderr)
+	}
 	if cmd == "machines" && len(args) > 0 && args[0] == "set-state" {
 		cmd, args = "set-state", args[1:]
 	}
@@ -215,4 +225,52 @@ func dialFleet(cfg *config.Config) (*fleet.Store, func(), error) {
 		return nil, nil, err
 	}
 	return store, nc.Close, nil
+}
+
+// fleetIdentity is `edgeproxy fleet ca init` and `fleet cert issue`: the
+// fleet's own CA and node certificates, made with no fleet running.
+func fleetIdentity(cmd string, args []string, stdout, stderr io.Writer) error {
+	want := map[string]string{"ca": "init", "cert": "issue"}[cmd]
+	if len(args) == 0 || args[0] != want {
+		fmt.Fprint(stderr, fleetUsage)
+		return usageError{fmt.Errorf("fleet %s: the command is `fleet %s %s`", cmd, cmd, want)}
+	}
+	fs := flag.NewFlagSet("fleet "+cmd+" "+want, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "ca init: directory for ca.pem and ca-key.pem")
+	caDir := fs.String("ca-dir", "", "cert issue: directory of the fleet CA")
+	node := fs.String("node", "", "cert issue: the node's name, as in its [fleet] node")
+	out := fs.String("out", ".", "cert issue: directory for NODE.pem and NODE-key.pem")
+	name := fs.String("name", "edgeproxy fleet CA", "ca init: the CA's common name")
+	days := fs.Int("days", 0, "validity in days (default 3650 for the CA, 365 for a node; never past the CA's end)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageError{err}
+	}
+	validity := func(def int) time.Duration {
+		if *days > 0 {
+			def = *days
+		}
+		return time.Duration(def) * 24 * time.Hour
+	}
+	now := time.Now()
+	if cmd == "ca" {
+		if *dir == "" {
+			return usageError{fmt.Errorf("fleet ca init: -dir is required")}
+		}
+		if err := backhaul.InitCA(*dir, *name, validity(3650), now); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "fleet CA written to %s (keep %s secret; give %s to every node)\n",
+			*dir, backhaul.CAKeyFile, backhaul.CACertFile)
+		return nil
+	}
+	if *caDir == "" || *node == "" {
+		return usageError{fmt.Errorf("fleet cert issue: -ca-dir and -node are required")}
+	}
+	if err := backhaul.IssueNode(*caDir, *out, *node, validity(365), now); err != nil {
+		return err
+	}
+	cert, key := backhaul.NodeFiles(*out, *node)
+	fmt.Fprintf(stdout, "certificate for node %s: %s, key %s\n", *node, cert, key)
+	return nil
 }

@@ -19,6 +19,10 @@ type Load struct {
 	// latency is the smoothed response time in nanoseconds, 0 until the
 	// first measurement.
 	latency atomic.Int64
+	// relayed is the work this node, as the machine's worker, carries for
+	// edges over the backhaul. It is counted exactly here and never
+	// published: the edges that sent it publish it as their own share.
+	relayed atomic.Int64
 }
 
 // Latency is the machine's smoothed response time for the service (0:
@@ -70,6 +74,28 @@ func (l *Load) TryAcquire(hard int) bool {
 
 // Release gives a unit back.
 func (l *Load) Release() { l.n.Add(-1) }
+
+// TryRelay takes one unit of relayed work unless this node's exact count
+// of the machine's work (its own and what it relays) would reach beyond
+// hard (0: no limit). The other nodes' shares are left out: they include
+// the very work being relayed.
+func (l *Load) TryRelay(hard int) bool {
+	for {
+		cur := l.relayed.Load()
+		if hard > 0 && cur+l.n.Load() >= int64(hard) {
+			return false
+		}
+		if l.relayed.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+// ReleaseRelay gives a unit of relayed work back.
+func (l *Load) ReleaseRelay() { l.relayed.Add(-1) }
+
+// Relayed is the work this node relays to the machine for other edges.
+func (l *Load) Relayed() int64 { return l.relayed.Load() }
 
 // Waiters lets work that found every machine full wait for a release
 // instead of polling.

@@ -54,6 +54,9 @@ type Env struct {
 	BodyMinBytes int64
 	// Catalog is the runtime's apps, for fly-replay's app=.
 	Catalog *catalog.Snapshot
+	// Relay sends requests for machines other nodes run to their worker
+	// (nil: every machine is reached from here).
+	Relay Relayer
 }
 
 // Conn describes the client connection requests arrive on.
@@ -83,6 +86,9 @@ type Conn struct {
 	AdmitApp func(app string) error
 	// AbortOnClose cancels in-flight requests when the client half-closes.
 	AbortOnClose bool
+	// Relay, if set, marks a connection from an edge over the backhaul:
+	// its requests name their machine (relay.go).
+	Relay *Relay
 	// Refused, if set, is told of a request refused before the core saw
 	// it (a malformed head), with its code.
 	Refused func(code perr.Code, reason string)

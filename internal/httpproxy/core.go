@@ -106,6 +106,8 @@ type Exchange struct {
 		entry *catalog.Port
 		lease *upstream.Lease
 	}
+	// relayTo is the machine a relayed request goes to (relay.go).
+	relayTo *catalog.Machine
 	// body is the request body kept for retries and replays, or nil.
 	body *replayBody
 	want upstream.Want
@@ -202,18 +204,28 @@ func (h *Handler) Serve(x *Exchange) {
 			span.End()
 		}()
 	}
-	if answered, err := h.route(x); err != nil || answered {
-		if err != nil {
+	var resp *upResponse
+	var err error
+	if c.Relay != nil {
+		if err := h.relayRoute(x); err != nil {
 			x.fail(err)
+			return
 		}
-		return
+		resp, err = h.relayForward(x)
+	} else {
+		if answered, err := h.route(x); err != nil || answered {
+			if err != nil {
+				x.fail(err)
+			}
+			return
+		}
+		if err := routingWant(x.Req, &x.want); err != nil {
+			x.fail(err)
+			return
+		}
+		x.want.Explain = x.entry().HTTP.DebugRouting
+		resp, err = h.follow(x)
 	}
-	if err := routingWant(x.Req, &x.want); err != nil {
-		x.fail(err)
-		return
-	}
-	x.want.Explain = x.entry().HTTP.DebugRouting
-	resp, err := h.follow(x)
 	if err != nil {
 		x.fail(err)
 		return

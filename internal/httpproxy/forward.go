@@ -26,35 +26,21 @@ func (h *Handler) forward(acquire context.Context, x *Exchange, entry *catalog.P
 		if lastCode != "" && x.env.Metrics != nil {
 			x.env.Metrics.RequestRetries.WithLabelValues(svc.App.Name, string(lastCode)).Inc()
 		}
-		x.target.entry, x.target.lease = entry, l
+		x.target.entry = entry
 		preferred := ""
 		if w.Instance != "" && !w.ForceInstance && l.Machine.ID != w.Instance {
 			// The machine learns it was not the one the client asked for.
 			preferred = w.Instance
 		}
-		bp := headBufs.Get().(*[]byte)
-		out := x.requestHead((*bp)[:0], preferred)
-		var body = x.body
-		start := time.Now()
-		var resp *upResponse
-		var err error
-		if body != nil {
-			resp, err = client.roundTrip(x, l.Addr, out, body.Attempt(), x.Body.Length)
-		} else {
-			resp, err = client.roundTrip(x, l.Addr, out, nil, 0)
+		cl := client
+		if node := x.relayVia(entry, l); node != "" {
+			cl = relayClient{x.env.Relay, node}
 		}
-		*bp = out[:0]
-		headBufs.Put(bp)
-		if err != nil {
-			err = classify(err, x)
-			if pe, ok := perr.As(err); ok {
-				lastCode = pe.Code
-			}
-			return nil, err
+		resp, err := h.attempt(x, cl, l, preferred)
+		if pe, ok := perr.As(err); ok {
+			lastCode = pe.Code
 		}
-		// Time to the response head: what p2c-latency weighs machines by.
-		l.Load().ObserveLatency(time.Since(start))
-		return resp, nil
+		return resp, err
 	}
 	plain := want.Instance == "" && len(want.Regions) == 0 && len(want.Exclude) == 0
 	pinning := svc.Unit == catalog.Connections && plain
@@ -87,6 +73,30 @@ func (h *Handler) forward(acquire context.Context, x *Exchange, entry *catalog.P
 	// Work routed by headers or replays holds its machine for the request
 	// only: the connection's pin stays where the balancer put it.
 	x.ownLease = true
+	return resp, nil
+}
+
+// attempt sends the request to the machine of lease l through client and
+// reads the head of its answer.
+func (h *Handler) attempt(x *Exchange, client machineClient, l *upstream.Lease, preferred string) (*upResponse, error) {
+	x.target.lease = l
+	bp := headBufs.Get().(*[]byte)
+	out := x.requestHead((*bp)[:0], preferred)
+	start := time.Now()
+	var resp *upResponse
+	var err error
+	if x.body != nil {
+		resp, err = client.roundTrip(x, l.Addr, out, x.body.Attempt(), x.Body.Length)
+	} else {
+		resp, err = client.roundTrip(x, l.Addr, out, nil, 0)
+	}
+	*bp = out[:0]
+	headBufs.Put(bp)
+	if err != nil {
+		return nil, classify(err, x)
+	}
+	// Time to the response head: what p2c-latency weighs machines by.
+	l.Load().ObserveLatency(time.Since(start))
 	return resp, nil
 }
 

@@ -110,6 +110,9 @@ func guardedUnderscore(name string) bool {
 // fields less hop-by-hop and proxy-owned ones, the platform's fields, the
 // attempt's own, and the body's framing.
 func (x *Exchange) requestHead(dst []byte, preferredGone string) []byte {
+	if x.relayTo != nil {
+		return x.relayHead(dst)
+	}
 	r := x.Req
 	c := x.Conn
 	dst = append(dst, r.Bytes(r.Method)...)
@@ -197,6 +200,12 @@ func (x *Exchange) requestHead(dst []byte, preferredGone string) []byte {
 		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
 		dst = append(append(dst, up...), "\r\n"...)
 	}
+	return x.appendFraming(dst)
+}
+
+// appendFraming ends a machine's request head with the body's framing.
+func (x *Exchange) appendFraming(dst []byte) []byte {
+	r := x.Req
 	switch {
 	case x.body == nil:
 		if methodMayHaveBody(r.Bytes(r.Method)) {
@@ -279,6 +288,9 @@ var _ propagation.TextMapCarrier = headCarrier{}
 // machine's: hop-by-hop and framing fields out, the platform's in, and
 // the port's response header options applied.
 func (x *Exchange) responseFields(dst []byte, r *upResponse) []byte {
+	if x.relayTo != nil {
+		return relayResponseFields(dst, r)
+	}
 	h := r.Head
 	opts := x.entry().HTTP
 	named := h.Has("Connection") && connectionNamesFields(h)
@@ -394,16 +406,24 @@ func (x *Exchange) routingFields(dst []byte) []byte {
 		dst = h1.AppendFieldString(dst, hdrPreferredGone, want.Instance)
 	}
 	if want.Explain && l != nil {
+		v := ""
 		switch {
 		case x.pinned:
 			// No decision was made for this request: say so, rather than
 			// repeat the connection's first decision as if it were new.
-			dst = h1.AppendFieldString(dst, DebugRoutingHeader, "machine="+l.Machine.ID+
-				"; policy=pinned; why=concurrency type connections keeps a client connection on one machine while it is usable")
+			v = "machine=" + l.Machine.ID +
+				"; policy=pinned; why=concurrency type connections keeps a client connection on one machine while it is usable"
 		case l.Explain != nil:
-			v := l.Explain.String()
+			v = l.Explain.String()
 			if l.Started != "" {
 				v = "started " + l.Started + " (waited " + strconv.FormatInt(l.StartWait.Milliseconds(), 10) + " ms); " + v
+			}
+		}
+		if v != "" {
+			if b := x.env.Dialer.Backhaul; b != nil {
+				if node := b.Worker(l.Machine); node != "" {
+					v += "; worker=" + node
+				}
 			}
 			dst = h1.AppendFieldString(dst, DebugRoutingHeader, v)
 		}

@@ -186,7 +186,10 @@ func (x *Exchange) fail(err error) {
 	fields = append(fields, "\r\nServer: edgeproxy\r\n"...)
 	fields = h1.AppendField(fields, fieldRequestID, x.id)
 	fields = x.h.dates.appendField(fields, x.start)
-	if ct, ok := grpcContentType(x.Req); ok {
+	if x.Conn.Relay != nil {
+		// For the edge, which answers the client itself.
+		fields = appendRelayError(fields, pe)
+	} else if ct, ok := grpcContentType(x.Req); ok {
 		fields = appendGRPCError(fields, ct, pe)
 		x.answer(200, fields, nil)
 		return
@@ -250,8 +253,10 @@ func (x *Exchange) redirectHTTPS(host string) {
 }
 
 // interimFields are a 1xx response's fields as the client gets them.
-func interimFields(h *h1.Head) []byte {
-	var dst []byte
+func interimFields(h *h1.Head) []byte { return appendEndToEnd(nil, h) }
+
+// appendEndToEnd appends h's fields less hop-by-hop and framing ones.
+func appendEndToEnd(dst []byte, h *h1.Head) []byte {
 	for _, f := range h.Fields {
 		name := h.Bytes(f.Name)
 		if roleOfResponse(name) == dropField {

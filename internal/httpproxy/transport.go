@@ -104,11 +104,13 @@ func (p *Pools) Close() {
 // a PROXY header first.
 func (p *Pools) dialer(header func(net.Conn) error) func(context.Context, *Exchange, netip.AddrPort) (net.Conn, error) {
 	return func(ctx context.Context, x *Exchange, addr netip.AddrPort) (net.Conn, error) {
-		region := ""
+		var c net.Conn
+		var err error
 		if l := x.target.lease; l != nil && l.Addr == addr {
-			region = l.Machine.Region
+			c, err = x.env.Dialer.DialMachine(ctx, x.app(), l.Machine, l.Service().InternalPort, x.Conn.Client)
+		} else {
+			c, err = x.env.Dialer.Dial(ctx, x.app(), "", addr)
 		}
-		c, err := x.env.Dialer.Dial(ctx, x.app(), region, addr)
 		if err != nil {
 			return nil, err
 		}

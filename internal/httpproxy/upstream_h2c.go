@@ -54,6 +54,29 @@ func newH2CClient(p *Pools, header func(net.Conn) error) *h2cClient {
 func (c *h2cClient) closeIdle() { c.t.CloseIdleConnections() }
 
 func (c *h2cClient) roundTrip(x *Exchange, addr netip.AddrPort, out []byte, body io.Reader, length int64) (*upResponse, error) {
+	req, err := h2Request(x, addr.String(), out, body, length)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.t.RoundTrip(req)
+	if err != nil {
+		return nil, attemptError(x, err)
+	}
+	return h2cResponse(resp)
+}
+
+// attemptError is a failed round trip's error: the exchange's own cause
+// when it was cut, else the transport's.
+func attemptError(x *Exchange, err error) error {
+	if errors.Is(err, context.Canceled) && x.Ctx.Err() != nil {
+		return context.Cause(x.Ctx)
+	}
+	return err
+}
+
+// h2Request turns the request head the core built into an HTTP/2
+// request to host, with body (nil: none) and the exchange's trailers.
+func h2Request(x *Exchange, host string, out []byte, body io.Reader, length int64) (*http.Request, error) {
 	var head h1.Head
 	if _, err := h1.ParseRequest(out, &head, h1.Limits{MaxHead: len(out) + 1}); err != nil {
 		return nil, perr.New(perr.InternalError, fmt.Errorf("request head for an h2c machine: %w", err))
@@ -64,7 +87,7 @@ func (c *h2cClient) roundTrip(x *Exchange, addr netip.AddrPort, out []byte, body
 		return nil, perr.New(perr.MalformedRequest, fmt.Errorf("request target %q: %w", target, err))
 	}
 	keepTarget(u, target)
-	u.Scheme, u.Host = "http", addr.String()
+	u.Scheme, u.Host = "http", host
 	req := &http.Request{Method: head.String(head.Method), URL: u, Header: make(http.Header, len(head.Fields)),
 		Host: head.String(head.Host), ContentLength: length, Proto: "HTTP/2.0", ProtoMajor: 2}
 	for _, f := range head.Fields {
@@ -86,15 +109,7 @@ func (c *h2cClient) roundTrip(x *Exchange, addr netip.AddrPort, out []byte, body
 		req.Body = http.NoBody
 		req.ContentLength = 0
 	}
-	req = req.WithContext(context.WithValue(x.Ctx, exchangeKey{}, x))
-	resp, err := c.t.RoundTrip(req)
-	if err != nil {
-		if errors.Is(err, context.Canceled) && x.Ctx.Err() != nil {
-			return nil, context.Cause(x.Ctx)
-		}
-		return nil, err
-	}
-	return h2cResponse(resp)
+	return req.WithContext(context.WithValue(x.Ctx, exchangeKey{}, x)), nil
 }
 
 // h2cResponse reads resp's header into a head of its own.

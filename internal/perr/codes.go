@@ -11,7 +11,10 @@ import (
 //
 //	P internal   U upstream response   C upstream connection   T TLS
 //	M machine    A app / replay        R routing               L limit
-//	H client HTTP protocol
+//	H client HTTP protocol             B backhaul (edge to worker)
+//
+// A backhaul code's source is upstream: to the client, the worker is on
+// the machine's side; the code itself names the hop.
 //
 // Numbers the reference platform publishes (PR01, PC01, PM05, PA01, PT05,
 // PU05, ...) keep its meaning and message wording so that users who search a
@@ -57,6 +60,11 @@ const (
 	ClientNotReading       Code = "PH10"
 	HTTP2Flood             Code = "PH11"
 	ExpectationFailed      Code = "PH12"
+	WorkerUnreachable      Code = "PB01"
+	WorkerRefused          Code = "PB02"
+	BackhaulProtocol       Code = "PB03"
+	BackhaulBroken         Code = "PB04"
+	NotFleetMember         Code = "PB05"
 )
 
 // Info describes one registered code. Status 0 means the error happens where
@@ -144,6 +152,31 @@ var registry = map[Code]Info{
 		Source: SourceClient, Status: http.StatusMisdirectedRequest,
 		Msg:  "request misdirected: its host belongs to another app than the TLS connection's",
 		Hint: "the TLS handshake was made for another app's name (SNI), with that app's certificate and tls_options; open a new connection for this host. Clients that reuse connections across names (HTTP/2) do so on a 421",
+	},
+	WorkerUnreachable: {
+		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
+		Msg:  "failed to reach the worker that runs the machine",
+		Hint: "the machine runs on another node, and the backhaul connection to that node failed (refused, timed out, or its certificate was not the fleet's); the machine itself was not tried. Check the worker is up, its backhaul_listen address is reachable from this edge, and both nodes' certificates come from the same fleet CA",
+	},
+	WorkerRefused: {
+		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
+		Msg:  "the worker refused to connect to the machine",
+		Hint: "the worker does not run that machine (the edge's catalog is older than the worker's), or the app has no service on that port there; the worker connected nowhere. Another machine is tried",
+	},
+	BackhaulProtocol: {
+		Source: SourceUpstream, Status: http.StatusBadGateway,
+		Msg:  "malformed backhaul message",
+		Hint: "an edge and a worker disagree on the backhaul protocol: are they running compatible edgeproxy versions?",
+	},
+	BackhaulBroken: {
+		Source: SourceUpstream, Status: http.StatusBadGateway,
+		Msg:  "backhaul connection to the worker broke during the request",
+		Hint: "the connection between this edge and the machine's worker ended after the request was sent (worker restarted or unreachable); the machine may have seen the request",
+	},
+	NotFleetMember: {
+		Source: SourceClient,
+		Msg:    "backhaul client is not a fleet member",
+		Hint:   "a connection to backhaul_listen came without a certificate signed by the fleet CA, or one that names no node; it was refused in the TLS handshake and nothing was connected",
 	},
 	InstanceRefused: {
 		Source: SourceUpstream, Retryable: true, Status: http.StatusBadGateway,
@@ -257,6 +290,13 @@ var registry = map[Code]Info{
 		Msg:  "HTTP/2 flood: connection closed with ENHANCE_YOUR_CALM",
 		Hint: "the client sent more RST_STREAM, SETTINGS or PING frames per second than [proxy] h2_max_resets_per_second, h2_max_settings_per_second or h2_max_pings_per_second allow (rapid reset and control-frame floods)",
 	},
+}
+
+// Lookup is the registered code spelled s, for codes that crossed the
+// wire (a worker's answer to an edge).
+func Lookup(s string) (Code, bool) {
+	_, ok := registry[Code(s)]
+	return Code(s), ok
 }
 
 func lookup(code Code) (Info, bool) {

@@ -90,6 +90,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
 		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
 		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood, ExpectationFailed,
+		WorkerUnreachable, WorkerRefused, BackhaulProtocol, BackhaulBroken, NotFleetMember,
 	}
 	for _, c := range exported {
 		if _, ok := lookup(c); !ok {
@@ -101,7 +102,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 	}
 }
 
-var codeShape = regexp.MustCompile(`^P[PUCTMARLH][0-9]{2}$`)
+var codeShape = regexp.MustCompile(`^P[PUCTMARLHB][0-9]{2}$`)
 
 func TestRegistryConsistent(t *testing.T) {
 	infos := Codes()
@@ -118,9 +119,10 @@ func TestRegistryConsistent(t *testing.T) {
 		if info.Status != 0 && http.StatusText(info.Status) == "" && info.Status != 499 {
 			t.Errorf("%s: status %d is not a known HTTP status", info.Code, info.Status)
 		}
-		// Only TLS codes and an HTTP/2 connection ended by GOAWAY happen
-		// where no response can be written.
-		if (info.Status == 0) != (info.Code[1] == 'T' || info.Code == HTTP2Flood) {
+		// Only TLS codes, an HTTP/2 connection ended by GOAWAY and a
+		// backhaul handshake refused happen where no response can be
+		// written.
+		if (info.Status == 0) != (info.Code[1] == 'T' || info.Code == HTTP2Flood || info.Code == NotFleetMember) {
 			t.Errorf("%s: status %d; only TLS and connection-level codes may lack an HTTP status", info.Code, info.Status)
 		}
 		if info.Retryable && info.Source != SourceUpstream {

@@ -306,7 +306,7 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 	if _, span := c.startSpan("route", attribute.String("app", entry.Service.App.Name)); span != nil {
 		span.End()
 	}
-	up, lease, err := c.rt.Dialer.Connect(c.ctx, entry.Service)
+	up, lease, err := c.rt.Dialer.Connect(c.ctx, entry.Service, c.client)
 	if err != nil {
 		pe, _ := perr.As(err)
 		c.code = pe.Code

@@ -430,7 +430,7 @@ func (c *conn) forwardPgCancel(deadline time.Time) {
 				continue
 			}
 			wg.Go(func() {
-				up, err := c.rt.Dialer.Dial(ctx, svc.App.Name, m.Region, m.AddrFor(svc.InternalPort))
+				up, err := c.rt.Dialer.DialMachine(ctx, svc.App.Name, m, svc.InternalPort, c.client)
 				if err != nil {
 					return
 				}

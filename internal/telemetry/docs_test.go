@@ -83,6 +83,9 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	m.SetMachines(func() []MachineStat { return []MachineStat{{App: "app", Service: "0", Machine: "m1"}} })
 	m.SetFleet(func() bool { return true }, func() time.Duration { return 0 })
 	m.SetParked(func() int { return 0 })
+	bh := m.NewBackhaul(func() []BackhaulStat { return []BackhaulStat{{Peer: "w1", Side: "edge", Conns: 1}} })
+	bh.Streams.WithLabelValues("w1", "edge", "ok")
+	bh.Requests.WithLabelValues("w1", "ok")
 
 	descs := describe(t, m.Registry)
 	touchVecs(t, m, descs)

@@ -85,6 +85,59 @@ func (m *Metrics) SetParked(parked func() int) {
 		func() float64 { return float64(parked()) }))
 }
 
+// Backhaul is the backhaul's instruments (internal/backhaul counts into
+// them); its connections and bytes are read at scrape time.
+type Backhaul struct {
+	Streams  *prometheus.CounterVec
+	Requests *prometheus.CounterVec
+	Refused  prometheus.Counter
+}
+
+// BackhaulStat is the backhaul with one peer node on one side: the
+// connections open now and the wire bytes ever moved.
+type BackhaulStat struct {
+	Peer, Side string
+	Conns      int
+	In, Out    int64
+}
+
+var (
+	backhaulConnsDesc = prometheus.NewDesc(BackhaulConns, "Backhaul connections open now, by peer node and side (edge: this node dialled it; worker: the peer did).",
+		[]string{"peer", "side"}, nil)
+	backhaulBytesDesc = prometheus.NewDesc(BackhaulBytes, "Wire bytes on backhaul connections (below TLS), by peer node, side and direction.",
+		[]string{"peer", "side", "direction"}, nil)
+)
+
+// NewBackhaul registers the backhaul's instruments; stats lists its
+// connections and bytes at scrape time.
+func (m *Metrics) NewBackhaul(stats func() []BackhaulStat) *Backhaul {
+	b := &Backhaul{
+		Streams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: BackhaulStreams,
+			Help: "Raw backhaul streams, by peer node, side and result (ok, or the error code)."}, []string{"peer", "side", "result"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: BackhaulRequests,
+			Help: "HTTP requests an edge relayed to a worker, by worker and result (ok, or the error code)."}, []string{"peer", "result"}),
+		Refused: prometheus.NewCounter(prometheus.CounterOpts{Name: BackhaulRefused,
+			Help: "Backhaul connections refused in the TLS handshake: no certificate of the fleet's, or one that names no node."}),
+	}
+	m.Registry.MustRegister(b.Streams, b.Requests, b.Refused, backhaulCollector(stats))
+	return b
+}
+
+type backhaulCollector func() []BackhaulStat
+
+func (backhaulCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- backhaulConnsDesc
+	ch <- backhaulBytesDesc
+}
+
+func (f backhaulCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range f() {
+		ch <- prometheus.MustNewConstMetric(backhaulConnsDesc, prometheus.GaugeValue, float64(st.Conns), st.Peer, st.Side)
+		ch <- prometheus.MustNewConstMetric(backhaulBytesDesc, prometheus.CounterValue, float64(st.In), st.Peer, st.Side, "in")
+		ch <- prometheus.MustNewConstMetric(backhaulBytesDesc, prometheus.CounterValue, float64(st.Out), st.Peer, st.Side, "out")
+	}
+}
+
 // SetMachines installs the function that lists machine loads at scrape
 // time (the server's current runtime).
 func (m *Metrics) SetMachines(list func() []MachineStat) { m.machines.list.Store(&list) }

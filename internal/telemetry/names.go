@@ -34,6 +34,14 @@ const (
 	// HTTP/2 connections closed for a flood (h2watch).
 	H2Floods = "edgeproxy_h2_floods_total" // {kind}: rst_stream, settings, ping
 
+	// Backhaul between edges and workers (internal/backhaul); peer is a
+	// fleet node's name, side is edge (this node dialled) or worker.
+	BackhaulConns    = "edgeproxy_backhaul_connections"    // {peer, side}: open now
+	BackhaulStreams  = "edgeproxy_backhaul_streams_total"  // {peer, side, result}: raw streams opened: ok, or the error code
+	BackhaulRequests = "edgeproxy_backhaul_requests_total" // {peer, result}: HTTP requests relayed to a worker: ok, or the error code
+	BackhaulBytes    = "edgeproxy_backhaul_bytes_total"    // {peer, direction}: in, out; wire bytes, below TLS
+	BackhaulRefused  = "edgeproxy_backhaul_refused_total"  // connections refused in the handshake (no fleet certificate)
+
 	// Fleet catalog (internal/fleet).
 	FleetConnected  = "edgeproxy_fleet_connected"           // 1 while connected to the fleet's NATS
 	FleetCatalogAge = "edgeproxy_fleet_catalog_age_seconds" // 0 while connected; else since the connection was lost

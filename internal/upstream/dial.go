@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
@@ -28,6 +29,41 @@ type Dialer struct {
 	// Span, if set, starts a tracing span around each connect and returns
 	// the function that ends it.
 	Span func(ctx context.Context, app string, addr netip.AddrPort) (context.Context, func(error))
+	// Backhaul, if set, reaches the machines other nodes run.
+	Backhaul Backhaul
+}
+
+// Backhaul reaches a machine through the worker that runs it.
+type Backhaul interface {
+	// Worker is the node that runs m, or "" when this node reaches m
+	// itself (its own, or one outside any worker).
+	Worker(m *catalog.Machine) string
+	// DialStream opens a stream to machine t through worker node.
+	DialStream(ctx context.Context, node string, t backhaul.Target) (net.Conn, error)
+}
+
+// DialMachine connects to machine m's internal port for app: directly,
+// or through its worker over the backhaul when another node runs it.
+// client is the connection the work came on, for the worker's logs.
+func (d *Dialer) DialMachine(ctx context.Context, app string, m *catalog.Machine, port int, client netip.AddrPort) (net.Conn, error) {
+	if d.Backhaul == nil {
+		return d.Dial(ctx, app, m.Region, m.AddrFor(port))
+	}
+	node := d.Backhaul.Worker(m)
+	if node == "" {
+		return d.Dial(ctx, app, m.Region, m.AddrFor(port))
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+	start := time.Now()
+	c, err := d.Backhaul.DialStream(ctx, node, backhaul.Target{App: app, Machine: m.ID, Port: port, Client: client})
+	if d.Observe != nil {
+		// The region's round-trip time is measured on backhaul connects
+		// too: they are this edge's way to the region.
+		pe, _ := perr.As(err)
+		d.Observe(app, m.Region, time.Since(start), pe)
+	}
+	return c, err
 }
 
 // Dial makes one connection to addr and classifies its failure: refused
@@ -85,10 +121,10 @@ func ClassifyDial(err error) *perr.Error {
 // Connect acquires a machine for svc and connects to it, trying other
 // machines when a connect fails, within Attempts. On success the caller
 // owns the connection and must Release the lease when done.
-func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service) (net.Conn, *Lease, error) {
+func (d *Dialer) Connect(ctx context.Context, svc *catalog.Service, client netip.AddrPort) (net.Conn, *Lease, error) {
 	return Retry(ctx, d, svc, nil, func(l *Lease) (net.Conn, error) {
 		start := time.Now()
-		c, err := d.Dial(ctx, svc.App.Name, l.Machine.Region, l.Addr)
+		c, err := d.DialMachine(ctx, svc.App.Name, l.Machine, svc.InternalPort, client)
 		if err == nil {
 			// A TCP service has no response to time: p2c-latency weighs
 			// its machines by connect time.

@@ -74,7 +74,7 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("Dial: PC01 retryable %v source %v, want true upstream", pe.Retryable, pe.Source)
 	}
 
-	c, lease, err := d.Connect(context.Background(), svc)
+	c, lease, err := d.Connect(context.Background(), svc, netip.AddrPort{})
 	if c != nil || lease != nil {
 		t.Error("conn or lease returned with an error")
 	}
@@ -126,7 +126,7 @@ func TestConnectRetriesOnLive(t *testing.T) {
 				var nd net.Dialer
 				return nd.DialContext(ctx, network, addr)
 			}
-			c, lease, err := d.Connect(context.Background(), svc)
+			c, lease, err := d.Connect(context.Background(), svc, netip.AddrPort{})
 			if err != nil {
 				t.Fatalf("Connect: %v", err)
 			}
@@ -160,7 +160,7 @@ func TestConnectRetriesOnLive(t *testing.T) {
 
 func TestConnectAllDead(t *testing.T) {
 	svc := service(t, 0, mach{id: "d1", port: deadPort(t)}, mach{id: "d2", port: deadPort(t)})
-	_, lease, err := dialer(firstTie, 3).Connect(context.Background(), svc)
+	_, lease, err := dialer(firstTie, 3).Connect(context.Background(), svc, netip.AddrPort{})
 	if lease != nil {
 		t.Error("lease returned with an error")
 	}
@@ -196,7 +196,7 @@ func TestConnectAttemptsBound(t *testing.T) {
 		var nd net.Dialer
 		return nd.DialContext(ctx, network, addr)
 	}
-	_, _, err := d.Connect(context.Background(), svc)
+	_, _, err := d.Connect(context.Background(), svc, netip.AddrPort{})
 	wantCode(t, err, perr.MachineUnreachable)
 	if dials != 2 {
 		t.Errorf("%d dials, want Attempts = 2", dials)
@@ -214,7 +214,7 @@ func TestConnectTimeout(t *testing.T) {
 		<-ctx.Done() // a machine that never answers the SYN
 		return nil, ctx.Err()
 	}
-	_, _, err := d.Connect(context.Background(), svc)
+	_, _, err := d.Connect(context.Background(), svc, netip.AddrPort{})
 	wantCode(t, err, perr.ConnectTimeout)
 	if pe := upstream.ClassifyDial(context.DeadlineExceeded); !pe.Retryable {
 		t.Error("PC02 must be retryable")
@@ -311,7 +311,7 @@ func TestConnectClientGone(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	c, lease, err := d.Connect(ctx, svc)
+	c, lease, err := d.Connect(ctx, svc, netip.AddrPort{})
 	if err == nil {
 		c.Close()
 		lease.Release()
@@ -337,7 +337,7 @@ func TestDialerZeroAttempts(t *testing.T) {
 	var err error
 	panicked := func() (p any) {
 		defer func() { p = recover() }()
-		_, _, err = d.Connect(context.Background(), svc)
+		_, _, err = d.Connect(context.Background(), svc, netip.AddrPort{})
 		return nil
 	}()
 	if panicked != nil {

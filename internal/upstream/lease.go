@@ -41,6 +41,10 @@ type Picker struct {
 	// Current is svc as the runtime in force now has it: work that waited
 	// looks again there, since machines may have started meanwhile.
 	Current func(svc *catalog.Service) *catalog.Service
+	// Down, if set, reports machines that cannot be reached now though
+	// their records say started: those of a worker that left the fleet
+	// (its heartbeat expired). They take no work until it is back.
+	Down func(m *catalog.Machine) bool
 }
 
 // Want narrows and orders the machines one piece of work may go to: the
@@ -84,6 +88,8 @@ type Lease struct {
 	once sync.Once
 	load *catalog.Load
 	svc  *catalog.Service
+	// relay: the lease counts relayed work (Relay), not this node's own.
+	relay bool
 }
 
 // Service is the service the lease counts against.
@@ -100,9 +106,38 @@ func (l *Lease) Release() {
 		return
 	}
 	l.once.Do(func() {
-		l.load.Release()
+		if l.relay {
+			l.load.ReleaseRelay()
+		} else {
+			l.load.Release()
+		}
 		l.svc.Waiters().Wake()
 	})
+}
+
+// Relay leases machine m of svc for work an edge sent over the backhaul:
+// the edge chose the machine, so there is no choice here, only the
+// worker's own view: the machine must be started, not cordoned, healthy
+// by this node's checks and under its hard limit by this node's exact
+// count. A refusal is retryable: the edge tries another machine.
+func Relay(svc *catalog.Service, m *catalog.Machine) (*Lease, error) {
+	load := svc.Load(m)
+	switch {
+	case load == nil:
+		return nil, perr.New(perr.WorkerRefused, fmt.Errorf("machine %s has no service on port %d here", m.ID, svc.InternalPort))
+	case !svc.Usable(m):
+		why := "not started"
+		switch {
+		case m.Cordoned:
+			why = "cordoned"
+		case m.Started():
+			why = "unhealthy: " + svc.Health(m).Reason()
+		}
+		return nil, perr.New(perr.WorkerRefused, fmt.Errorf("machine %s is %s on its worker", m.ID, why))
+	case !load.TryRelay(svc.Hard):
+		return nil, perr.New(perr.WorkerRefused, fmt.Errorf("machine %s is at its hard limit (%d) on its worker", m.ID, svc.Hard))
+	}
+	return &Lease{Machine: m, Addr: m.AddrFor(svc.InternalPort), load: load, svc: svc, relay: true}, nil
 }
 
 // Acquire picks a machine for svc as want asks, and takes a unit of its
@@ -243,7 +278,7 @@ func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cand
 			Latency:  int64(load.Latency()),
 			Soft:     svc.Soft,
 			Hard:     svc.Hard,
-			Usable:   svc.Usable(m) && !excluded(want.Exclude, m),
+			Usable:   svc.Usable(m) && !excluded(want.Exclude, m) && (p.Down == nil || !p.Down(m)),
 		}
 		if want.Instance != "" && m.ID == want.Instance {
 			// Ahead of every region, so it wins whenever it can take work;
