@@ -84,6 +84,7 @@ func (c *checker) validateFleet(cfg *Config, s *source) {
 	if (f.CertFile == "") != (f.KeyFile == "") {
 		c.at(s, "fleet.cert_file", "cert_file and key_file go together")
 	}
+	c.validateBackhaul(cfg, s)
 	if f.Embedded {
 		c.embeddedListen(s, "fleet.listen", f.Listen, creds > 0)
 		if f.ClusterListen != "" {
@@ -203,4 +204,52 @@ func (a *App) Lifecycle() (autostart bool, autostop string, minRunning int) {
 		}
 	}
 	return autostart, autostop, minRunning
+}
+
+// validateBackhaul checks the backhaul keys: the certificate trio goes
+// together, a listener needs them and the worker role, and edges must be
+// able to dial what is advertised.
+func (c *checker) validateBackhaul(cfg *Config, s *source) {
+	f := cfg.Fleet
+	files := 0
+	for _, kv := range []struct{ key, path string }{{"backhaul_ca_file", f.BackhaulCAFile},
+		{"backhaul_cert_file", f.BackhaulCertFile}, {"backhaul_key_file", f.BackhaulKeyFile}} {
+		if kv.path == "" {
+			continue
+		}
+		files++
+		if _, err := os.Stat(cfg.Resolve(kv.path)); err != nil {
+			c.at(s, "fleet."+kv.key, "cannot read %s: %v", kv.path, err)
+		}
+	}
+	if files != 0 && files != 3 {
+		c.at(s, "fleet.backhaul_cert_file", "backhaul_ca_file, backhaul_cert_file and backhaul_key_file go together (make them with `edgeproxy fleet ca init` and `edgeproxy fleet cert issue`)")
+	}
+	if f.BackhaulListen == "" {
+		if f.BackhaulAdvertise != "" {
+			c.at(s, "fleet.backhaul_advertise", "set with backhaul_listen only")
+		}
+		return
+	}
+	if !f.Worker() {
+		c.at(s, "fleet.backhaul_listen", "only a worker listens for the backhaul; role is %q", f.Role)
+	}
+	if files == 0 {
+		c.at(s, "fleet.backhaul_listen", "needs backhaul_ca_file, backhaul_cert_file and backhaul_key_file: the backhaul is mutual TLS")
+	}
+	host, _, err := net.SplitHostPort(f.BackhaulListen)
+	if err != nil {
+		c.at(s, "fleet.backhaul_listen", "%q is not HOST:PORT: %v", f.BackhaulListen, err)
+		return
+	}
+	adv := f.BackhaulAdvertise
+	if adv == "" {
+		if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+			c.at(s, "fleet.backhaul_advertise", "backhaul_listen %q names no address edges can dial: set backhaul_advertise", f.BackhaulListen)
+		}
+		return
+	}
+	if _, _, err := net.SplitHostPort(adv); err != nil {
+		c.at(s, "fleet.backhaul_advertise", "%q is not HOST:PORT: %v", adv, err)
+	}
 }

@@ -442,4 +442,22 @@ type Fleet struct {
 	Role string `toml:"role"`
 	// Regions whose machines this edge watches in detail; empty: all.
 	Regions []string `toml:"regions"`
+	// The backhaul: a worker listens on BackhaulListen and is dialled by
+	// edges at BackhaulAdvertise; both ends authenticate with the fleet
+	// CA's certificates (re-read on reload, so they can be rotated).
+	BackhaulListen    string `toml:"backhaul_listen"`
+	BackhaulAdvertise string `toml:"backhaul_advertise"`
+	BackhaulCAFile    string `toml:"backhaul_ca_file"`
+	BackhaulCertFile  string `toml:"backhaul_cert_file"`
+	BackhaulKeyFile   string `toml:"backhaul_key_file"`
 }
+
+// Worker reports whether the node runs machines for the fleet.
+func (f *Fleet) Worker() bool { return f != nil && (f.Role == "worker" || f.Role == "edge+worker") }
+
+// Edge reports whether the node serves clients.
+func (f *Fleet) Edge() bool { return f == nil || f.Role == "edge" || f.Role == "edge+worker" }
+
+// Backhaul reports whether the node takes part in the backhaul: it has
+// a fleet certificate.
+func (f *Fleet) Backhaul() bool { return f != nil && f.BackhaulCertFile != "" }

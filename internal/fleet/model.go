@@ -98,13 +98,18 @@ type MachineRecord struct {
 // NodeRecord is a node's heartbeat: it disappears with the bucket's TTL
 // when the node stops writing it.
 type NodeRecord struct {
-	Schema    int       `json:"schema"`
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	Region    string    `json:"region"`
-	Addresses []string  `json:"addresses,omitempty"`
+	Schema    int      `json:"schema"`
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Region    string   `json:"region"`
+	Addresses []string `json:"addresses,omitempty"`
+	// Backhaul is where edges reach a worker's machines through it.
+	Backhaul  string    `json:"backhaul,omitempty"`
 	Version   string    `json:"version"`
 	Heartbeat time.Time `json:"heartbeat"`
+	// Seen is when the store took the record (its clock, not the
+	// node's): how fresh a watcher knows the node to be.
+	Seen time.Time `json:"-"`
 }
 
 // MachineKey is a machine's key in its region's bucket.

@@ -13,9 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// nodeTTL is how long a node's heartbeat lives: a node that stops writing
-// disappears from ep-nodes this long after its last beat.
-const nodeTTL = 15 * time.Second
+// NodeTTL is how long a node's heartbeat lives: a node that stops writing
+// disappears from ep-nodes this long after its last beat, and counts as
+// gone for the nodes that watch.
+const NodeTTL = 15 * time.Second
 
 // Store reads and writes the fleet's buckets. Its methods are what the
 // CLI and the workers use; edges only watch (Watcher).
@@ -50,7 +51,7 @@ func (s *Store) bucket(ctx context.Context, name string) (jetstream.KeyValue, er
 	}
 	cfg := jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage}
 	if name == BucketNodes {
-		cfg.TTL = nodeTTL
+		cfg.TTL = NodeTTL
 	}
 	kv, err := s.js.KeyValue(ctx, name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -272,7 +273,7 @@ func (s *Store) Nodes(ctx context.Context) ([]*NodeRecord, error) {
 	return out, err
 }
 
-// Heartbeat writes this node's record; call it more often than nodeTTL.
+// Heartbeat writes this node's record; call it more often than NodeTTL.
 func (s *Store) Heartbeat(ctx context.Context, n *NodeRecord) error {
 	n.Schema, n.Heartbeat = Schema, time.Now().UTC()
 	_, err := s.put(ctx, BucketNodes, n.Name, n)

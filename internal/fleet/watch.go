@@ -57,6 +57,10 @@ type Watcher struct {
 	// watch from the buckets' current values, instead of waiting for the
 	// watches to notice on their own that their consumers are gone.
 	Resync chan struct{}
+	// Nodes, if set, is told the nodes' records (copies) after each
+	// change: edges find workers' backhaul addresses there. A record
+	// aged out of the bucket sends no event: read Seen for liveness.
+	Nodes func(map[string]NodeRecord)
 
 	events chan event
 	// owned by Run's goroutine
@@ -250,11 +254,14 @@ func (w *Watcher) take(ctx context.Context, e event) {
 	case e.bucket == BucketNodes:
 		if deleted {
 			delete(w.nodes, key)
+			w.tellNodes()
 			break
 		}
 		var n *NodeRecord
 		if n, err = DecodeNode(key, e.entry.Value()); err == nil {
+			n.Seen = e.entry.Created()
 			w.nodes[key] = n
+			w.tellNodes()
 		}
 	case e.bucket == BucketSummary:
 		if deleted {
@@ -436,4 +443,16 @@ func WriteCache(file string, apps []config.App) error {
 		os.Remove(f.Name())
 	}
 	return err
+}
+
+// tellNodes hands the node records to Nodes.
+func (w *Watcher) tellNodes() {
+	if w.Nodes == nil {
+		return
+	}
+	out := make(map[string]NodeRecord, len(w.nodes))
+	for k, n := range w.nodes {
+		out[k] = *n
+	}
+	w.Nodes(out)
 }

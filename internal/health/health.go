@@ -34,6 +34,11 @@ type Options struct {
 	// the region of the machine it reached: checks reach every machine,
 	// so they keep the round-trip estimate of quiet regions current.
 	Connected func(region string, took time.Duration)
+	// Elsewhere, if set, names machines another node checks: those its
+	// worker runs, whose addresses only the worker can reach. The
+	// worker refuses work for one that fails its checks, and the edge
+	// tries another; here they count as healthy.
+	Elsewhere func(m *catalog.Machine) bool
 }
 
 // Checker runs the health checks of the current catalog snapshot.
@@ -42,6 +47,7 @@ type Checker struct {
 	metrics   *telemetry.Metrics
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	connected func(region string, took time.Duration)
+	elsewhere func(*catalog.Machine) bool
 
 	// mu serializes Reconcile and Close; probers is only touched under it.
 	mu      sync.Mutex
@@ -84,7 +90,7 @@ func (k key) slot() slot { return slot{k.app, k.port, k.machine} }
 
 // New returns a Checker running no checks until the first Reconcile.
 func New(o Options) *Checker {
-	c := &Checker{log: o.Log, metrics: o.Metrics, dial: o.Dial, connected: o.Connected, probers: map[key]*prober{}, slots: map[slot]slotInfo{}}
+	c := &Checker{log: o.Log, metrics: o.Metrics, dial: o.Dial, connected: o.Connected, elsewhere: o.Elsewhere, probers: map[key]*prober{}, slots: map[slot]slotInfo{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -110,7 +116,7 @@ func (c *Checker) ReconcileApps(snap *catalog.Snapshot, changed map[string]bool)
 	if c.closed {
 		return
 	}
-	want, slots, unchecked := plan(snap, changed)
+	want, slots, unchecked := plan(snap, changed, c.elsewhere)
 
 	// Stop vanished probers and wait for them first: a probe still in
 	// flight must not overwrite the verdicts cleared below.
@@ -181,7 +187,7 @@ func render(chk catalog.Check) string {
 	return fmt.Sprintf("%+v grace=%v", chk, grace)
 }
 
-func plan(snap *catalog.Snapshot, changed map[string]bool) (map[key]*target, map[slot]slotInfo, []svcMachine) {
+func plan(snap *catalog.Snapshot, changed map[string]bool, elsewhere func(*catalog.Machine) bool) (map[key]*target, map[slot]slotInfo, []svcMachine) {
 	want := map[key]*target{}
 	slots := map[slot]slotInfo{}
 	var unchecked []svcMachine
@@ -200,7 +206,7 @@ func plan(snap *catalog.Snapshot, changed map[string]bool) (map[key]*target, map
 	for _, app := range apps {
 		for _, svc := range app.Services {
 			for _, m := range app.Machines {
-				if len(svc.Checks) == 0 || !m.Started() {
+				if len(svc.Checks) == 0 || !m.Started() || (elsewhere != nil && elsewhere(m)) {
 					unchecked = append(unchecked, svcMachine{svc, m})
 					continue
 				}

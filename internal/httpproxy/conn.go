@@ -220,7 +220,9 @@ func (c *Conn) unpin(l *upstream.Lease) {
 // current returns the Env and routes a new request uses.
 func (c *Conn) current() (*Env, *route.Port) {
 	if c.Current != nil {
-		if env, port := c.Current(); env != nil && port != nil {
+		// A relayed request's connection has no public port: it came over
+		// the backhaul.
+		if env, port := c.Current(); env != nil && (port != nil || c.Relay != nil) {
 			return env, port
 		}
 	}

@@ -79,6 +79,9 @@ type Options struct {
 	// Dial is passed to server.Options.TestDial: it opens every upstream
 	// connection, so tests can inject per-region round-trip times.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Ports are public ports to serve on free local ports besides the
+	// file's apps' (a fleet's apps arrive later).
+	Ports []int
 }
 
 // Start writes cfg to a temp dir, loads and validates it exactly as
@@ -111,6 +114,9 @@ func Start(t testing.TB, cfg string, o Options) *Proxy {
 		c.Tripwire.Enabled = &off
 	}
 	c.Proxy.PortMap = map[string]int{}
+	for _, port := range o.Ports {
+		c.Proxy.PortMap[strconv.Itoa(port)] = 0
+	}
 	for i := range c.Apps {
 		for _, s := range c.Apps[i].AllServices() {
 			for _, p := range s.Ports {

@@ -91,6 +91,7 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 	n.cancel = cancel
 	w := &fleet.Watcher{Store: store, Regions: f.Regions, Log: s.log, Counts: fleetCounts{s.metrics}, Resync: resync,
 		CacheFile: fleetCache(cfg),
+		Nodes:     s.setNodes,
 		Apply: func(apps []config.App, changed []string) {
 			if err := s.ApplyFleetChanges(apps, changed); err != nil {
 				s.log.Warn("fleet: catalog not applied; the previous one stays", "error", err.Error())
@@ -108,7 +109,7 @@ func (s *Server) startFleet(cfg *config.Config, version string) error {
 	n.wg.Go(func() { n.shareLoad(ctx) })
 	n.wg.Go(func() { w.Run(ctx) })
 	rec := &fleet.NodeRecord{Name: f.Node, Role: f.Role, Region: cfg.Proxy.Region, Version: version,
-		Addresses: nodeAddresses(cfg)}
+		Addresses: nodeAddresses(cfg), Backhaul: s.bh.advertised()}
 	n.wg.Go(func() { n.heartbeat(ctx, rec) })
 	// Registered once: a node that leaves and rejoins (a failed handover)
 	// keeps the same gauges, which read whichever node is current.
@@ -311,5 +312,12 @@ func (s *Server) PrepareHandover() (rejoin func() error) {
 	return func() error {
 		rt := s.runtime()
 		return s.startFleet(rt.Config, s.version)
+	}
+}
+
+// setNodes takes the fleet's node records: the backhaul finds workers there.
+func (s *Server) setNodes(nodes map[string]fleet.NodeRecord) {
+	if s.bh != nil {
+		s.bh.setNodes(nodes)
 	}
 }

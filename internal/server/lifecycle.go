@@ -443,7 +443,7 @@ func (s *Server) publishLifecycle(app string) {
 	}
 	rt := s.runtime()
 	i := slices.IndexFunc(rt.Config.Apps, func(a config.App) bool { return a.Name == app })
-	if i < 0 || rt.Config.Apps[i].Driver == nil {
+	if i < 0 || !publishes(rt.Config, &rt.Config.Apps[i]) {
 		return
 	}
 	a := &rt.Config.Apps[i]
@@ -482,13 +482,22 @@ func (s *Server) publishLifecycle(app string) {
 	}
 }
 
-// publishAll publishes every app this node drives.
+// publishAll publishes every app this node runs machines of.
 func (s *Server) publishAll() {
-	for _, a := range s.runtime().Config.Apps {
-		if a.Driver != nil {
-			s.publishLifecycle(a.Name)
+	cfg := s.runtime().Config
+	for i := range cfg.Apps {
+		if publishes(cfg, &cfg.Apps[i]) {
+			s.publishLifecycle(cfg.Apps[i].Name)
 		}
 	}
+}
+
+// publishes reports whether this node is the source of truth for a's
+// machines, and so publishes them with itself as owner: it drives them,
+// or it is a worker with a backhaul (its file's machines are the ones it
+// runs, reached by edges through it).
+func publishes(cfg *config.Config, a *config.App) bool {
+	return a.Driver != nil || (cfg.Fleet.Worker() && cfg.Fleet.BackhaulListen != "")
 }
 
 // remoteStart asks the node that owns m to start it, once at a time per

@@ -33,7 +33,15 @@ func (s *Server) Reload(path string) error {
 		s.log.Info("config note", "file", n.File, "line", n.Line, "key", n.Key, "note", n.Msg)
 	}
 	s.fileCfg = cfg
-	return s.swap(s.withFleet(cfg), "file", path)
+	if err := s.swap(s.withFleet(cfg), "file", path); err != nil {
+		return err
+	}
+	// A worker's machines may have changed with its file: the fleet sees
+	// them as they are now (records that did not change are not written).
+	if s.fleet.Load() != nil && cfg.Fleet.Worker() && cfg.Fleet.BackhaulListen != "" {
+		s.wg.Go(s.publishAll)
+	}
+	return nil
 }
 
 // ApplyFleet makes apps, the fleet catalog's, part of the running config
@@ -242,11 +250,13 @@ func (s *Server) install(old, rt *Runtime, source, path string) error {
 // app.
 func (s *Server) withFleet(file *config.Config) *config.Config {
 	apps := s.fleetApps
-	if slices.ContainsFunc(file.Apps, func(a config.App) bool { return a.Driver != nil }) {
-		// The fleet's copy of an app this node's drivers run is this
-		// node's own, published: the file's is the one to serve.
+	own := func(a config.App) bool { return publishes(file, &a) }
+	if slices.ContainsFunc(file.Apps, own) {
+		// The fleet's copy of an app this node publishes (its drivers or
+		// its worker run the machines) is this node's own: the file's is
+		// the one to serve.
 		apps = slices.DeleteFunc(slices.Clone(apps), func(fa config.App) bool {
-			return slices.ContainsFunc(file.Apps, func(a config.App) bool { return a.Driver != nil && a.Name == fa.Name })
+			return slices.ContainsFunc(file.Apps, func(a config.App) bool { return own(a) && a.Name == fa.Name })
 		})
 	}
 	for len(apps) > 0 {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
@@ -57,6 +58,10 @@ type Runtime struct {
 	guardLimits  iox.GuardLimits
 	proxyTrusted []netip.Prefix
 
+	// identity is this node's fleet identity for the backhaul, read from
+	// its files at every reload (nil: none).
+	identity *backhaul.Identity
+
 	selfSigned *tlsterm.SelfSigner
 	tlsConfigs sync.Map // tlsKey -> *tls.Config
 	baseTLSs   sync.Map // *route.Port -> *tls.Config
@@ -83,6 +88,11 @@ type Deps struct {
 	// driver starts (see upstream.Picker).
 	Autostart func(ctx context.Context, svc *catalog.Service, want *upstream.Want, wait bool) (*catalog.Service, string, error)
 	Current   func(svc *catalog.Service) *catalog.Service
+	// Backhaul, Relay and Down reach the machines other nodes run (nil
+	// without a fleet certificate).
+	Backhaul upstream.Backhaul
+	Relay    httpproxy.Relayer
+	Down     func(*catalog.Machine) bool
 }
 
 // BuildRuntime turns a validated config into a runtime: catalog, routes,
@@ -119,6 +129,16 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 	if err != nil {
 		return nil, err
 	}
+	var id *backhaul.Identity
+	if f := cfg.Fleet; changed != nil && prev != nil {
+		id = prev.identity
+	} else if f.Backhaul() {
+		if id, err = backhaul.LoadIdentity(cfg.Resolve(f.BackhaulCAFile), cfg.Resolve(f.BackhaulCertFile),
+			cfg.Resolve(f.BackhaulKeyFile), f.Node); err != nil {
+			return nil, &config.Error{Problems: []config.Problem{{File: cfg.File, Key: "fleet.backhaul_cert_file",
+				Line: cfg.Line("fleet.backhaul_cert_file"), Msg: err.Error()}}}
+		}
+	}
 	intn := d.Intn
 	if intn == nil {
 		intn = rand.IntN
@@ -130,10 +150,11 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 	}
 	dialer := &upstream.Dialer{
 		Picker: &upstream.Picker{Region: p.Region, Distance: rtts.Distance, Intn: intn, QueueTimeout: p.QueueTimeout.D(),
-			Autostart: d.Autostart, Current: d.Current},
+			Autostart: d.Autostart, Current: d.Current, Down: d.Down},
 		Timeout:     p.ConnectTimeout.D(),
 		Attempts:    p.ConnectAttempts,
 		DialContext: d.Dial,
+		Backhaul:    d.Backhaul,
 	}
 	m := d.Metrics
 	observeRTT := func(region string, took time.Duration) {
@@ -167,8 +188,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 	if selfSigned == nil {
 		selfSigned = tlsterm.NewSelfSigner()
 	}
-	g := cfg.Guard
-	limits := iox.GuardLimits{ZeroProgressReads: g.ZeroProgressReads, ReadsAfterEOF: g.ReadsAfterEOF, MaxCallsPerSecond: g.MaxCallsPerSecond}
+	limits := guardLimits(cfg)
 	stats := d.GuardStats
 	if stats == nil {
 		stats = &iox.Stats{}
@@ -181,7 +201,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		}
 	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
-		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap,
+		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap, Relay: d.Relay,
 		BodyTimeout: p.BodyTimeout.D(), BodyMinBytes: int64(p.BodyMinBytes),
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
@@ -204,6 +224,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		guardLimits:  limits,
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
 		selfSigned:   selfSigned,
+		identity:     id,
 	}, nil
 }
 
@@ -300,4 +321,10 @@ func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, erro
 	c := tlsterm.ServerConfig(cert, entry.TLS.ALPN, entry.TLS.MinVersion, entry.TLS.MaxVersion)
 	actual, _ := rt.tlsConfigs.LoadOrStore(key, c)
 	return actual.(*tls.Config), nil
+}
+
+// guardLimits are the progress guard's limits from [guard].
+func guardLimits(cfg *config.Config) iox.GuardLimits {
+	g := cfg.Guard
+	return iox.GuardLimits{ZeroProgressReads: g.ZeroProgressReads, ReadsAfterEOF: g.ReadsAfterEOF, MaxCallsPerSecond: g.MaxCallsPerSecond}
 }

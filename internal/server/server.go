@@ -47,7 +47,9 @@ type Server struct {
 	handler *httpproxy.Handler
 	bufs    *iox.BufferPool
 	// parker holds idle HTTP/1.1 connections (nil where none works).
-	parker   *iox.Parker
+	parker *iox.Parker
+	// bh is this node's backhaul (nil without a fleet certificate).
+	bh       *bhNode
 	deps     Deps
 	nextID   atomic.Uint64
 	tracing  *telemetry.Tracing
@@ -213,8 +215,14 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.ticketKeys = [][32]byte{key}
 	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
-	s.health = health.New(health.Options{Log: log, Metrics: s.metrics, Dial: o.TestDial,
-		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }})
+	hopts := health.Options{Log: log, Metrics: s.metrics, Dial: o.TestDial,
+		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }}
+	if cfg.Fleet.Backhaul() {
+		s.bh = newBackhaul(s, cfg)
+		s.deps.Backhaul, s.deps.Relay, s.deps.Down = s.bh, s.bh.client, s.bh.down
+		hopts.Elsewhere = s.bh.elsewhere
+	}
+	s.health = health.New(hopts)
 	s.newLifecycle()
 	s.deps.Autostart, s.deps.Current = s.autostart, s.currentService
 	rt, err := BuildRuntime(s.overlay(cfg), nil, s.deps)
@@ -279,6 +287,14 @@ func (s *Server) Start() error {
 	s.reloadMu.Unlock()
 	for app := range pending {
 		s.applyLifecycle(app)
+	}
+	// The backhaul listens before the node joins the fleet, whose record
+	// of it gives edges the address as bound.
+	if f := rt.Config.Fleet; s.bh != nil && f.BackhaulListen != "" {
+		if err := s.bh.listen(f); err != nil {
+			s.Close()
+			return err
+		}
 	}
 	if rt.Config.Fleet != nil {
 		if err := s.startFleet(rt.Config, s.version); err != nil {
@@ -427,6 +443,9 @@ func (s *Server) Close() error {
 		// Parked connections have no goroutine to see their socket close:
 		// let them go, and wait for them to finish.
 		s.parker.Close()
+	}
+	if s.bh != nil {
+		s.bh.close()
 	}
 	s.wg.Wait()
 	s.pools.Close()

@@ -1,0 +1,237 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeproxy/edgeproxy/internal/backhaul"
+	"github.com/edgeproxy/edgeproxy/internal/demo"
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
+)
+
+// workerSource is the address a worker connects to its machines from;
+// the machines accept no other, so an edge reaches them only through
+// the worker.
+const workerSource = "127.0.0.2"
+
+// privateMachine is a demo machine (HTTP and a TCP echo) that accepts
+// connections from workerSource only; the rest are closed unread.
+func privateMachine(t *testing.T, id string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { demo.Serve(ctx, &sourceOnly{Listener: ln, from: workerSource}, id, nil); close(done) }()
+	t.Cleanup(func() { cancel(); ln.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type sourceOnly struct {
+	net.Listener
+	from string
+}
+
+func (l *sourceOnly) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ap, ok := c.RemoteAddr().(*net.TCPAddr); ok && ap.IP.String() == l.from {
+			return c, nil
+		}
+		c.Close()
+	}
+}
+
+// fromWorkerSource dials machines from workerSource.
+func fromWorkerSource(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(workerSource)}}
+	return d.DialContext(ctx, network, addr)
+}
+
+// fleetCerts makes a fleet CA and node certificates in a temp dir.
+func fleetCerts(t *testing.T, nodes ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := backhaul.InitCA(dir, "test fleet", 24*time.Hour, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := backhaul.IssueNode(dir, dir, n, time.Hour, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func backhaulKeys(dir, node string) string {
+	cert, key := backhaul.NodeFiles(dir, node)
+	return fmt.Sprintf("backhaul_ca_file = %q\nbackhaul_cert_file = %q\nbackhaul_key_file = %q\n",
+		filepath.Join(dir, backhaul.CACertFile), cert, key)
+}
+
+const backhaulApp = `
+[[apps]]
+name = "app"
+hostnames = ["app.test"]
+  [apps.http_service]
+  internal_port = 8080
+    [apps.http_service.http_options]
+    debug_routing = true
+    [apps.http_service.tls_options]
+    default_self_signed = true
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 5000
+  [[apps.machines]]
+  id = "m1"
+  address = "127.0.0.1"
+  ports = { 8080 = %d }
+`
+
+// TestBackhaulEdgeReachesWorkersMachine: an edge serves an app whose only
+// machine its worker runs and alone can reach, over HTTP/1.1 and raw TCP
+// through the backhaul; the worker refuses an edge's request for a
+// machine it does not run.
+func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
+	certs := fleetCerts(t, "w1", "e1")
+	nats := freeAddr(t)
+	port := privateMachine(t, "m1")
+	worker := proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+embedded = true
+listen = %q
+node = "w1"
+role = "worker"
+data_dir = %q
+backhaul_listen = "127.0.0.1:0"
+`, nats, t.TempDir())+backhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+	_ = worker
+	edge := proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+urls = ["nats://%s"]
+node = "e1"
+role = "edge"
+data_dir = %q
+`, nats, t.TempDir())+backhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
+
+	// The machine refuses the edge's own connections.
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _ := c.Read(make([]byte, 1)); n != 0 {
+			t.Fatal("the machine answered a connection that did not come from its worker")
+		}
+		c.Close()
+	}
+
+	// HTTP/1.1 through the edge, relayed to the worker.
+	var rep demo.Report
+	var resp *http.Response
+	waitFor(t, "the edge to serve app.test through w1", 10*time.Second, func() bool {
+		if edge.Server.Addr(80) == nil {
+			return false // the fleet's catalog has not arrived
+		}
+		req, _ := http.NewRequest("GET", "http://"+edge.Addr(80)+"/hello", nil)
+		req.Host = "app.test"
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		if r.StatusCode != 200 {
+			return false
+		}
+		resp = r
+		return json.NewDecoder(r.Body).Decode(&rep) == nil
+	})
+	if rep.MachineID != "m1" || rep.Path != "/hello" {
+		t.Errorf("machine %q path %q, want m1 /hello", rep.MachineID, rep.Path)
+	}
+	if got := rep.Headers["Fly-Client-Ip"]; len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Errorf("Fly-Client-IP %v: want the client's, set once by the edge", got)
+	}
+	if _, ok := rep.Headers[httpHeaderTarget]; ok {
+		t.Errorf("the machine saw the backhaul's target field")
+	}
+	if dbg := resp.Header.Get("Edgeproxy-Route"); !strings.Contains(dbg, "worker=w1") {
+		t.Errorf("debug header %q does not name the worker", dbg)
+	}
+
+	// HTTP/2 from the client, relayed the same way.
+	h2 := edge.Client(443, true)
+	defer h2.CloseIdleConnections()
+	r2, err := h2.Get("https://app.test/over-h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep2 demo.Report
+	json.NewDecoder(r2.Body).Decode(&rep2)
+	r2.Body.Close()
+	if r2.ProtoMajor != 2 || r2.StatusCode != 200 || rep2.MachineID != "m1" || rep2.Path != "/over-h2" {
+		t.Errorf("h2: %s %d machine %q path %q", r2.Proto, r2.StatusCode, rep2.MachineID, rep2.Path)
+	}
+
+	// A WebSocket: the upgrade takes a raw stream to the worker.
+	ws, err := net.Dial("tcp", edge.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(ws, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	wbr := bufio.NewReader(ws)
+	wresp, err := http.ReadResponse(wbr, nil)
+	if err != nil || wresp.StatusCode != 101 {
+		t.Fatalf("websocket upgrade through the backhaul: %v %v", wresp, err)
+	}
+	ws.Write(wsFrame(0x1, []byte("hello worker")))
+	if op, payload := readWSFrame(t, wbr); op != 0x1 || string(payload) != "hello worker" {
+		t.Fatalf("websocket echo: op %d %q", op, payload)
+	}
+
+	// Raw TCP through the edge: a stream to the worker, then the echo.
+	c, err := net.Dial("tcp", edge.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "ECHO through the backhaul\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(line, "through the backhaul") {
+		t.Fatalf("tcp echo: %q, %v", line, err)
+	}
+}
+
+const httpHeaderTarget = "Edgeproxy-Target"
+
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
