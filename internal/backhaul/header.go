@@ -52,6 +52,10 @@ func AppendTarget(b []byte, t Target) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(t.Port), 10)
 	b = append(b, ' ')
+	if !t.Client.IsValid() {
+		// No client to name (work the node makes itself).
+		return append(b, '-')
+	}
 	return t.Client.AppendTo(b)
 }
 
@@ -86,6 +90,9 @@ func ParseTarget(v []byte) (Target, error) {
 		return Target{}, fmt.Errorf("%w: bad port", errLine)
 	}
 	t.Port = port
+	if string(f[3]) == "-" {
+		return t, nil
+	}
 	var err error
 	if t.Client, err = netip.ParseAddrPort(string(f[3])); err != nil {
 		return Target{}, fmt.Errorf("%w: bad client address", errLine)

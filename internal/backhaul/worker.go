@@ -198,6 +198,9 @@ func serverConn(raw net.Conn, opts WorkerOptions) (*conn, error) {
 // newConn builds a backhaul connection's layers over its socket: the
 // meter (wire bytes), the guarded socket, TLS, the guarded TLS.
 func newConn(raw net.Conn, g Guard, mkTLS func(net.Conn) *tls.Conn) *conn {
+	if g.Stats == nil {
+		g.Stats, g.Limits = &iox.Stats{}, iox.DefaultGuardLimits()
+	}
 	c := &conn{raw: raw, meter: &meteredConn{m: meter.New(raw)}}
 	guard := iox.NewGuard(raw, g.Limits, g.Stats, func(k iox.Kill) {
 		if g.OnKill != nil {

@@ -51,6 +51,9 @@ type Proxy struct {
 	PortMap map[string]int `toml:"port_map"`
 	// ConnectTimeout bounds one TCP connect to a machine.
 	ConnectTimeout Duration `toml:"connect_timeout"`
+	// UpstreamBind is the local address connections to machines (and
+	// their health checks) come from; empty: the system's choice.
+	UpstreamBind string `toml:"upstream_bind"`
 	// ConnectAttempts bounds how many machines a request or connection is
 	// tried on when connects fail.
 	ConnectAttempts int `toml:"connect_attempts"`

@@ -310,6 +310,11 @@ func (c *checker) validateProxy(cfg *Config, s *source) {
 			c.at(s, "proxy.port_map."+k, "port %d is out of range 0-65535 (0 picks any free port)", v)
 		}
 	}
+	if p.UpstreamBind != "" {
+		if _, err := netip.ParseAddr(p.UpstreamBind); err != nil {
+			c.at(s, "proxy.upstream_bind", "%q is not an IP address", p.UpstreamBind)
+		}
+	}
 	if p.ConnectAttempts < 1 || p.ConnectAttempts > 20 {
 		c.at(s, "proxy.connect_attempts", "must be between 1 and 20, got %d", p.ConnectAttempts)
 	}

@@ -80,6 +80,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.websocket(w, r)
 	case p == "/sleep":
 		h.sleep(w, r)
+	case p == "/replay":
+		// Asks the proxy to replay the request elsewhere: /replay?to=
+		// instance=ID (or region=R, app=A); the client never sees this.
+		// A replayed request (it carries Fly-Replay-Src) is answered:
+		// asking again would loop.
+		if r.Header.Get("Fly-Replay-Src") == "" {
+			w.Header().Set("Fly-Replay", r.URL.Query().Get("to"))
+		}
+		writeJSON(w, http.StatusOK, h.report(r))
 	case strings.HasPrefix(p, "/status/"):
 		h.status(w, r, strings.TrimPrefix(p, "/status/"))
 	default:

@@ -238,3 +238,15 @@ func TestProxyHeaderReported(t *testing.T) {
 		})
 	}
 }
+
+func TestReplayAnswer(t *testing.T) {
+	addr := startMachine(t, "m")
+	resp, err := http.Get("http://" + addr + "/replay?to=instance%3Dm2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Fly-Replay"); got != "instance=m2" {
+		t.Errorf("Fly-Replay %q, want instance=m2", got)
+	}
+}

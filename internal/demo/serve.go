@@ -9,7 +9,8 @@
 //
 // Over HTTP it answers with a JSON report of what it received (method, path, headers, body size,
 // protocol, PROXY addresses), so a test can assert what the proxy forwarded. It also offers a
-// full-duplex body echo, a chunked stream, arbitrary status codes, a slow endpoint and a
+// full-duplex body echo, a chunked stream, arbitrary status codes, a slow endpoint, a
+// fly-replay answer (/replay?to=instance=ID) and a
 // WebSocket echo written against the standard library only. Every response names the machine in
 // the Demo-Machine-Id header, so balancing tests can count who answered.
 package demo

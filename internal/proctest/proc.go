@@ -36,6 +36,7 @@ type Proc struct {
 
 	stopOnce sync.Once
 	stopped  bool // Stop found the process still running
+	killed   bool // Kill ended it, as the test meant
 }
 
 // Start runs bin with args. The process lives at most lifetime: a test that
@@ -92,12 +93,26 @@ func (p *Proc) Stop(grace time.Duration) error {
 		<-p.done
 	})
 	switch st := p.cmd.ProcessState; {
+	case p.killed:
+		return nil
 	case !p.stopped:
 		return fmt.Errorf("%s exited before it was stopped: %v", p.Name, st)
 	case !st.Success():
 		return fmt.Errorf("%s did not exit cleanly on SIGTERM: %v", p.Name, st)
 	}
 	return nil
+}
+
+// Kill ends the process at once with SIGKILL, as a crash or the kernel's
+// OOM killer would, and waits for it. The test meant it: the cleanup does
+// not count it as a failure.
+func (p *Proc) Kill() {
+	p.stopOnce.Do(func() {
+		p.stopped, p.killed = true, true
+		_ = p.cmd.Process.Kill()
+		p.cancel()
+		<-p.done
+	})
 }
 
 // Record is one JSON log line of a subprocess.

@@ -293,3 +293,36 @@ func TestAdminViews(t *testing.T) {
 		t.Errorf("/v1/config: admin %v proxy %v", adm, cfgView["Proxy"])
 	}
 }
+
+// TestMachineMetricsOfTwoServicesOnOnePort: an http_service and a
+// [[services]] entry on the same internal port are two series apart;
+// they used to collide and turn every scrape into an error.
+func TestMachineMetricsOfTwoServicesOnOnePort(t *testing.T) {
+	svc := httpService + `
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 5000
+`
+	p := proxytest.Start(t, singleApp(machine("m1", proxytest.Machine(t, "m1")), svc), proxytest.Options{})
+	families, err := p.Server.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	services := map[string]bool{}
+	for _, f := range families {
+		if f.GetName() != "edgeproxy_machine_load" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "service" {
+					services[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(services) != 2 {
+		t.Errorf("machine load series by service: %v, want two", services)
+	}
+}

@@ -153,7 +153,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 			Autostart: d.Autostart, Current: d.Current, Down: d.Down},
 		Timeout:     p.ConnectTimeout.D(),
 		Attempts:    p.ConnectAttempts,
-		DialContext: d.Dial,
+		DialContext: upstreamDial(cfg, d.Dial),
 		Backhaul:    d.Backhaul,
 	}
 	m := d.Metrics
@@ -327,4 +327,14 @@ func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, erro
 func guardLimits(cfg *config.Config) iox.GuardLimits {
 	g := cfg.Guard
 	return iox.GuardLimits{ZeroProgressReads: g.ZeroProgressReads, ReadsAfterEOF: g.ReadsAfterEOF, MaxCallsPerSecond: g.MaxCallsPerSecond}
+}
+
+// upstreamDial opens connections to machines: dial (tests) if set, else
+// from [proxy] upstream_bind when it is set (nil: a plain net.Dialer).
+func upstreamDial(cfg *config.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if dial != nil || cfg.Proxy.UpstreamBind == "" {
+		return dial
+	}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(cfg.Proxy.UpstreamBind)}}
+	return d.DialContext
 }

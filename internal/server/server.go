@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -215,7 +216,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.ticketKeys = [][32]byte{key}
 	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
-	hopts := health.Options{Log: log, Metrics: s.metrics, Dial: o.TestDial,
+	hopts := health.Options{Log: log, Metrics: s.metrics, Dial: upstreamDial(cfg, o.TestDial),
 		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }}
 	if cfg.Fleet.Backhaul() {
 		s.bh = newBackhaul(s, cfg)
@@ -513,10 +514,19 @@ func openAccessLog(dest string) (*slog.Logger, func() error, error) {
 func (s *Server) machineStats() []telemetry.MachineStat {
 	var out []telemetry.MachineStat
 	for _, app := range s.runtime().Snap.Apps {
+		var ports []int
 		for _, svc := range app.Services {
+			// A service is named by its internal port; a second service on
+			// the same port (an http_service beside [[services]]) gets its
+			// index too, so the two series stay apart.
+			name := strconv.Itoa(svc.InternalPort)
+			if slices.Contains(ports, svc.InternalPort) {
+				name += "#" + strconv.Itoa(svc.Index)
+			}
+			ports = append(ports, svc.InternalPort)
 			for _, m := range app.Machines {
 				load := svc.Load(m).Value()
-				out = append(out, telemetry.MachineStat{App: app.Name, Service: strconv.Itoa(svc.InternalPort), Machine: m.ID,
+				out = append(out, telemetry.MachineStat{App: app.Name, Service: name, Machine: m.ID,
 					Load: load, Band: int(balance.BandOf(load, svc.Soft, svc.Hard))})
 			}
 		}
