@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
@@ -22,64 +20,10 @@ import (
 // the worker.
 const workerSource = "127.0.0.2"
 
-// privateMachine is a demo machine (HTTP and a TCP echo) that accepts
-// connections from workerSource only; the rest are closed unread.
-func privateMachine(t *testing.T, id string) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { demo.Serve(ctx, &sourceOnly{Listener: ln, from: workerSource}, id, nil); close(done) }()
-	t.Cleanup(func() { cancel(); ln.Close(); <-done })
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type sourceOnly struct {
-	net.Listener
-	from string
-}
-
-func (l *sourceOnly) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if ap, ok := c.RemoteAddr().(*net.TCPAddr); ok && ap.IP.String() == l.from {
-			return c, nil
-		}
-		c.Close()
-	}
-}
-
 // fromWorkerSource dials machines from workerSource.
 func fromWorkerSource(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(workerSource)}}
 	return d.DialContext(ctx, network, addr)
-}
-
-// fleetCerts makes a fleet CA and node certificates in a temp dir.
-func fleetCerts(t *testing.T, nodes ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := backhaul.InitCA(dir, "test fleet", 24*time.Hour, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes {
-		if err := backhaul.IssueNode(dir, dir, n, time.Hour, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-func backhaulKeys(dir, node string) string {
-	cert, key := backhaul.NodeFiles(dir, node)
-	return fmt.Sprintf("backhaul_ca_file = %q\nbackhaul_cert_file = %q\nbackhaul_key_file = %q\n",
-		filepath.Join(dir, backhaul.CACertFile), cert, key)
 }
 
 const backhaulApp = `
@@ -107,9 +51,9 @@ hostnames = ["app.test"]
 // through the backhaul; the worker refuses an edge's request for a
 // machine it does not run.
 func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
-	certs := fleetCerts(t, "w1", "e1")
+	certs := proxytest.FleetCerts(t, "w1", "e1")
 	nats := freeAddr(t)
-	port := privateMachine(t, "m1")
+	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
 	worker := proxytest.Start(t, fmt.Sprintf(`
 [proxy]
 region = "iad"
@@ -122,7 +66,7 @@ node = "w1"
 role = "worker"
 data_dir = %q
 backhaul_listen = "127.0.0.1:0"
-`, nats, t.TempDir())+backhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
 	_ = worker
 	edge := proxytest.Start(t, fmt.Sprintf(`
 [proxy]
@@ -134,7 +78,7 @@ urls = ["nats://%s"]
 node = "e1"
 role = "edge"
 data_dir = %q
-`, nats, t.TempDir())+backhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
 
 	// The machine refuses the edge's own connections.
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {

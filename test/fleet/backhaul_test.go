@@ -28,6 +28,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proctest"
+	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
 // The backhaul suite: two edges and two workers, real processes on
@@ -38,53 +39,10 @@ import (
 // workerSource is the address worker i connects to its machines from.
 func workerSource(i int) string { return fmt.Sprintf("127.0.0.%d", 2+i) }
 
-// onlyFrom is a listener that closes every connection not from src.
-type onlyFrom struct {
-	net.Listener
-	src     string
-	refused atomic.Int64
-}
-
-func (l *onlyFrom) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok && a.IP.String() == l.src {
-			return c, nil
-		}
-		l.refused.Add(1)
-		c.Close()
-	}
-}
-
-func listenOnlyFrom(t *testing.T, src string) *onlyFrom {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return &onlyFrom{Listener: ln, src: src}
-}
-
-func portOf(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
-
-// privateDemo is a demo machine reachable from src only.
-func privateDemo(t *testing.T, id, src string) *onlyFrom {
-	l := listenOnlyFrom(t, src)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { demo.Serve(ctx, l, id, nil); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return l
-}
-
 // privateGRPC is a real grpc-go server (the standard health service)
 // reachable from src only.
-func privateGRPC(t *testing.T, src string) *onlyFrom {
-	l := listenOnlyFrom(t, src)
+func privateGRPC(t *testing.T, src string) *proxytest.OnlyFrom {
+	l := proxytest.ListenOnlyFrom(t, src)
 	gs := grpc.NewServer()
 	healthpb.RegisterHealthServer(gs, grpchealth.NewServer())
 	go gs.Serve(l)
@@ -106,12 +64,6 @@ func fleetIdentity(t *testing.T, nodes ...string) string {
 		}
 	}
 	return dir
-}
-
-func backhaulFiles(dir, node string) string {
-	cert, key := backhaul.NodeFiles(dir, node)
-	return fmt.Sprintf("backhaul_ca_file = %q\nbackhaul_cert_file = %q\nbackhaul_key_file = %q\n",
-		filepath.Join(dir, backhaul.CACertFile), cert, key)
 }
 
 const nodeHead = `
@@ -221,8 +173,8 @@ type backhaulFleet struct {
 	nats           *natsServer
 	certs          string
 	edges, workers []*node
-	web            []*onlyFrom // web machine of worker i
-	grpc           *onlyFrom
+	web            []*proxytest.OnlyFrom // web machine of worker i
+	grpc           *proxytest.OnlyFrom
 }
 
 func startBackhaulFleet(t *testing.T) *backhaulFleet {
@@ -230,18 +182,18 @@ func startBackhaulFleet(t *testing.T) *backhaulFleet {
 	f.grpc = privateGRPC(t, workerSource(0))
 	for i := range 2 {
 		name := fmt.Sprintf("w%d", i+1)
-		m := privateDemo(t, fmt.Sprintf("m%d", i+1), workerSource(i))
+		m := proxytest.PrivateMachine(t, fmt.Sprintf("m%d", i+1), workerSource(i))
 		f.web = append(f.web, m)
 		cfg := fmt.Sprintf(nodeHead, fmt.Sprintf("upstream_bind = %q", workerSource(i)), f.nats.url(), name, "worker", t.TempDir()) +
-			"backhaul_listen = \"127.0.0.1:0\"\n" + backhaulFiles(f.certs, name) + fmt.Sprintf(webApp, fmt.Sprintf("m%d", i+1), portOf(m))
+			"backhaul_listen = \"127.0.0.1:0\"\n" + proxytest.BackhaulKeys(f.certs, name) + fmt.Sprintf(webApp, fmt.Sprintf("m%d", i+1), m.Port())
 		if i == 0 {
-			cfg += fmt.Sprintf(grpcApp, portOf(f.grpc))
+			cfg += fmt.Sprintf(grpcApp, f.grpc.Port())
 		}
 		f.workers = append(f.workers, startNode(t, name, cfg, 80))
 	}
 	for i := range 2 {
 		name := fmt.Sprintf("e%d", i+1)
-		cfg := fmt.Sprintf(nodeHead, "", f.nats.url(), name, "edge", t.TempDir()) + backhaulFiles(f.certs, name) + placeholderApp
+		cfg := fmt.Sprintf(nodeHead, "", f.nats.url(), name, "edge", t.TempDir()) + proxytest.BackhaulKeys(f.certs, name) + placeholderApp
 		e := startNode(t, name, cfg, 80)
 		e.awaitPort(t, 443)
 		e.awaitPort(t, 5000)
@@ -430,13 +382,13 @@ func TestBackhaulFleet(t *testing.T) {
 			Address:     func(string) (string, bool) { return workerBackhaul(t, f.workers[1]), true },
 			DialTimeout: 5 * time.Second})
 		defer cl.Close()
-		before := f.web[0].refused.Load()
+		before := f.web[0].Refused()
 		_, err := cl.DialStream(context.Background(), "w2", backhaul.Target{App: "web", Machine: "m1", Port: 8080})
 		pe, ok := perr.As(err)
 		if !ok || pe.Code != perr.WorkerRefused || !strings.Contains(err.Error(), "no machine m1 of app web on node w2") {
 			t.Fatalf("asking w2 for w1's machine: %v, want PB02 saying w2 runs no m1", err)
 		}
-		if f.web[0].refused.Load() != before {
+		if f.web[0].Refused() != before {
 			t.Error("w2 tried to connect to w1's machine")
 		}
 	})
