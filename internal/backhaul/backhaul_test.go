@@ -144,6 +144,15 @@ func TestStreamReachesOwnMachine(t *testing.T) {
 	if p := tw.lastPeer.Load(); p != "e1" {
 		t.Errorf("worker saw peer %v, want e1 (from its certificate)", p)
 	}
+	// A later stream resumes the TLS session: no full handshake each.
+	s2, err := c.DialStream(context.Background(), "w1", Target{App: "app", Machine: "m1", Port: 8080, Client: client1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if !s2.(*conn).tls.ConnectionState().DidResume {
+		t.Error("the second stream to a worker did not resume the TLS session")
+	}
 }
 
 func TestStreamToAnotherMachineIsRefused(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 )
 
 // Identity is a node's place in the fleet: the fleet CA it trusts and the
@@ -15,6 +16,12 @@ type Identity struct {
 	Node  string
 	Cert  tls.Certificate
 	Roots *x509.CertPool
+
+	// server is built once: its session ticket keys are its own, and an
+	// edge's next stream resumes only with the config that issued the
+	// ticket.
+	serverOnce sync.Once
+	server     *tls.Config
 }
 
 // LoadIdentity reads the fleet CA and this node's certificate and key,
@@ -73,8 +80,13 @@ const (
 )
 
 // ServerConfig is the worker's side: only a client with a certificate of
-// the fleet's is served.
+// the fleet's is served. It is the same config for the identity's life.
 func (id *Identity) ServerConfig() *tls.Config {
+	id.serverOnce.Do(func() { id.server = id.serverConfig() })
+	return id.server
+}
+
+func (id *Identity) serverConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{id.Cert},

@@ -357,11 +357,17 @@ func terminal(err error) bool {
 }
 
 // Chain names the layers of a connection from the outside in, the way a
-// profile names the looping type: "*iox.Guarded -> *tls.Conn -> ...".
+// profile names the looping type: "*iox.Guarded(wire) -> *tls.Conn -> ...".
 func Chain(c net.Conn) string {
 	var parts []string
 	for i := 0; c != nil && i < 32; i++ {
-		parts = append(parts, fmt.Sprintf("%T", c))
+		if g, ok := c.(*Guarded); ok {
+			// A guard names the layer it watches: which of a connection's
+			// several guards saw what is the point of the chain.
+			parts = append(parts, "*iox.Guarded("+g.name+")")
+		} else {
+			parts = append(parts, fmt.Sprintf("%T", c))
+		}
 		switch u := c.(type) {
 		case interface{ Unwrap() net.Conn }:
 			c = u.Unwrap()

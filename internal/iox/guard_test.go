@@ -84,7 +84,7 @@ func TestGuardKillsZeroProgressReader(t *testing.T) {
 	if ls.ZeroProgressReads.Load() != 100 || ls.KillCount(KillZeroProgress) != 1 {
 		t.Errorf("stats: zero %d kills %d", ls.ZeroProgressReads.Load(), ls.KillCount(KillZeroProgress))
 	}
-	if len(*kills) != 1 || (*kills)[0].Reason != KillZeroProgress || !strings.Contains((*kills)[0].Chain, "*iox.Guarded -> *iox.stubConn") {
+	if len(*kills) != 1 || (*kills)[0].Reason != KillZeroProgress || !strings.Contains((*kills)[0].Chain, "*iox.Guarded(tls) -> *iox.stubConn") {
 		t.Errorf("kill log: %+v", *kills)
 	}
 	// io.Copy over the guarded layer ends too, rather than spinning.
@@ -115,7 +115,7 @@ func TestGuardCatchesBrokenLayerBelow(t *testing.T) {
 		t.Fatalf("read %q, kills %+v", out.String(), *kills)
 	}
 	k := (*kills)[0]
-	if k.Reason != KillZeroProgress || k.Chain != "*iox.Guarded -> *iox.brokenAfterEOF -> *iox.stubConn" {
+	if k.Reason != KillZeroProgress || k.Chain != "*iox.Guarded(plaintext) -> *iox.brokenAfterEOF -> *iox.stubConn" {
 		t.Errorf("kill %+v", k)
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/demo"
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
@@ -178,4 +182,171 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestBackhaulCertificatesRotateOnReload: new fleet certificates (a whole
+// new CA) written over the old files take effect at a reload, on each
+// node: a stream from an edge that reloaded to a worker that has not is
+// refused; once both have, streams flow again.
+func TestBackhaulCertificatesRotateOnReload(t *testing.T) {
+	certs := proxytest.FleetCerts(t, "w1", "e1")
+	nats := freeAddr(t)
+	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
+	worker := proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+embedded = true
+listen = %q
+node = "w1"
+role = "worker"
+data_dir = %q
+backhaul_listen = "127.0.0.1:0"
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+	edge := proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+urls = ["nats://%s"]
+node = "e1"
+role = "edge"
+data_dir = %q
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
+	echo := func() error {
+		c, err := net.Dial("tcp", edge.Addr(5000))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "rotate\n")
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "rotate\n" {
+			return fmt.Errorf("echo %q: %v", line, err)
+		}
+		return nil
+	}
+	waitFor(t, "a stream through w1", 10*time.Second, func() bool { return edge.Server.Addr(5000) != nil && echo() == nil })
+
+	// A new fleet CA, written over the files both nodes read.
+	next := proxytest.FleetCerts(t, "w1", "e1")
+	rotate := func(node string) {
+		for _, name := range []string{backhaul.CACertFile, node + ".pem", node + "-key.pem"} {
+			b, err := os.ReadFile(filepath.Join(next, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(certs, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rotate("e1")
+	if err := edge.Server.Reload(filepath.Join(edge.Dir, "edgeproxy.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(); err == nil {
+		t.Fatal("a stream signed by the new CA reached a worker that still trusts the old one")
+	}
+	rotate("w1")
+	if err := worker.Server.Reload(filepath.Join(worker.Dir, "edgeproxy.toml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(); err != nil {
+		t.Fatalf("after both reloaded the new certificates: %v", err)
+	}
+}
+
+// spinAfter wraps a connection whose reads, once spin is set, return
+// nothing and no error: the incident's shape, here under the backhaul.
+type spinAfter struct {
+	net.Conn
+	spin *atomic.Bool
+}
+
+func (c *spinAfter) Read(p []byte) (int, error) {
+	if c.spin.Load() {
+		return 0, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// TestBackhaulSpinIsKilledAndNamed: a backhaul connection whose socket
+// starts returning empty reads is killed by the progress guard, and the
+// log names the peer and the backhaul's layers.
+func TestBackhaulSpinIsKilledAndNamed(t *testing.T) {
+	certs := proxytest.FleetCerts(t, "w1", "e1")
+	nats := freeAddr(t)
+	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
+	proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+embedded = true
+listen = %q
+node = "w1"
+role = "worker"
+data_dir = %q
+backhaul_listen = "127.0.0.1:0"
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+	var spin atomic.Bool
+	spinning := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &spinAfter{Conn: c, spin: &spin}, nil
+	}
+	edge := proxytest.Start(t, fmt.Sprintf(`
+[proxy]
+region = "iad"
+[log]
+access_log = "off"
+[fleet]
+urls = ["nats://%s"]
+node = "e1"
+role = "edge"
+data_dir = %q
+`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}, Dial: spinning})
+	get := func() (int, error) {
+		req, _ := http.NewRequest("GET", "http://"+edge.Addr(80)+"/", nil)
+		req.Host = "app.test"
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	waitFor(t, "a request through w1", 10*time.Second, func() bool {
+		if edge.Server.Addr(80) == nil {
+			return false
+		}
+		code, err := get()
+		return err == nil && code == 200
+	})
+	spin.Store(true)
+	get() // its backhaul connection spins under it
+	waitFor(t, "the spin kill's log line", 10*time.Second, func() bool {
+		return strings.Contains(edge.Logs.String(), "spin detector killed a backhaul connection")
+	})
+	for _, line := range strings.Split(edge.Logs.String(), "\n") {
+		if !strings.Contains(line, "spin detector killed a backhaul connection") {
+			continue
+		}
+		var rec map[string]any
+		json.Unmarshal([]byte(line), &rec)
+		chain, _ := rec["chain"].(string)
+		if rec["peer"] != "w1" || rec["layer"] != "backhaul-tcp" || !strings.Contains(chain, "*iox.Guarded(backhaul-tls) -> *tls.Conn -> *iox.Guarded(backhaul-tcp)") {
+			t.Errorf("spin kill logged as %v; want peer w1, layer backhaul-tcp and the chain", rec)
+		}
+	}
 }

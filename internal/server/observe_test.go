@@ -283,7 +283,7 @@ func TestAdminViews(t *testing.T) {
 		}
 	}
 	if len(conns) != 1 || conns[0]["app"] != "app" || conns[0]["bytes_out"].(float64) < 100 ||
-		!strings.Contains(conns[0]["chain"].(string), "*iox.Guarded -> *meter.Conn") {
+		!strings.Contains(conns[0]["chain"].(string), "*iox.Guarded(wire) -> *meter.Conn") {
 		t.Errorf("/v1/connections: %v", conns)
 	}
 	var cfgView map[string]any

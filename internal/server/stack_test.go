@@ -317,7 +317,7 @@ func TestSpinDetectorKillsBrokenLayer(t *testing.T) {
 	if n := p.GuardStats().Layer("wire").KillCount(iox.KillZeroProgress); n != 2 {
 		t.Fatalf("kills = %d, want 2", n)
 	}
-	waitLog(t, p, `"chain":"*iox.Guarded -> *server_test.brokenReader -> *meter.Conn -> *peek.Conn -> *iox.Guarded -> *net.TCPConn"`)
+	waitLog(t, p, `"chain":"*iox.Guarded(wire) -> *server_test.brokenReader -> *meter.Conn -> *peek.Conn -> *iox.Guarded(tcp) -> *net.TCPConn"`)
 	waitMetric(t, p, `edgeproxy_spin_kills_total{layer="wire",reason="zero_progress"}`, 2)
 
 	// Nothing keeps spinning after the kills: over a quiet second the
