@@ -50,15 +50,20 @@ hostnames = ["app.test"]
   ports = { 8080 = %d }
 `
 
-// TestBackhaulEdgeReachesWorkersMachine: an edge serves an app whose only
-// machine its worker runs and alone can reach, over HTTP/1.1 and raw TCP
-// through the backhaul; the worker refuses an edge's request for a
-// machine it does not run.
-func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
-	certs := proxytest.FleetCerts(t, "w1", "e1")
+// backhaulPair is worker w1 (running the embedded NATS server and app
+// "app" with machine m1, which only it can reach) and edge e1, with
+// certificates from a fleet CA in certs.
+type backhaulPair struct {
+	certs        string
+	worker, edge *proxytest.Proxy
+}
+
+func startBackhaulPair(t *testing.T, edgeOpts proxytest.Options) *backhaulPair {
+	t.Helper()
+	b := &backhaulPair{certs: proxytest.FleetCerts(t, "w1", "e1")}
 	nats := freeAddr(t)
 	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
-	worker := proxytest.Start(t, fmt.Sprintf(`
+	b.worker = proxytest.Start(t, fmt.Sprintf(`
 [proxy]
 region = "iad"
 [log]
@@ -70,9 +75,9 @@ node = "w1"
 role = "worker"
 data_dir = %q
 backhaul_listen = "127.0.0.1:0"
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
-	_ = worker
-	edge := proxytest.Start(t, fmt.Sprintf(`
+`, nats, t.TempDir())+proxytest.BackhaulKeys(b.certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+	edgeOpts.Ports = []int{80, 443, 5000}
+	b.edge = proxytest.Start(t, fmt.Sprintf(`
 [proxy]
 region = "iad"
 [log]
@@ -82,7 +87,18 @@ urls = ["nats://%s"]
 node = "e1"
 role = "edge"
 data_dir = %q
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
+`, nats, t.TempDir())+proxytest.BackhaulKeys(b.certs, "e1"), edgeOpts)
+	return b
+}
+
+// TestBackhaulEdgeReachesWorkersMachine: an edge serves an app whose only
+// machine its worker runs and alone can reach, over HTTP/1.1 and raw TCP
+// through the backhaul; the worker refuses an edge's request for a
+// machine it does not run.
+func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
+	b := startBackhaulPair(t, proxytest.Options{})
+	edge := b.edge
+	port := b.worker.Config.Apps[0].Machines[0].Ports["8080"]
 
 	// The machine refuses the edge's own connections.
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
@@ -189,33 +205,8 @@ func freeAddr(t *testing.T) string {
 // node: a stream from an edge that reloaded to a worker that has not is
 // refused; once both have, streams flow again.
 func TestBackhaulCertificatesRotateOnReload(t *testing.T) {
-	certs := proxytest.FleetCerts(t, "w1", "e1")
-	nats := freeAddr(t)
-	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
-	worker := proxytest.Start(t, fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-embedded = true
-listen = %q
-node = "w1"
-role = "worker"
-data_dir = %q
-backhaul_listen = "127.0.0.1:0"
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
-	edge := proxytest.Start(t, fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-urls = ["nats://%s"]
-node = "e1"
-role = "edge"
-data_dir = %q
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}})
+	b := startBackhaulPair(t, proxytest.Options{})
+	certs, worker, edge := b.certs, b.worker, b.edge
 	echo := func() error {
 		c, err := net.Dial("tcp", edge.Addr(5000))
 		if err != nil {
@@ -279,22 +270,6 @@ func (c *spinAfter) Read(p []byte) (int, error) {
 // starts returning empty reads is killed by the progress guard, and the
 // log names the peer and the backhaul's layers.
 func TestBackhaulSpinIsKilledAndNamed(t *testing.T) {
-	certs := proxytest.FleetCerts(t, "w1", "e1")
-	nats := freeAddr(t)
-	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
-	proxytest.Start(t, fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-embedded = true
-listen = %q
-node = "w1"
-role = "worker"
-data_dir = %q
-backhaul_listen = "127.0.0.1:0"
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
 	var spin atomic.Bool
 	spinning := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -304,17 +279,7 @@ backhaul_listen = "127.0.0.1:0"
 		}
 		return &spinAfter{Conn: c, spin: &spin}, nil
 	}
-	edge := proxytest.Start(t, fmt.Sprintf(`
-[proxy]
-region = "iad"
-[log]
-access_log = "off"
-[fleet]
-urls = ["nats://%s"]
-node = "e1"
-role = "edge"
-data_dir = %q
-`, nats, t.TempDir())+proxytest.BackhaulKeys(certs, "e1"), proxytest.Options{Ports: []int{80, 443, 5000}, Dial: spinning})
+	edge := startBackhaulPair(t, proxytest.Options{Dial: spinning}).edge
 	get := func() (int, error) {
 		req, _ := http.NewRequest("GET", "http://"+edge.Addr(80)+"/", nil)
 		req.Host = "app.test"
