@@ -148,6 +148,25 @@ func (n *node) awaitPort(t *testing.T, port int) string {
 	return n.ports[port]
 }
 
+// sum adds every series of a metric on the node's /metrics.
+func (n *node) sum(name string) float64 {
+	resp, err := http.Get("http://" + n.admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	total := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
+			total += v
+		}
+	}
+	return total
+}
+
 func (n *node) metric(series string) float64 {
 	v, _ := proctest.Metric(n.admin, series)
 	return v
@@ -410,7 +429,47 @@ func TestBackhaulFleet(t *testing.T) {
 		}
 	})
 
+	t.Run("storm through the backhaul", func(t *testing.T) { stormThroughBackhaul(t, f) })
+
 	t.Run("worker killed under load", func(t *testing.T) { workerKilled(t, f) })
+}
+
+// stormThroughBackhaul sends the incident's connection shapes to an edge
+// whose app's machines are behind the workers, and watches worker w1: its
+// CPU once the storm is over, and spin kills on every node.
+func stormThroughBackhaul(t *testing.T, f *backhaulFleet) {
+	before := f.edges[0].sum("edgeproxy_backhaul_requests_total")
+	out, err := proctest.RunCommand(t, 2*time.Minute, edgeproxy(t), "storm", "-target", f.edges[0].ports[443],
+		"-sni", "web.test", "-count", "400", "-concurrency", "40", "-duration", "30s", "-hold", "500ms",
+		"-idle", "2s", "-pid", fmt.Sprint(f.workers[0].proc.Pid()), "-json", "-q")
+	if err != nil {
+		t.Fatalf("storm: %v\n%s", err, out)
+	}
+	var rep struct {
+		Completed      int     `json:"completed"`
+		IdleCPUPercent float64 `json:"idle_cpu_percent"`
+		StormCPU       float64 `json:"storm_cpu_percent"`
+	}
+	if i := strings.Index(out, "{"); i < 0 || json.Unmarshal([]byte(out[i:]), &rep) != nil {
+		t.Fatalf("storm report: %s", out)
+	}
+	t.Logf("storm of 400 connections through e1: worker w1 at %.1f%% of a core during it, %.1f%% in the idle window after",
+		rep.StormCPU, rep.IdleCPUPercent)
+	if rep.Completed != 400 {
+		t.Errorf("%d of 400 storm connections completed", rep.Completed)
+	}
+	// A spinning reader holds a core: 100%. An idle worker is near 0.
+	if rep.IdleCPUPercent > 50 {
+		t.Errorf("worker w1 used %.0f%% of a core after the storm had ended", rep.IdleCPUPercent)
+	}
+	for _, n := range append(append([]*node{}, f.edges...), f.workers...) {
+		if k := n.sum("edgeproxy_spin_kills_total"); k != 0 {
+			t.Errorf("%s: %v spin kills in the storm", n.name, k)
+		}
+	}
+	if relayed := f.edges[0].sum("edgeproxy_backhaul_requests_total") - before; relayed < 100 {
+		t.Errorf("the storm's requests relayed to the workers: %v, want them through the backhaul", relayed)
+	}
 }
 
 // workerKilled kills w1 under steady load through both edges: requests
