@@ -132,7 +132,7 @@ func run() int {
 		hsRate     = flag.Int("handshake-rate", 600, "full TLS handshakes per second offered in the handshake scenarios (the same for every proxy)")
 		proxyList  = flag.String("proxies", "edgeproxy,nginx,haproxy", "proxies to run, comma-separated")
 		scenList   = flag.String("scenarios", "all", "scenarios to run, comma-separated ("+strings.Join(scenarioNames(), ",")+")")
-		portBase   = flag.Int("port-base", 18100, "ports used: base+1..3 (origin) and base+10..12 (proxy)")
+		portBase   = flag.Int("port-base", 18100, "ports used: base+1..3 (origin), base+10..12 (proxy) and base+20..25 (the backhaul scenario's worker)")
 		genCore    = flag.Int("gen-core", 0, "core for the load generator and the origin")
 		proxyCore  = flag.Int("proxy-core", 1, "core for the proxy under test")
 		docs       = flag.Bool("docs", true, "write docs/performance.md and docs/performance.svg (default false with -quick)")
@@ -721,6 +721,9 @@ func (e *env) runOne(sc *scenario, px *proxyDef, r *row) error {
 		return fmt.Errorf("the origin exited: %v", e.origin.err)
 	}
 	args, penv := px.command(e)
+	if sc.launch != nil && px.Name == "edgeproxy" {
+		args, penv = sc.launch(e)
+	}
 	logPath := filepath.Join(e.dir, px.Name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -754,6 +757,9 @@ func (e *env) runOne(sc *scenario, px *proxyDef, r *row) error {
 		return err
 	}
 	r.Note = note
+	if sc.launch != nil && px.Name == "edgeproxy" {
+		r.Note = strings.TrimPrefix(r.Note+"; "+backhaulConns(e), "; ")
+	}
 	e.fill(r, sc, ls, a, b, genCPU)
 	_, r.PeakRSSKiB = treeMem(p.pid())
 	if p.exited() {

@@ -40,6 +40,9 @@ type scenario struct {
 	// measure is false for the warm-up. logFile is for h2load.
 	argv func(e *env, d time.Duration, measure bool, logFile string) []string
 	kind string // "wrk", "h2load" or "client"
+	// launch, if set, starts edgeproxy for this scenario instead of its
+	// usual command (the backhaul scenario runs an edge and a worker).
+	launch func(e *env) (args, env []string)
 }
 
 func (s *scenario) appliesTo(proxy string) bool {
@@ -96,6 +99,13 @@ func scenarios() []*scenario {
 			Name: "http1", Short: "HTTP/1.1 keep-alive, 100 B", Title: "HTTP/1.1 keep-alive, 100-byte responses", Unit: "CPU s / 10k req",
 			kind: "wrk",
 			argv: wrk(64, func(p ports) string { return fmt.Sprintf("http://127.0.0.1:%d/small", p.HTTP) }),
+		},
+		{
+			Name: "http1-backhaul", Short: "HTTP/1.1 via a worker, 100 B", Title: "HTTP/1.1 keep-alive, 100-byte responses, edge → worker → machine", Unit: "CPU s / 10k req",
+			kind: "wrk", Only: []string{"edgeproxy"}, CompareTo: "http1",
+			Note:   "as http1, but the origin is a machine a worker runs: edgeproxy is two processes on the proxy's core, an edge (role edge) that relays each request over the backhaul (mutual TLS, HTTP/2) and a worker (role worker, running the fleet's NATS) that forwards it to the origin; the CPU and memory are both processes'. Against edgeproxy's own http1 row it is the cost of the extra hop; its ratios compare it with the peers' http1",
+			argv:   wrk(64, func(p ports) string { return fmt.Sprintf("http://127.0.0.1:%d/small", p.HTTP) }),
+			launch: backhaulLaunch,
 		},
 		{
 			Name: "https1", Short: "HTTP/1.1 over TLS keep-alive, 100 B", Title: "HTTP/1.1 over TLS 1.3 keep-alive, 100-byte responses", Unit: "CPU s / 10k req",
