@@ -34,6 +34,9 @@ type ClientOptions struct {
 	Metrics                *Metrics
 	// Dial opens TCP connections (nil: a net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Connected, if set, is told how long each TCP connect to worker
+	// node took: one round trip to the worker's region.
+	Connected func(node string, took time.Duration)
 }
 
 // Client is an edge's side of the backhaul: HTTP/2 connections to
@@ -159,9 +162,13 @@ func (c *Client) dial(ctx context.Context, node, proto string) (*conn, error) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	start := time.Now()
 	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, perr.New(perr.WorkerUnreachable, fmt.Errorf("worker %s at %s: %w", node, addr, err))
+	}
+	if c.opts.Connected != nil {
+		c.opts.Connected(node, time.Since(start))
 	}
 	bc := newConn(raw, c.opts.Guard, func(under net.Conn) *tls.Conn { return tls.Client(under, cfg) })
 	bc.peer = node

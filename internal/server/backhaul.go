@@ -41,8 +41,9 @@ type bhNode struct {
 // workerDir is an immutable view of the workers: where each listens,
 // and which are alive now. Edges read it per request without a lock.
 type workerDir struct {
-	addr map[string]string // node → backhaul address, for every worker ever seen
-	down map[string]bool   // workers whose heartbeat expired
+	addr   map[string]string // node → backhaul address, for every worker ever seen
+	region map[string]string // node → its region
+	down   map[string]bool   // workers whose heartbeat expired
 }
 
 // newBackhaul sets up the backhaul for a node with a fleet certificate.
@@ -61,6 +62,13 @@ func newBackhaul(s *Server, cfg *config.Config) *bhNode {
 		Guard:                  b.guard(cfg),
 		Metrics:                b.metrics,
 		Dial:                   s.deps.Dial,
+		// A connect to a worker is a round trip to its region: the edge's
+		// view of how far regions are learns from the backhaul too.
+		Connected: func(node string, took time.Duration) {
+			if region := b.region(node); region != "" {
+				s.runtime().observeRTT(region, took)
+			}
+		},
 	})
 	// Liveness follows the clock: a worker that stops beating is down
 	// once its record is older than the heartbeat's lifetime, with no
@@ -107,9 +115,9 @@ func (b *bhNode) setNodes(nodes map[string]fleet.NodeRecord) {
 func (b *bhNode) rebuild() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	d := &workerDir{addr: make(map[string]string, len(b.nodes)), down: map[string]bool{}}
+	d := &workerDir{addr: make(map[string]string, len(b.nodes)), region: make(map[string]string, len(b.nodes)), down: map[string]bool{}}
 	for name, n := range b.nodes {
-		d.addr[name] = n.Backhaul
+		d.addr[name], d.region[name] = n.Backhaul, n.Region
 		if time.Since(n.Seen) > fleet.NodeTTL {
 			d.down[name] = true
 		}
@@ -145,6 +153,9 @@ func (b *bhNode) down(m *catalog.Machine) bool {
 	node := b.Worker(m)
 	return node != "" && b.dir.Load().down[node]
 }
+
+// region is worker node's region ("": unknown).
+func (b *bhNode) region(node string) string { return b.dir.Load().region[node] }
 
 // elsewhere reports machines another node checks (their worker).
 func (b *bhNode) elsewhere(m *catalog.Machine) bool { return b.Worker(m) != "" }

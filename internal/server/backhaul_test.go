@@ -65,7 +65,7 @@ func startBackhaulPair(t *testing.T, edgeOpts proxytest.Options) *backhaulPair {
 	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
 	b.worker = proxytest.Start(t, fmt.Sprintf(`
 [proxy]
-region = "iad"
+region = "ord"
 [log]
 access_log = "off"
 [fleet]
@@ -140,6 +140,21 @@ func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
 	}
 	if dbg := resp.Header.Get("Edgeproxy-Route"); !strings.Contains(dbg, "worker=w1") {
 		t.Errorf("debug header %q does not name the worker", dbg)
+	}
+
+	// The edge learned how far the worker's region is from the connect of its
+	// backhaul connection, before any stream.
+	families, _ := edge.Server.Metrics().Registry.Gather()
+	ord := false
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if f.GetName() == "edgeproxy_region_rtt_seconds" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "ord" {
+				ord = m.GetGauge().GetValue() > 0
+			}
+		}
+	}
+	if !ord {
+		t.Error("no round-trip time to the worker's region (ord) measured from backhaul connects")
 	}
 
 	// HTTP/2 from the client, relayed the same way.
