@@ -148,8 +148,13 @@ func (x *Exchange) relayHead(dst []byte) []byte {
 }
 
 // relayResponseFields are a relayed response's fields: the machine's,
-// less hop-by-hop and framing. The edge adds the platform's.
-func relayResponseFields(dst []byte, r *upResponse) []byte { return appendEndToEnd(dst, r.Head) }
+// less hop-by-hop and framing, and less a relay error field of its own:
+// only the worker may tell the edge it failed (a machine that could would
+// make the edge retry a request it had already acted on). The edge adds
+// the platform's fields.
+func relayResponseFields(dst []byte, r *upResponse) []byte {
+	return appendEndToEnd(dst, r.Head, HeaderRelayError)
+}
 
 // appendRelayError adds a worker's failure to its error response.
 func appendRelayError(dst []byte, pe *perr.Error) []byte {

@@ -253,13 +253,14 @@ func (x *Exchange) redirectHTTPS(host string) {
 }
 
 // interimFields are a 1xx response's fields as the client gets them.
-func interimFields(h *h1.Head) []byte { return appendEndToEnd(nil, h) }
+func interimFields(h *h1.Head) []byte { return appendEndToEnd(nil, h, "") }
 
-// appendEndToEnd appends h's fields less hop-by-hop and framing ones.
-func appendEndToEnd(dst []byte, h *h1.Head) []byte {
+// appendEndToEnd appends h's fields less hop-by-hop and framing ones, and
+// less the field named also, if any.
+func appendEndToEnd(dst []byte, h *h1.Head, also string) []byte {
 	for _, f := range h.Fields {
 		name := h.Bytes(f.Name)
-		if roleOfResponse(name) == dropField {
+		if roleOfResponse(name) == dropField || (also != "" && h1.EqualFold(name, also)) {
 			continue
 		}
 		dst = append(dst, name...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -60,9 +61,14 @@ type backhaulPair struct {
 
 func startBackhaulPair(t *testing.T, edgeOpts proxytest.Options) *backhaulPair {
 	t.Helper()
+	return startBackhaulPairWith(t, edgeOpts, proxytest.PrivateMachine(t, "m1", workerSource).Port())
+}
+
+// startBackhaulPairWith is startBackhaulPair with m1 on port.
+func startBackhaulPairWith(t *testing.T, edgeOpts proxytest.Options, port int) *backhaulPair {
+	t.Helper()
 	b := &backhaulPair{certs: proxytest.FleetCerts(t, "w1", "e1")}
 	nats := freeAddr(t)
-	port := proxytest.PrivateMachine(t, "m1", workerSource).Port()
 	b.worker = proxytest.Start(t, fmt.Sprintf(`
 [proxy]
 region = "ord"
@@ -328,5 +334,46 @@ func TestBackhaulSpinIsKilledAndNamed(t *testing.T) {
 		if rec["peer"] != "w1" || rec["layer"] != "backhaul-tcp" || !strings.Contains(chain, "*iox.Guarded(backhaul-tls) -> *tls.Conn -> *iox.Guarded(backhaul-tcp)") {
 			t.Errorf("spin kill logged as %v; want peer w1, layer backhaul-tcp and the chain", rec)
 		}
+	}
+}
+
+// TestBackhaulMachineCannotForgeWorkerErrors: a machine whose response
+// carries the field a worker reports its failures in gets its response to
+// the client as it is; the edge neither answers an error nor sends the
+// request to another machine.
+func TestBackhaulMachineCannotForgeWorkerErrors(t *testing.T) {
+	l := proxytest.ListenOnlyFrom(t, workerSource)
+	var hits atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Edgeproxy-Relay-Error", "PC01 1 forged by the machine")
+		io.WriteString(w, "the machine's own answer")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	edge := startBackhaulPairWith(t, proxytest.Options{}, l.Port()).edge
+	var body string
+	var code int
+	waitFor(t, "an answer through w1", 10*time.Second, func() bool {
+		if edge.Server.Addr(80) == nil {
+			return false
+		}
+		req, _ := http.NewRequest("POST", "http://"+edge.Addr(80)+"/", strings.NewReader("once"))
+		req.Host = "app.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body, code = string(b), resp.StatusCode
+		// PR01: the fleet's copy of the app has not arrived yet.
+		return resp.Header.Get("Edgeproxy-Error-Code") != "PR01"
+	})
+	if code != 200 || body != "the machine's own answer" {
+		t.Errorf("got %d %q, want the machine's 200 and body", code, body)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("the machine saw the request %d times, want once", n)
 	}
 }
