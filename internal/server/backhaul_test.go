@@ -45,6 +45,12 @@ hostnames = ["app.test"]
   internal_port = 8080
     [[apps.services.ports]]
     port = 5000
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 6000
+    handlers = ["proxy_proto"]
+    proxy_proto_options = { version = "v2" }
   [[apps.machines]]
   id = "m1"
   address = "127.0.0.1"
@@ -82,7 +88,7 @@ role = "worker"
 data_dir = %q
 backhaul_listen = "127.0.0.1:0"
 `, nats, t.TempDir())+proxytest.BackhaulKeys(b.certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
-	edgeOpts.Ports = []int{80, 443, 5000}
+	edgeOpts.Ports = []int{80, 443, 5000, 6000}
 	b.edge = proxytest.Start(t, fmt.Sprintf(`
 [proxy]
 region = "iad"
@@ -193,6 +199,25 @@ func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
 	ws.Write(wsFrame(0x1, []byte("hello worker")))
 	if op, payload := readWSFrame(t, wbr); op != 0x1 || string(payload) != "hello worker" {
 		t.Fatalf("websocket echo: op %d %q", op, payload)
+	}
+
+	// A proxy_proto service: the edge writes the PROXY header, naming the
+	// client, into the stream; the machine reads it behind its worker.
+	pp, err := net.Dial("tcp", edge.Addr(6000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pp.Close()
+	pp.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(pp, "GET /pp HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+	ppResp, err := http.ReadResponse(bufio.NewReader(pp), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ppRep demo.Report
+	json.NewDecoder(ppResp.Body).Decode(&ppRep)
+	if ppRep.Proxy == nil || ppRep.Proxy.Version != 2 || ppRep.Proxy.Source != pp.LocalAddr().String() {
+		t.Errorf("proxy_proto through the backhaul: the machine saw PROXY %+v, want v2 from %s", ppRep.Proxy, pp.LocalAddr())
 	}
 
 	// Raw TCP through the edge: a stream to the worker, then the echo.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 )
@@ -353,7 +354,9 @@ func (e *env) writeConfigs() error {
 		if err := p.validate(e); err != nil {
 			return fmt.Errorf("%s config %s does not validate: %w", p.Name, p.cfgPath, err)
 		}
-		if p.Name == "edgeproxy" {
+		if p.Name == "edgeproxy" && slices.ContainsFunc(e.scenarios, func(sc *scenario) bool { return sc.launch != nil }) {
+			// Only then: a build from before the backhaul (compared with
+			// -edgeproxy-bin) has no fleet commands.
 			if err := e.writeBackhaul(d); err != nil {
 				return err
 			}
