@@ -188,6 +188,15 @@ name = "other"
 		{"tripwire samples negative", "[tripwire]\nsamples = -1\n" + minimal, "tripwire.samples", 2, "between 1 and 600, got -1"},
 		{"tripwire samples too many", "[tripwire]\nsamples = 601\n" + minimal, "tripwire.samples", 2, "between 1 and 600, got 601"},
 		{"tripwire profile too short", "[tripwire]\nprofile_duration = \"100ms\"\n" + minimal, "tripwire.profile_duration", 2, "between 1s and 5m, got 100ms"},
+		{"backhaul listener on an edge", fleetHead("edge") + "backhaul_listen = \"127.0.0.1:7000\"\n" + minimal,
+			"fleet.backhaul_listen", 7, "only a worker listens for the backhaul"},
+		{"backhaul listener without certificates", fleetHead("worker") + "backhaul_listen = \"127.0.0.1:7000\"\n" + minimal,
+			"fleet.backhaul_listen", 7, "needs backhaul_ca_file, backhaul_cert_file and backhaul_key_file"},
+		{"backhaul certificate alone", fleetHead("worker") + "backhaul_cert_file = \"w1.pem\"\n" + minimal,
+			"fleet.backhaul_cert_file", 7, "go together"},
+		{"backhaul listener nobody can dial", fleetHead("worker") + "backhaul_listen = \"0.0.0.0:7000\"\n" + minimal,
+			"fleet.backhaul_advertise", 3, "names no address edges can dial"},
+		{"bad upstream_bind", "[proxy]\nupstream_bind = \"here\"\n" + minimal, "proxy.upstream_bind", 2, "not an IP address"},
 		{"tripwire max_files negative", "[tripwire]\nmax_files = -1\n" + minimal, "tripwire.max_files", 2, "at least 1, got -1"},
 	}
 	for _, tc := range cases {
@@ -211,6 +220,11 @@ name = "other"
 			t.Errorf("no problem with key %q and message %q in:\n%v", tc.key, tc.msg, ce)
 		})
 	}
+}
+
+// fleetHead is a fleet node w1 of role, six lines long.
+func fleetHead(role string) string {
+	return "[proxy]\nregion = \"iad\"\n[fleet]\nembedded = true\nnode = \"w1\"\nrole = \"" + role + "\"\n"
 }
 
 // svc wraps a [[services.ports]] body in an app with one tcp service.
