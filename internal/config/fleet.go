@@ -64,20 +64,9 @@ func (c *checker) validateFleet(cfg *Config, s *source) {
 			c.at(s, "fleet.regions", "%q is not a valid region name", r)
 		}
 	}
-	creds := 0
-	for _, kv := range []struct{ key, path string }{{"creds_file", f.CredsFile}, {"user_file", f.UserFile},
-		{"password_file", f.PasswordFile}, {"token_file", f.TokenFile}, {"ca_file", f.CAFile},
-		{"cert_file", f.CertFile}, {"key_file", f.KeyFile}} {
-		if kv.path == "" {
-			continue
-		}
-		if _, err := os.Stat(cfg.Resolve(kv.path)); err != nil {
-			c.at(s, "fleet."+kv.key, "cannot read %s: %v", kv.path, err)
-		}
-		if kv.key != "ca_file" && kv.key != "cert_file" && kv.key != "key_file" {
-			creds++
-		}
-	}
+	creds := c.fleetFiles(cfg, s, fleetFile{"creds_file", f.CredsFile}, fleetFile{"user_file", f.UserFile},
+		fleetFile{"password_file", f.PasswordFile}, fleetFile{"token_file", f.TokenFile})
+	c.fleetFiles(cfg, s, fleetFile{"ca_file", f.CAFile}, fleetFile{"cert_file", f.CertFile}, fleetFile{"key_file", f.KeyFile})
 	if (f.UserFile == "") != (f.PasswordFile == "") {
 		c.at(s, "fleet.user_file", "user_file and password_file go together")
 	}
@@ -211,17 +200,8 @@ func (a *App) Lifecycle() (autostart bool, autostop string, minRunning int) {
 // able to dial what is advertised.
 func (c *checker) validateBackhaul(cfg *Config, s *source) {
 	f := cfg.Fleet
-	files := 0
-	for _, kv := range []struct{ key, path string }{{"backhaul_ca_file", f.BackhaulCAFile},
-		{"backhaul_cert_file", f.BackhaulCertFile}, {"backhaul_key_file", f.BackhaulKeyFile}} {
-		if kv.path == "" {
-			continue
-		}
-		files++
-		if _, err := os.Stat(cfg.Resolve(kv.path)); err != nil {
-			c.at(s, "fleet."+kv.key, "cannot read %s: %v", kv.path, err)
-		}
-	}
+	files := c.fleetFiles(cfg, s, fleetFile{"backhaul_ca_file", f.BackhaulCAFile},
+		fleetFile{"backhaul_cert_file", f.BackhaulCertFile}, fleetFile{"backhaul_key_file", f.BackhaulKeyFile})
 	if files != 0 && files != 3 {
 		c.at(s, "fleet.backhaul_cert_file", "backhaul_ca_file, backhaul_cert_file and backhaul_key_file go together (make them with `edgeproxy fleet ca init` and `edgeproxy fleet cert issue`)")
 	}
@@ -252,4 +232,23 @@ func (c *checker) validateBackhaul(cfg *Config, s *source) {
 	if _, _, err := net.SplitHostPort(adv); err != nil {
 		c.at(s, "fleet.backhaul_advertise", "%q is not HOST:PORT: %v", adv, err)
 	}
+}
+
+// fleetFile is a [fleet] key naming a file.
+type fleetFile struct{ key, path string }
+
+// fleetFiles reports each set file that cannot be read and returns how
+// many are set.
+func (c *checker) fleetFiles(cfg *Config, s *source, files ...fleetFile) int {
+	set := 0
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		set++
+		if _, err := os.Stat(cfg.Resolve(f.path)); err != nil {
+			c.at(s, "fleet."+f.key, "cannot read %s: %v", f.path, err)
+		}
+	}
+	return set
 }
