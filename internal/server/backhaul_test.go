@@ -189,13 +189,7 @@ func TestBackhaulEdgeReachesWorkersMachine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	ws.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(ws, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	wbr := bufio.NewReader(ws)
-	wresp, err := http.ReadResponse(wbr, nil)
-	if err != nil || wresp.StatusCode != 101 {
-		t.Fatalf("websocket upgrade through the backhaul: %v %v", wresp, err)
-	}
+	wbr := wsUpgrade(t, ws)
 	ws.Write(wsFrame(0x1, []byte("hello worker")))
 	if op, payload := readWSFrame(t, wbr); op != 0x1 || string(payload) != "hello worker" {
 		t.Fatalf("websocket echo: op %d %q", op, payload)

@@ -133,18 +133,7 @@ func TestWebSocketEcho(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
-		fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", key)
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-		if resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
-			t.Fatalf("upgrade: %d %v", resp.StatusCode, resp.Header)
-		}
+		br := wsUpgrade(t, c)
 		for _, msg := range []string{"hello", strings.Repeat("x", 70000)} {
 			c.Write(wsFrame(0x1, []byte(msg)))
 			op, payload := readWSFrame(t, br)
@@ -158,6 +147,26 @@ func TestWebSocketEcho(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// wsUpgrade asks for a WebSocket to app.test's /ws on c (within 10 s),
+// checks the 101 and its accept key, and returns the reader the frames
+// then come through.
+func wsUpgrade(t *testing.T, c net.Conn) *bufio.Reader {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", key)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	if resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
+		t.Fatalf("upgrade: %d %v", resp.StatusCode, resp.Header)
+	}
+	return br
 }
 
 // wsFrame builds a masked client frame (RFC 6455 section 5.2).
