@@ -227,7 +227,7 @@ func TestRelayedRequests(t *testing.T) {
 		}
 	}
 	// Twenty requests, one connection: they share it.
-	if n := c.opts.Metrics.Open("w1"); n != 1 {
+	if n := c.opts.Metrics.connsWith("w1"); n != 1 {
 		t.Errorf("%d backhaul connections for 20 sequential requests, want 1", n)
 	}
 	req, _ := http.NewRequest("GET", "http://x/", nil)

@@ -104,8 +104,8 @@ func (m *Metrics) ended(mc *meteredConn) {
 	b[1] += out
 }
 
-// Open is how many backhaul connections to or from peer are open now.
-func (m *Metrics) Open(peer string) int {
+// connsWith is how many backhaul connections to or from peer are open.
+func (m *Metrics) connsWith(peer string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
