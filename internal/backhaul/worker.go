@@ -74,8 +74,10 @@ func NewWorker(ln net.Listener, opts WorkerOptions) *Worker {
 		// knowledge on a connection of the backhaul's own layers.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxStreams},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if bc, ok := c.(*conn); ok && opts.ConnContext != nil {
-				return opts.ConnContext(ctx, bc.peer)
+			if bc, ok := c.(*batchConn); ok && opts.ConnContext != nil {
+				if pc, ok := bc.Conn.(*conn); ok {
+					return opts.ConnContext(ctx, pc.peer)
+				}
 			}
 			return ctx
 		},
@@ -164,7 +166,7 @@ func (w *Worker) accept(raw net.Conn) {
 			// net/http closes it; its Close untracks it.
 			c.onClose = func() { w.track(raw, false) }
 			handedOff = true
-			if !w.queue.Handoff(context.Background(), c) {
+			if !w.queue.Handoff(context.Background(), newBatchConn(c)) {
 				c.Close()
 			}
 		case ProtoStream:
