@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/server"
@@ -43,7 +44,8 @@ func runProxy(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer upg.Stop()
-	srv, err := server.New(cfg, server.Options{Log: log, Version: version, Listen: upg.Listen})
+	srv, err := server.New(cfg, server.Options{Log: log, Version: version, Listen: upg.Listen,
+		TicketKeys: inheritedTicketKeys(upg, log)})
 	if err != nil {
 		return err
 	}
@@ -77,6 +79,9 @@ func runProxy(args []string, stderr io.Writer) error {
 				log.Info("SIGUSR2: starting a new process to take over")
 				go func() {
 					rejoin := srv.PrepareHandover()
+					if err := handOverTicketKeys(upg, srv.TicketKeys()); err != nil {
+						log.Warn("session ticket keys not handed over: clients resume no session at the new process", "error", err.Error())
+					}
 					if err := upg.Upgrade(); err != nil {
 						log.Error("upgrade failed; this process keeps serving", "error", err.Error())
 						if err := rejoin(); err != nil {
@@ -215,5 +220,45 @@ func runGenCert(args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s and %s for %v\n", *certOut, *keyOut, fs.Args())
+	return nil
+}
+
+// ticketKeysFile names the file an upgrade passes the session-ticket
+// keys in.
+const ticketKeysFile = "edgeproxy-ticket-keys"
+
+// handOverTicketKeys gives the process an upgrade starts the session
+// ticket keys, so the sessions of this one's clients resume there. They
+// travel in an anonymous memory file the new process inherits, never on
+// disk.
+func handOverTicketKeys(upg *tableflip.Upgrader, keys []tlsterm.TicketKey) error {
+	fd, err := unix.MemfdCreate(ticketKeysFile, unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), ticketKeysFile)
+	defer f.Close()
+	if _, err := f.Write(tlsterm.MarshalTicketKeys(keys)); err != nil {
+		return err
+	}
+	return upg.Fds.AddFile(ticketKeysFile, f)
+}
+
+// inheritedTicketKeys are the keys of the process this one takes over
+// from, if it handed any over.
+func inheritedTicketKeys(upg *tableflip.Upgrader, log *slog.Logger) []tlsterm.TicketKey {
+	f, err := upg.Fds.File(ticketKeysFile)
+	if f == nil || err != nil {
+		return nil
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<20))
+	if err == nil {
+		var keys []tlsterm.TicketKey
+		if keys, err = tlsterm.ParseTicketKeys(b); err == nil {
+			return keys
+		}
+	}
+	log.Warn("session ticket keys of the previous process unreadable: its clients' sessions do not resume here", "error", err.Error())
 	return nil
 }

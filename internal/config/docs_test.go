@@ -33,6 +33,8 @@ var documentedDefaults = map[string]struct {
 	"DefaultConnectAttempts":       {"connect_attempts", DefaultConnectAttempts},
 	"DefaultQueueTimeout":          {"queue_timeout", DefaultQueueTimeout},
 	"DefaultHandshakeTimeout":      {"handshake_timeout", DefaultHandshakeTimeout},
+	"DefaultTicketRotation":        {"session_ticket_rotation", DefaultTicketRotation},
+	"DefaultTicketLifetime":        {"session_ticket_lifetime", DefaultTicketLifetime},
 	"DefaultIdleTimeout":           {"idle_timeout", DefaultIdleTimeout},
 	"DefaultResponseHeaderTimeout": {"response_header_timeout", DefaultResponseHeaderTimeout},
 	"DefaultMaxHeaderBytes":        {"max_header_bytes", DefaultMaxHeaderBytes},

@@ -67,6 +67,12 @@ type Proxy struct {
 	// HandshakeTimeout bounds the TLS handshake and the wait for the first
 	// request bytes.
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// SessionTicketRotation is how often a new key starts encrypting TLS
+	// session tickets; SessionTicketLifetime how long a ticket resumes.
+	// A key is forgotten once its last ticket expires, which bounds how
+	// long a recorded session stays decryptable with a stolen key.
+	SessionTicketRotation Duration `toml:"session_ticket_rotation"`
+	SessionTicketLifetime Duration `toml:"session_ticket_lifetime"`
 	// IdleTimeout closes raw TCP connections with no traffic either way
 	// and HTTP keep-alive connections with no request.
 	IdleTimeout Duration `toml:"idle_timeout"`

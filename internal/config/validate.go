@@ -24,6 +24,8 @@ const (
 	DefaultConnectAttempts       = 3
 	DefaultQueueTimeout          = 2 * time.Second
 	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultTicketRotation        = time.Hour
+	DefaultTicketLifetime        = 24 * time.Hour
 	DefaultIdleTimeout           = 60 * time.Second
 	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultMaxHeaderBytes        = 64 << 10
@@ -94,6 +96,8 @@ func applyDefaults(c *Config) {
 	setDur(&p.QueueTimeout, DefaultQueueTimeout)
 	setDur(&p.AutostopInterval, DefaultAutostopInterval)
 	setDur(&p.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDur(&p.SessionTicketRotation, DefaultTicketRotation)
+	setDur(&p.SessionTicketLifetime, DefaultTicketLifetime)
 	setDur(&p.IdleTimeout, DefaultIdleTimeout)
 	setDur(&p.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	if p.ConnectAttempts == 0 {

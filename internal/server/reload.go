@@ -178,6 +178,7 @@ func fleetIndex(cfg *config.Config, fromFile int) map[string]int {
 func (s *Server) install(old, rt *Runtime, source, path string) error {
 	cfg := rt.Config
 	s.warnRestartOnly(old.Config, cfg)
+	s.tickets.SetPeriods(cfg.Proxy.SessionTicketRotation.D(), cfg.Proxy.SessionTicketLifetime.D())
 
 	// Open new ports first: a port that cannot be bound fails the reload
 	// before anything changed.

@@ -63,6 +63,7 @@ type Runtime struct {
 	identity *backhaul.Identity
 
 	selfSigned *tlsterm.SelfSigner
+	tickets    *tlsterm.Tickets
 	tlsConfigs sync.Map // tlsKey -> *tls.Config
 	baseTLSs   sync.Map // *route.Port -> *tls.Config
 }
@@ -72,6 +73,9 @@ type Deps struct {
 	Log        *slog.Logger
 	Pools      *httpproxy.Pools
 	SelfSigned *tlsterm.SelfSigner
+	// Tickets are the node's session-ticket keys (nil: keys of this
+	// runtime's own).
+	Tickets *tlsterm.Tickets
 	// Intn breaks balancing ties; nil uses math/rand/v2.
 	Intn func(int) int
 	// GuardStats collects the progress guard's counters.
@@ -188,6 +192,10 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 	if selfSigned == nil {
 		selfSigned = tlsterm.NewSelfSigner()
 	}
+	tickets := d.Tickets
+	if tickets == nil {
+		tickets = tlsterm.NewTickets(cfg.Proxy.SessionTicketRotation.D(), cfg.Proxy.SessionTicketLifetime.D(), nil)
+	}
 	limits := guardLimits(cfg)
 	stats := d.GuardStats
 	if stats == nil {
@@ -224,6 +232,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		guardLimits:  limits,
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
 		selfSigned:   selfSigned,
+		tickets:      tickets,
 		identity:     id,
 	}, nil
 }
@@ -257,10 +266,11 @@ func certProblems(cfg *config.Config, err error) error {
 	return &config.Error{Problems: out}
 }
 
-// baseTLS is the long-lived handshake config of a port. Session tickets
-// resume only across connections that share a base config's ticket keys,
-// so it is built once per port, with keys shared by every runtime.
-func (rt *Runtime) baseTLS(pr *route.Port, keys [][32]byte) *tls.Config {
+// baseTLS is the handshake config of a port: it chooses the app and its
+// config per ClientHello. Session tickets are the node's (tlsterm.Tickets
+// on each chosen config), so they resume across ports, runtimes and
+// processes.
+func (rt *Runtime) baseTLS(pr *route.Port) *tls.Config {
 	if c, ok := rt.baseTLSs.Load(pr); ok {
 		return c.(*tls.Config)
 	}
@@ -277,9 +287,6 @@ func (rt *Runtime) baseTLS(pr *route.Port, keys [][32]byte) *tls.Config {
 			}
 			return cfg, err
 		},
-	}
-	if len(keys) > 0 {
-		c.SetSessionTicketKeys(keys)
 	}
 	actual, _ := rt.baseTLSs.LoadOrStore(pr, c)
 	return actual.(*tls.Config)
@@ -319,6 +326,7 @@ func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, erro
 		return c.(*tls.Config), nil
 	}
 	c := tlsterm.ServerConfig(cert, entry.TLS.ALPN, entry.TLS.MinVersion, entry.TLS.MaxVersion)
+	rt.tickets.Apply(c)
 	actual, _ := rt.tlsConfigs.LoadOrStore(key, c)
 	return actual.(*tls.Config), nil
 }

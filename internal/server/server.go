@@ -7,7 +7,6 @@ package server
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -94,9 +93,11 @@ type Server struct {
 	accessLog      *slog.Logger
 	closeAccessLog func() error
 	wrapWire       func(net.Conn) net.Conn
-	// ticketKeys encrypt TLS session tickets; shared by every runtime so
-	// sessions resume across reloads.
-	ticketKeys [][32]byte
+	// tickets encrypt TLS session tickets; shared by every runtime so
+	// sessions resume across reloads, and rotated by rotateTickets.
+	tickets  *tlsterm.Tickets
+	stop     chan struct{} // closed by Close
+	stopOnce sync.Once
 
 	// Shared state every runtime uses: admission counts, the guard's and
 	// the meter's accumulators, and the metrics that export them.
@@ -150,6 +151,9 @@ type Options struct {
 	// and health checks), so tests can put machines in fake regions with
 	// injected round-trip times.
 	TestDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TicketKeys are the session-ticket keys of the process this one
+	// takes over from (an upgrade), so its clients' sessions resume here.
+	TicketKeys []tlsterm.TicketKey
 }
 
 // New builds a server for a loaded config without opening any socket.
@@ -209,12 +213,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	var key [32]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return nil, err
-	}
-	s.ticketKeys = [][32]byte{key}
-	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Intn: o.Intn, GuardStats: s.guardStats,
+	s.tickets = tlsterm.NewTickets(p.SessionTicketRotation.D(), p.SessionTicketLifetime.D(), nil, o.TicketKeys...)
+	s.stop = make(chan struct{})
+	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Tickets: s.tickets, Intn: o.Intn, GuardStats: s.guardStats,
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
 	hopts := health.Options{Log: log, Metrics: s.metrics, Dial: upstreamDial(cfg, o.TestDial),
 		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }}
@@ -247,6 +248,7 @@ func (s *Server) Catalog() *catalog.Snapshot { return s.runtime().Snap }
 // serving. It returns once all listeners are bound, or the first bind
 // error (closing what it opened).
 func (s *Server) Start() error {
+	s.wg.Go(s.rotateTickets)
 	rt := s.runtime()
 	if rt.Config.Fleet != nil {
 		rt = s.fromFleetCache(rt)
@@ -415,6 +417,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // Close stops accepting, closes every connection and waits for all
 // goroutines the server started. (Graceful drain comes with reloads.)
 func (s *Server) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	// The fleet first: a catalog applied while closing would open ports.
 	if n := s.fleet.Swap(nil); n != nil {
 		n.close()
@@ -533,3 +536,24 @@ func (s *Server) machineStats() []telemetry.MachineStat {
 	}
 	return out
 }
+
+// rotateTickets starts new session-ticket keys and forgets expired ones,
+// on the clock: an idle proxy must forget old keys too.
+func (s *Server) rotateTickets() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if s.tickets.Rotate() {
+				s.log.Debug("session ticket keys rotated", "keys", len(s.tickets.Keys()))
+			}
+		}
+	}
+}
+
+// TicketKeys are the session-ticket keys now, for the process an
+// upgrade hands over to.
+func (s *Server) TicketKeys() []tlsterm.TicketKey { return s.tickets.Keys() }

@@ -264,7 +264,7 @@ func (c *conn) answerHTTPError(reason string, code perr.Code) {
 // server name, and returns the app service or nil (refused; an unknown
 // name or a name without certificate ends with an alert, not a hang).
 func (c *conn) terminateTLS() *catalog.Port {
-	tc := tls.Server(c.top, c.rt.baseTLS(c.pr, c.s.ticketKeys))
+	tc := tls.Server(c.top, c.rt.baseTLS(c.pr))
 	var refused error // why GetConfigForClient refused the name, if it did
 	ctx, cancel := context.WithDeadline(context.WithValue(context.Background(), nameRefusalKey{}, &refused),
 		c.handshakeDeadline())

@@ -4,10 +4,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -58,4 +60,27 @@ func writePEM(dir, pattern, typ string, der []byte) (string, error) {
 		return "", errors.Join(err, os.Remove(f.Name()))
 	}
 	return f.Name(), nil
+}
+
+// AnyNameCache is a TLS client session cache that offers the one session
+// it holds for any server name: a client resuming a session under
+// another name than it began it under, which tests use to check that a
+// server refuses that (RFC 6066 §3).
+type AnyNameCache struct {
+	mu sync.Mutex
+	cs *tls.ClientSessionState
+}
+
+func (c *AnyNameCache) Get(string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cs, c.cs != nil
+}
+
+func (c *AnyNameCache) Put(_ string, cs *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cs != nil {
+		c.cs = cs
+	}
 }

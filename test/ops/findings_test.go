@@ -6,6 +6,9 @@ package ops_test
 // without the steady load, so a failure names one behaviour.
 
 import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -104,5 +107,42 @@ func TestReloadReachesKeepAliveConnections(t *testing.T) {
 	}
 	if status != "404 Not Found PR05" {
 		t.Errorf("on a keep-alive connection opened before the reload, the removed name beta-1.test still routes: %s, want 404 PR05", status)
+	}
+}
+
+// TestSessionsResumeAcrossUpgrade: the session-ticket keys move to the
+// new process on "edgeproxy upgrade", so a client's session resumes
+// there instead of paying for a full handshake on every connection
+// after each deploy.
+func TestSessionsResumeAcrossUpgrade(t *testing.T) {
+	e := startEnv(t, variant{})
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cache := tls.NewLRUClientSessionCache(4)
+		connect := func() bool {
+			t.Helper()
+			c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(e.ports.p443), &tls.Config{ServerName: "alpha.test",
+				InsecureSkipVerify: true, MaxVersion: version, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatalf("%s: %v", tls.VersionName(version), err)
+			}
+			defer c.Close()
+			// A request and its answer: TLS 1.3's ticket comes after the
+			// handshake.
+			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("%s: %v", tls.VersionName(version), err)
+			}
+			resp.Body.Close()
+			return c.ConnectionState().DidResume
+		}
+		connect()
+		if !connect() {
+			t.Fatalf("%s: a session did not resume at the same process", tls.VersionName(version))
+		}
+		e.upgrade()
+		if !connect() {
+			t.Errorf("%s: a session did not resume at the process that took over", tls.VersionName(version))
+		}
 	}
 }

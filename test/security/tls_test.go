@@ -148,10 +148,8 @@ func TestTLSTrailingDotSNI(t *testing.T) {
 	}
 }
 
-func TestTLSUnknownSNIAlert(t *testing.T) {
-	rec := startRecorder(t, func(c *recConn) { io.Copy(io.Discard, c) })
-	// A second app on 443, so that names are told apart and some are unknown.
-	env := startProxy(t, withApps(withProxy(""), `
+// otherApp is a second app on 443, so that names are told apart.
+const otherApp = `
 [[apps]]
 name = "other"
 hostnames = ["other.test"]
@@ -163,7 +161,12 @@ hostnames = ["other.test"]
   id = "o1"
   address = "127.0.0.1"
   ports = { 8080 = MACHINE_PORT }
-`), rec.Port())
+`
+
+func TestTLSUnknownSNIAlert(t *testing.T) {
+	rec := startRecorder(t, func(c *recConn) { io.Copy(io.Discard, c) })
+	// A second app on 443, so that names are told apart and some are unknown.
+	env := startProxy(t, withApps(withProxy(""), otherApp), rec.Port())
 	for _, sni := range []string{"nope.test", ""} {
 		t.Run("sni="+sni, func(t *testing.T) {
 			typ, desc := helloAnswer(t, env.tlsAddr, buildHello(helloSpec{sni: sni}))
@@ -429,4 +432,46 @@ func answerString(typ, desc byte) string {
 		return fmt.Sprintf("alert %d", desc)
 	}
 	return fmt.Sprintf("a record of type %d (%d)", typ, desc)
+}
+
+// A session begun with one app must not resume at another (RFC 6066 §3):
+// a resumption skips the certificate, so the client would talk to an app
+// it never authenticated. TLS 1.2 resumed it before tickets were bound to
+// their name.
+func TestTLSResumptionUnderAnotherName(t *testing.T) {
+	rec := startRecorder(t, serveEach(func(c *recConn, req *http.Request, body []byte) bool {
+		_, err := io.WriteString(c, okResponse("ok"))
+		return err == nil
+	}))
+	env := startProxy(t, withApps(withProxy(""), otherApp), rec.Port())
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			for _, tc := range []struct {
+				second     string
+				wantResume bool
+			}{{"sec.test", true}, {"other.test", false}} {
+				cache := &tlsterm.AnyNameCache{}
+				for i, name := range []string{"sec.test", tc.second} {
+					c, err := tls.Dial("tcp", env.tlsAddr, &tls.Config{ServerName: name, InsecureSkipVerify: true,
+						MaxVersion: version, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+					if err != nil {
+						t.Fatalf("connection %d (%s): %v", i, name, err)
+					}
+					// A request and its answer: TLS 1.3's ticket arrives
+					// after the handshake.
+					fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", name)
+					resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+					if err != nil {
+						t.Fatalf("connection %d (%s): %v", i, name, err)
+					}
+					resp.Body.Close()
+					resumed := c.ConnectionState().DidResume
+					c.Close()
+					if i == 1 && resumed != tc.wantResume {
+						t.Errorf("a session begun under sec.test, offered under %s: resumed %v, want %v", name, resumed, tc.wantResume)
+					}
+				}
+			}
+		})
+	}
 }
