@@ -86,6 +86,9 @@ var documentedDefaults = map[string]struct {
 	"DefaultFleetListen":           {"listen", DefaultFleetListen},
 	"DefaultFleetRole":             {"role", DefaultFleetRole},
 	"DefaultFleetDir":              {"data_dir", DefaultFleetDir},
+	"DefaultACMEDirectory":         {"directory", DefaultACMEDirectory},
+	"DefaultACMEStorageDir":        {"storage_dir", DefaultACMEStorageDir},
+	"DefaultACMERenewCheck":        {"renew_check_interval", DefaultACMERenewCheck},
 }
 
 // literalDefaults are defaults applyDefaults writes without a named

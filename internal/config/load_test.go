@@ -198,6 +198,12 @@ name = "other"
 			"fleet.backhaul_advertise", 3, "names no address edges can dial"},
 		{"bad upstream_bind", "[proxy]\nupstream_bind = \"here\"\n" + minimal, "proxy.upstream_bind", 2, "not an IP address"},
 		{"tripwire max_files negative", "[tripwire]\nmax_files = -1\n" + minimal, "tripwire.max_files", 2, "at least 1, got -1"},
+		{"acme directory not a URL", "[acme]\ndirectory = \"letsencrypt\"\n" + minimal, "acme.directory", 2, "not an ACME directory URL"},
+		{"acme dns-01", "[acme]\nchallenges = [\"dns-01\"]\n" + minimal, "acme.challenges", 2, "dns-01 is not supported"},
+		{"acme unknown challenge", "[acme]\nchallenges = [\"tls-sni-01\"]\n" + minimal, "acme.challenges", 2, "not a challenge type"},
+		{"acme no challenge", "[acme]\nchallenges = []\n" + minimal, "acme.challenges", 2, "names no challenge"},
+		{"acme roots unreadable", "[acme]\ntrusted_roots_file = \"nope.pem\"\n" + minimal, "acme.trusted_roots_file", 2, "cannot read"},
+		{"acme wildcard without a file", "[acme]\n" + appWith(`"*.example.com"`, ""), "apps[0].hostnames", 5, "ACME cannot issue wildcard names"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

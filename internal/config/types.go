@@ -18,7 +18,10 @@ type Config struct {
 	Tracing       Tracing       `toml:"tracing"`
 	Tripwire      Tripwire      `toml:"tripwire"`
 	Certificates  []Certificate `toml:"certificates"`
-	Apps          []App         `toml:"apps"`
+	// ACME, when present, obtains and renews certificates for the apps'
+	// hostnames that no [[certificates]] file covers.
+	ACME *ACME `toml:"acme"`
+	Apps []App `toml:"apps"`
 	// Fleet, when present, joins this node to a fleet whose apps and
 	// machines come from a shared catalog on NATS JetStream, added to
 	// the apps of this file.
@@ -218,6 +221,26 @@ type Admin struct {
 	// Token is the bearer token; TokenFile reads it from a file.
 	Token     string `toml:"token"`
 	TokenFile string `toml:"token_file"`
+}
+
+// ACME is the [acme] table: certificates from an ACME CA.
+type ACME struct {
+	// Email is the account's contact address (the CA's expiry notices).
+	Email string `toml:"email"`
+	// Directory is the CA's ACME directory URL.
+	Directory string `toml:"directory"`
+	// TrustedRootsFile adds PEM roots to trust for the CA's own HTTPS
+	// (a private CA, a test CA).
+	TrustedRootsFile string `toml:"trusted_roots_file"`
+	// Challenges are the challenge types to use, of "tls-alpn-01" and
+	// "http-01".
+	Challenges []string `toml:"challenges"`
+	// StorageDir holds the account, keys and certificates; relative to
+	// the config file. With a [fleet], the fleet's NATS holds them.
+	StorageDir string `toml:"storage_dir"`
+	// RenewCheckInterval is how often certificates are checked for
+	// renewal (and OCSP staples refreshed).
+	RenewCheckInterval Duration `toml:"renew_check_interval"`
 }
 
 // Certificate is one [[certificates]] entry.

@@ -231,6 +231,7 @@ func (c *checker) validate(cfg *Config, srcs map[int]*source) {
 		c.at(main, "apps", "no [[apps]] configured: edgeproxy would serve nothing")
 	}
 	c.validateFleet(cfg, main)
+	c.validateACME(cfg, main)
 	c.validateApps(cfg, srcs)
 }
 
@@ -254,6 +255,7 @@ func (c *checker) validateApps(cfg *Config, srcs map[int]*source) {
 		c.validateApp(a, key, srcs[i], main)
 	}
 	c.validatePorts(cfg, srcs)
+	c.validateCoverage(cfg, srcs)
 }
 
 // certificate checks one [[certificates]] entry, contents included, so

@@ -57,6 +57,9 @@ type Env struct {
 	// Relay sends requests for machines other nodes run to their worker
 	// (nil: every machine is reached from here).
 	Relay Relayer
+	// Challenge answers an ACME HTTP-01 validation (host, path) with the
+	// key authorization, or reports it is none (nil: no ACME).
+	Challenge func(ctx context.Context, host, path string) ([]byte, bool)
 }
 
 // Conn describes the client connection requests arrive on.

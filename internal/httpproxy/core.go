@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -256,11 +257,35 @@ func (h *Handler) route(x *Exchange) (answered bool, err error) {
 			return false, perr.New(perr.AppConnLimit, err)
 		}
 	}
+	if !c.TLS && x.env.Challenge != nil && x.acmeChallenge() {
+		return true, nil
+	}
 	if entry.ForceHTTPS && !c.TLS {
 		x.redirectHTTPS(x.hostString())
 		return true, nil
 	}
 	return false, nil
+}
+
+// acmeChallenge answers an ACME HTTP-01 validation for one of the apps'
+// hostnames, before any force_https redirect (the CA follows none to a
+// port whose certificate it is about to issue).
+func (x *Exchange) acmeChallenge() bool {
+	const prefix = "/.well-known/acme-challenge/"
+	target := x.Req.Bytes(x.Req.Target)
+	if !bytes.HasPrefix(target, []byte(prefix)) {
+		return false
+	}
+	body, ok := x.env.Challenge(x.Ctx, x.hostString(), string(target))
+	if !ok {
+		return false
+	}
+	fields := make([]byte, 0, 128)
+	fields = append(fields, "Content-Type: text/plain\r\n"...)
+	fields = h1.AppendField(fields, fieldRequestID, x.id)
+	fields = x.h.dates.appendField(fields, x.start)
+	x.answer(200, fields, body)
+	return true
 }
 
 // hostString is the request's Host. Routing looks it up in maps keyed by

@@ -51,6 +51,7 @@ const (
 	BodyReadFailed         Code = "PU05"
 	TLSHandshakeFailed     Code = "PT01"
 	NoCertificate          Code = "PT05"
+	CertificateNotIssued   Code = "PT08"
 	AppConnLimit           Code = "PL01"
 	QueueTimeout           Code = "PL02"
 	ReplayBodyTooLarge     Code = "PA01"
@@ -243,6 +244,11 @@ var registry = map[Code]Info{
 		Source: SourceClient,
 		Msg:    "no valid tls certificate was found for SNI",
 		Hint:   "add a certificate for this hostname, or set tls_options.default_self_signed; the handshake is refused with alert 112 (unrecognized_name)",
+	},
+	CertificateNotIssued: {
+		Source: SourceInternal,
+		Msg:    "acme certificate not obtained or renewed",
+		Hint:   "the log line carries the CA's problem type and detail: usually a challenge the CA could not complete (DNS not pointing at this proxy, ports 80 and 443 not reaching it) or a rate limit; edgeproxy retries with backoff, and a certificate already in hand keeps serving until it expires",
 	},
 	AppConnLimit: {
 		Source: SourceInternal, Status: http.StatusServiceUnavailable,

@@ -88,7 +88,7 @@ func TestExportedCodesRegistered(t *testing.T) {
 		InstanceRefused, ConnectTimeout, InstanceClosed, ConnectFailed, MachineUnreachable,
 		MachineStartFailed, MachineStartTimeout, MachineDriverFailed,
 		ResponseTimeout, MalformedResponse, BodyReadFailed,
-		TLSHandshakeFailed, NoCertificate, AppConnLimit, QueueTimeout,
+		TLSHandshakeFailed, NoCertificate, CertificateNotIssued, AppConnLimit, QueueTimeout,
 		ReplayBodyTooLarge, TooManyReplays, RequestLineTooLong, RequestBodyTooSlow, ClientNotReading, HTTP2Flood, ExpectationFailed,
 		WorkerUnreachable, WorkerRefused, BackhaulProtocol, BackhaulBroken, NotFleetMember,
 	}

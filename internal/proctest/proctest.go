@@ -36,6 +36,15 @@ const buildTimeout = 5 * time.Minute
 // GOTOOLCHAIN included, is inherited unchanged, so the binary is built
 // with the toolchain the tests were built with.
 func Build(ctx context.Context) (path string, cleanup func(), err error) {
+	return BuildProgram(ctx, "./cmd/edgeproxy", "edgeproxy")
+}
+
+// BuildProgram compiles the main package pkg (a path in this module, or a
+// module this one requires, such as a tool of go.mod's tool block) into a
+// new temporary directory as name, as Build does: the suites' real
+// servers (NATS, pebble) come from the module proxy at the versions
+// go.mod names, with nothing to install.
+func BuildProgram(ctx context.Context, pkg, name string) (path string, cleanup func(), err error) {
 	cleanup = func() {}
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
@@ -50,8 +59,8 @@ func Build(ctx context.Context) (path string, cleanup func(), err error) {
 		return "", cleanup, err
 	}
 	cleanup = func() { os.RemoveAll(dir) }
-	out := filepath.Join(dir, "edgeproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/edgeproxy")
+	out := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", cleanup, fmt.Errorf("go build: %v\n%s", err, b)

@@ -208,6 +208,7 @@ func (s *Server) install(old, rt *Runtime, source, path string) error {
 	s.mu.Unlock()
 
 	s.rt.Store(rt)
+	s.manageCerts(rt)
 	s.health.ReconcileApps(rt.Snap, rt.changed)
 	if s.lifeStarted {
 		s.syncLifecycle(rt)

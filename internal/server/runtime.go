@@ -9,9 +9,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/acme"
 	"github.com/edgeproxy/edgeproxy/internal/backhaul"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
@@ -64,6 +66,7 @@ type Runtime struct {
 
 	selfSigned *tlsterm.SelfSigner
 	tickets    *tlsterm.Tickets
+	acme       *acme.Manager
 	tlsConfigs sync.Map // tlsKey -> *tls.Config
 	baseTLSs   sync.Map // *route.Port -> *tls.Config
 }
@@ -76,6 +79,8 @@ type Deps struct {
 	// Tickets are the node's session-ticket keys (nil: keys of this
 	// runtime's own).
 	Tickets *tlsterm.Tickets
+	// ACME is the node's ACME manager (nil: no [acme]).
+	ACME *acme.Manager
 	// Intn breaks balancing ties; nil uses math/rand/v2.
 	Intn func(int) int
 	// GuardStats collects the progress guard's counters.
@@ -210,6 +215,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 	}
 	env := &httpproxy.Env{Region: p.Region, HTTPSPort: p.LocalPort(443), Dialer: dialer, Log: d.Log, Pools: d.Pools,
 		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap, Relay: d.Relay,
+		Challenge:   httpChallenge(d.ACME),
 		BodyTimeout: p.BodyTimeout.D(), BodyMinBytes: int64(p.BodyMinBytes),
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
@@ -233,6 +239,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		proxyTrusted: cfg.ProxyProtocol.Prefixes(),
 		selfSigned:   selfSigned,
 		tickets:      tickets,
+		acme:         d.ACME,
 		identity:     id,
 	}, nil
 }
@@ -276,6 +283,9 @@ func (rt *Runtime) baseTLS(pr *route.Port) *tls.Config {
 	}
 	c := &tls.Config{
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if c := rt.acmeChallenge(hello); c != nil {
+				return c, nil
+			}
 			name := tlsterm.SNIHost(hello.ServerName)
 			entry := pr.Lookup(name)
 			if entry == nil {
@@ -295,19 +305,29 @@ func (rt *Runtime) baseTLS(pr *route.Port) *tls.Config {
 type tlsKey struct {
 	entry *catalog.Port
 	cert  *tls.Certificate
+	acme  string // the name an ACME certificate serves
 }
 
 // tlsConfig chooses the certificate for a server name on an app's port and
 // returns the handshake config, cached per (port entry, certificate) so a
 // handshake does not rebuild it.
 func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, error) {
+	// A file's certificate first, then ACME's, then self-signed.
 	cert := rt.Certs.Lookup(sni)
+	if cert == nil {
+		if c := rt.acmeConfig(strings.ToLower(sni), entry); c != nil {
+			return c, nil
+		}
+	}
 	if cert == nil && sni == "" {
 		// Clients that send no SNI (IP literals, old tools) get the
 		// certificate of the app's first hostname that has one.
 		for _, h := range entry.Service.App.Hostnames {
 			if cert = rt.Certs.Lookup(h); cert != nil {
 				break
+			}
+			if c := rt.acmeConfig(strings.ToLower(h), entry); c != nil {
+				return c, nil
 			}
 		}
 	}
@@ -321,7 +341,7 @@ func (rt *Runtime) tlsConfig(sni string, entry *catalog.Port) (*tls.Config, erro
 	if cert == nil {
 		return nil, perr.New(perr.NoCertificate, fmt.Errorf("sni %q", sni))
 	}
-	key := tlsKey{entry, cert}
+	key := tlsKey{entry: entry, cert: cert}
 	if c, ok := rt.tlsConfigs.Load(key); ok {
 		return c.(*tls.Config), nil
 	}

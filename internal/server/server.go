@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeproxy/edgeproxy/internal/acme"
 	"github.com/edgeproxy/edgeproxy/internal/admin"
 	"github.com/edgeproxy/edgeproxy/internal/balance"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
@@ -95,9 +96,13 @@ type Server struct {
 	wrapWire       func(net.Conn) net.Conn
 	// tickets encrypt TLS session tickets; shared by every runtime so
 	// sessions resume across reloads, and rotated by rotateTickets.
-	tickets  *tlsterm.Tickets
-	stop     chan struct{} // closed by Close
-	stopOnce sync.Once
+	tickets *tlsterm.Tickets
+	// acme obtains and renews certificates ([acme]; nil without); it
+	// manages names once startACME knows the challenge ports.
+	acme        *acme.Manager
+	acmeStarted atomic.Bool
+	stop        chan struct{} // closed by Close
+	stopOnce    sync.Once
 
 	// Shared state every runtime uses: admission counts, the guard's and
 	// the meter's accumulators, and the metrics that export them.
@@ -188,6 +193,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.version = cmp.Or(o.Version, "dev")
 	s.metrics.SetMachines(s.machineStats)
+	s.metrics.SetCertificates(s.certStats)
 	s.wrapWire = o.TestWrapWire
 	s.listen = o.Listen
 	if s.listen == nil {
@@ -215,7 +221,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.tickets = tlsterm.NewTickets(p.SessionTicketRotation.D(), p.SessionTicketLifetime.D(), nil, o.TicketKeys...)
 	s.stop = make(chan struct{})
-	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Tickets: s.tickets, Intn: o.Intn, GuardStats: s.guardStats,
+	if s.acme, err = newACME(s, cfg); err != nil {
+		return nil, err
+	}
+	s.deps = Deps{Log: log, Pools: pools, SelfSigned: tlsterm.NewSelfSigner(), Tickets: s.tickets, ACME: s.acme, Intn: o.Intn, GuardStats: s.guardStats,
 		Metrics: s.metrics, AccessLog: s.accessLog, Tracing: s.tracing, Dial: o.TestDial}
 	hopts := health.Options{Log: log, Metrics: s.metrics, Dial: upstreamDial(cfg, o.TestDial),
 		Connected: func(region string, took time.Duration) { s.runtime().observeRTT(region, took) }}
@@ -283,6 +292,7 @@ func (s *Server) Start() error {
 		}
 		s.addPort(rt, public, ln)
 	}
+	s.startACME(rt)
 	s.reloadMu.Lock()
 	s.portsBound = true
 	pending := s.lifePending
@@ -450,6 +460,9 @@ func (s *Server) Close() error {
 	}
 	if s.bh != nil {
 		s.bh.close()
+	}
+	if s.acme != nil {
+		s.acme.Close()
 	}
 	s.wg.Wait()
 	s.pools.Close()

@@ -48,6 +48,7 @@ type Metrics struct {
 	RegionRTT               *prometheus.GaugeVec
 	TripwireTrips           prometheus.Counter
 	ConfigReloads           *prometheus.CounterVec
+	ACMEOrders              *prometheus.CounterVec
 	AdminUnauthorized       prometheus.Counter
 	BuildInfo               *prometheus.GaugeVec
 
@@ -138,6 +139,45 @@ func (f backhaulCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// CertStat is one name's certificate: where it came from and when it
+// expires.
+type CertStat struct {
+	Name, Source string
+	NotAfter     time.Time
+}
+
+var (
+	certsDesc = prometheus.NewDesc(Certificates, "Names with a certificate in hand, by source (file: [[certificates]]; acme: obtained from the ACME CA).",
+		[]string{"source"}, nil)
+	certExpiryDesc = prometheus.NewDesc(CertificateExpiry, "Seconds until the certificate serving a name expires (negative once it has), by name and source.",
+		[]string{"name", "source"}, nil)
+)
+
+// SetCertificates installs the function that lists the certificates at
+// scrape time.
+func (m *Metrics) SetCertificates(list func() []CertStat) {
+	m.Registry.MustRegister(certCollector(list))
+}
+
+type certCollector func() []CertStat
+
+func (certCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- certsDesc
+	ch <- certExpiryDesc
+}
+
+func (f certCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	count := map[string]int{"file": 0, "acme": 0}
+	for _, st := range f() {
+		count[st.Source]++
+		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, st.NotAfter.Sub(now).Seconds(), st.Name, st.Source)
+	}
+	for source, n := range count {
+		ch <- prometheus.MustNewConstMetric(certsDesc, prometheus.GaugeValue, float64(n), source)
+	}
+}
+
 // SetMachines installs the function that lists machine loads at scrape
 // time (the server's current runtime).
 func (m *Metrics) SetMachines(list func() []MachineStat) { m.machines.list.Store(&list) }
@@ -206,6 +246,8 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Estimated round-trip time from this edge to a region, as used to rank regions (region_rtt refined by connect times), by region."}, []string{"region"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ConfigReloads,
 			Help: "Config reloads, by result (a failed reload leaves the running config in force)."}, []string{"result"}),
+		ACMEOrders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ACMEOrders,
+			Help: "ACME certificate issuances and renewals, by kind (issue, renew) and result (ok, error); a failure is retried with backoff."}, []string{"kind", "result"}),
 		TripwireTrips: prometheus.NewCounter(prometheus.CounterOpts{Name: TripwireTrips,
 			Help: "Times the CPU tripwire fired (each capture, including one the profiler refused: see the log line)."}),
 		AdminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{Name: AdminUnauthorized,
@@ -217,7 +259,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods, m.FleetUpdates,
 		m.MachineStarts, m.MachineStartDuration, m.MachineStops, m.StartWaits, m.StartWaiting,
 		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
-		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
+		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.ACMEOrders, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)
 	return m

@@ -86,6 +86,11 @@ const (
 	// Regions.
 	RegionRTT = "edgeproxy_region_rtt_seconds" // {region}
 
+	// Certificates.
+	Certificates      = "edgeproxy_certificates"               // {source}: file, acme: certificates in hand
+	CertificateExpiry = "edgeproxy_certificate_expiry_seconds" // {name, source}: seconds until the certificate serving name expires
+	ACMEOrders        = "edgeproxy_acme_orders_total"          // {kind, result}: issue, renew; ok, error
+
 	// Config reloads.
 	ConfigReloads = "edgeproxy_config_reloads_total" // {result}: ok, failed
 

@@ -14,5 +14,7 @@
 // *tls.Config) or internally synchronised (SelfSigner), so a reload builds a
 // new Store and swaps it without coordinating with handshakes in flight.
 //
-// ACME issuance will live here too; it is not written yet.
+// Certificates from an ACME CA are internal/acme's; the server asks it
+// between the store and the self-signed fallback. Session tickets are
+// Tickets': rotated keys, bound to the name they were issued under.
 package tlsterm

@@ -4,10 +4,7 @@ package fleet_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,20 +24,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "edgeproxy-fleet-nats-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	// The NATS server edgeproxy embeds, as its own program: the same
 	// version, nothing to install.
-	natsBin = filepath.Join(dir, "nats-server")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		natsErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-	}
+	path, cleanup, err := proctest.BuildProgram(context.Background(), "github.com/nats-io/nats-server/v2", "nats-server")
+	defer cleanup()
+	natsBin, natsErr = path, err
 	return bin.Main(m, "fleet", true)
 }
 
