@@ -276,8 +276,12 @@ func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) WriteHeader(status int)      { r.status = status }
 func (r *recorder) Write(p []byte) (int, error) { r.body = append(r.body, p...); return len(p), nil }
 
-// Close stops renewals and maintenance.
+// Close stops renewals and maintenance, and the storage's own work (a
+// fleet storage's lock renewals).
 func (m *Manager) Close() {
 	m.cancel()
 	m.cache.Stop()
+	if c, ok := m.opts.Storage.(interface{ Close() }); ok {
+		c.Close()
+	}
 }

@@ -56,6 +56,32 @@ func (s *Store) Lease(ctx context.Context, key, holder string, ttl time.Duration
 	return leaseResult(err)
 }
 
+// Release gives up lease key if holder has it (a lease held by another
+// node, or expired and taken, is left alone).
+func (s *Store) Release(ctx context.Context, key, holder string) error {
+	kv, err := s.bucket(ctx, BucketLeases)
+	if err != nil {
+		return err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var cur leaseRecord
+	if json.Unmarshal(e.Value(), &cur) != nil || cur.Holder != holder {
+		return nil
+	}
+	err = kv.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+	if _, lost := leaseResult(err); lost == nil && err != nil {
+		// Renewed or taken since the read: not ours to delete any more.
+		return nil
+	}
+	return err
+}
+
 // leaseResult reads a create or update: a revision conflict means another
 // node took the lease first, which is an answer, not an error.
 func leaseResult(err error) (bool, error) {

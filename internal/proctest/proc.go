@@ -85,6 +85,13 @@ func (p *Proc) Stop(grace time.Duration) error {
 			select {
 			case <-p.done:
 			case <-timer.C:
+				// Stuck: SIGQUIT makes a Go program print every
+				// goroutine's stack into the output the failure shows.
+				_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+				select {
+				case <-p.done:
+				case <-time.After(2 * time.Second):
+				}
 				_ = p.cmd.Process.Kill()
 			}
 			timer.Stop()

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/acme"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
@@ -40,6 +41,17 @@ func newACME(s *Server, cfg *config.Config) (*acme.Manager, error) {
 			return nil, fmt.Errorf("acme.trusted_roots_file: no PEM certificate in %s", a.TrustedRootsFile)
 		}
 	}
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: cfg.Resolve(a.StorageDir)}
+	if f := cfg.Fleet; f != nil {
+		// One node orders a name and every node serves it: the fleet's
+		// JetStream holds the files and its leases are the locks.
+		storage = &fleet.CertStorage{Holder: f.Node, Fleet: func() *fleet.Store {
+			if n := s.fleet.Load(); n != nil {
+				return n.store
+			}
+			return nil
+		}}
+	}
 	return acme.New(acme.Options{
 		Email:      a.Email,
 		Directory:  a.Directory,
@@ -47,7 +59,7 @@ func newACME(s *Server, cfg *config.Config) (*acme.Manager, error) {
 		TLSALPN:    a.ACMEChallenge(config.ChallengeTLSALPN),
 		HTTP:       a.ACMEChallenge(config.ChallengeHTTP),
 		ListenHost: cfg.Proxy.Bind,
-		Storage:    &certmagic.FileStorage{Path: cfg.Resolve(a.StorageDir)},
+		Storage:    storage,
 		Log:        s.log,
 		RenewCheck: a.RenewCheckInterval.D(),
 		Result: func(kind, result string) {

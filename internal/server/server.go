@@ -292,7 +292,6 @@ func (s *Server) Start() error {
 		}
 		s.addPort(rt, public, ln)
 	}
-	s.startACME(rt)
 	s.reloadMu.Lock()
 	s.portsBound = true
 	pending := s.lifePending
@@ -315,8 +314,11 @@ func (s *Server) Start() error {
 			return fmt.Errorf("fleet: %w", err)
 		}
 	}
-	// The fleet may have swapped in a newer runtime already.
+	// The fleet may have swapped in a newer runtime already; and ACME's
+	// storage, in a fleet, is the fleet's.
 	s.health.Reconcile(s.runtime().Snap)
+	s.shareTickets()
+	s.startACME(s.runtime())
 	if tw := rt.Config.Tripwire; tw.TripwireEnabled() {
 		s.tripwire = telemetry.StartTripwire(context.Background(), telemetry.TripwireOptions{
 			Threshold: tw.Threshold, Samples: tw.Samples, ProfileDuration: tw.ProfileDuration.D(),
@@ -563,7 +565,34 @@ func (s *Server) rotateTickets() {
 			if s.tickets.Rotate() {
 				s.log.Debug("session ticket keys rotated", "keys", len(s.tickets.Keys()))
 			}
+			s.shareTickets()
 		}
+	}
+}
+
+// shareTickets makes this node's session-ticket keys the fleet's: it
+// merges the other edges' keys and publishes its own, so a ticket any
+// edge issued resumes at every edge (within a rotation tick).
+func (s *Server) shareTickets() {
+	n := s.fleet.Load()
+	if n == nil || n.store == nil || !n.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := n.store.SyncTicketKeys(ctx, func(remote []byte) []byte {
+		if remote != nil {
+			if keys, err := tlsterm.ParseTicketKeys(remote); err == nil {
+				s.tickets.Merge(keys)
+			} else {
+				s.log.Warn("fleet: session ticket keys unreadable; publishing this node's", "error", err.Error())
+			}
+		}
+		s.tickets.Rotate()
+		return tlsterm.MarshalTicketKeys(s.tickets.Keys())
+	})
+	if err != nil {
+		s.log.Warn("fleet: session ticket keys not shared", "error", err.Error())
 	}
 }
 

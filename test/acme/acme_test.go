@@ -3,6 +3,8 @@
 package acme_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -122,4 +124,89 @@ func TestRenewalAndRefusals(t *testing.T) {
 		t.Errorf("after a failed renewal alpha.test serves serial %v (expires %v); want the latest in hand, %v or newer",
 			now.SerialNumber, now.NotAfter, renewed.SerialNumber)
 	}
+}
+
+// Two edges sharing the fleet's NATS: one orders each name (pebble sees
+// one order per name), both serve the certificate, and pebble validates
+// at the edge that did not order when that is where its connection
+// lands. Their session tickets are shared too.
+func TestFleetSharesCertificates(t *testing.T) {
+	dnsAddr := startDNS(t)
+	ports := proctest.FreePorts(t, 5)
+	nats := ports[4]
+	// Pebble's validations reach edge 1's ports, whichever edge ordered.
+	pb := startPebble(t, dnsAddr, ports[0], ports[1], pebbleOptions{})
+	machine := startMachine(t)
+	hosts := []string{"alpha.test", "beta.test"}
+	fleetTable := func(node, join string) string {
+		return fmt.Sprintf("\n[fleet]\nnode = %q\nrole = \"edge\"\ndata_dir = %q\n%s\n", node, t.TempDir(), join)
+	}
+	cfg1 := proxyConfig(pb, t.TempDir(), ports[0], ports[1], machine, `"tls-alpn-01", "http-01"`, hosts,
+		fleetTable("e1", fmt.Sprintf("embedded = true\nlisten = \"127.0.0.1:%d\"", nats)))
+	cfg2 := proxyConfig(pb, t.TempDir(), ports[2], ports[3], machine, `"tls-alpn-01", "http-01"`, hosts,
+		fleetTable("e2", fmt.Sprintf("urls = [\"nats://127.0.0.1:%d\"]", nats)))
+	e1 := startProxy(t, cfg1, ports[0], ports[1])
+	e2 := startProxy(t, cfg2, ports[2], ports[3])
+
+	deadline := time.Now().Add(issueTimeout)
+	for _, h := range hosts {
+		for _, e := range []*proxyEnv{e1, e2} {
+			for {
+				if c := e.servedOrNil(h); c != nil && strings.Contains(c.Issuer.CommonName, "Pebble") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("edge on %d serves no pebble certificate for %s after %v\n%s", e.tlsPt, h, issueTimeout, e.proc.Output())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		if s1, s2 := e1.served(t, h).SerialNumber, e2.served(t, h).SerialNumber; s1.Cmp(s2) != 0 {
+			t.Errorf("%s: the edges serve different certificates (serials %v and %v)", h, s1, s2)
+		}
+		e2.curl(t, h, pb.issuingRoot)
+	}
+	orders := strings.Count(pb.proc.Output(), "Added order")
+	t.Logf("pebble saw %d orders for %d names across 2 edges (edge 1 ordered %d, edge 2 %d; pebble validated at edge 1)",
+		orders, len(hosts), strings.Count(e1.proc.Output(), "acme: certificate obtained"), strings.Count(e2.proc.Output(), "acme: certificate obtained"))
+	if orders != len(hosts) {
+		t.Errorf("pebble saw %d orders, want %d: one per name for the whole fleet", orders, len(hosts))
+	}
+
+	// A session begun at one edge resumes at the other.
+	for _, pair := range [][2]*proxyEnv{{e1, e2}, {e2, e1}} {
+		cache := tls.NewLRUClientSessionCache(4)
+		deadline := time.Now().Add(30 * time.Second)
+		for !resumesAcross(t, pair[0], pair[1], cache) {
+			if time.Now().After(deadline) {
+				t.Fatalf("a session from the edge on %d never resumed at the edge on %d", pair[0].tlsPt, pair[1].tlsPt)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+}
+
+// resumesAcross gets a session at a and reports whether it resumes at b.
+func resumesAcross(t *testing.T, a, b *proxyEnv, cache tls.ClientSessionCache) bool {
+	t.Helper()
+	for i, e := range []*proxyEnv{a, b} {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(e.tlsPt), &tls.Config{ServerName: "alpha.test",
+			InsecureSkipVerify: true, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A request and its answer: TLS 1.3's ticket comes after the
+		// handshake.
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: alpha.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		resumed := c.ConnectionState().DidResume
+		c.Close()
+		if i == 1 {
+			return resumed
+		}
+	}
+	return false
 }
