@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -251,6 +252,14 @@ const ChallengePath = "/.well-known/acme-challenge/"
 // shared storage, another node's), or reports that it is none.
 func (m *Manager) HTTPChallenge(ctx context.Context, host, path string) ([]byte, bool) {
 	if !m.opts.HTTP || !strings.HasPrefix(path, ChallengePath) {
+		return nil, false
+	}
+	// Only the managed names: a request for another host costs no
+	// storage lookup (in a fleet, a NATS round trip).
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !m.Manages(strings.ToLower(host)) {
 		return nil, false
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, path, nil)

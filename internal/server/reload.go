@@ -320,6 +320,7 @@ func (s *Server) warnRestartOnly(old, cfg *config.Config) {
 	changed("log.access_log", old.Log != cfg.Log)
 	changed("tracing", old.Tracing != cfg.Tracing)
 	changed("fleet", !reflect.DeepEqual(old.Fleet, cfg.Fleet))
+	changed("acme", !reflect.DeepEqual(old.ACME, cfg.ACME))
 	changed("tripwire", old.Tripwire.Threshold != cfg.Tripwire.Threshold || old.Tripwire.Dir != cfg.Tripwire.Dir)
 	changed("proxy.response_header_timeout", old.Proxy.ResponseHeaderTimeout != cfg.Proxy.ResponseHeaderTimeout)
 	for public := range s.portsSnapshot() {

@@ -182,6 +182,10 @@ func (t *Tickets) Apply(cfg *tls.Config) {
 const ticketBinding = "edgeproxy-sni/1 "
 
 func (t *Tickets) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	// crypto/tls hands every new ticket, a resumed session's too, a
+	// fresh state: the binding is made anew with the name just checked,
+	// and a ticket's lifetime counts from when it was issued, as
+	// crypto/tls's own limit does.
 	ss.Extra = append(ss.Extra, fmt.Appendf(nil, "%s%d %s", ticketBinding, t.now().Unix(), normalize(SNIHost(cs.ServerName))))
 	return t.holder.EncryptTicket(cs, ss)
 }

@@ -163,3 +163,36 @@ func FuzzParseTicketKeys(f *testing.F) {
 		}
 	})
 }
+
+// A chain of resumptions, each within the lifetime of the ticket before
+// it, keeps resuming, and the ticket does not grow with it.
+func TestTicketsResumptionKeepsTheBinding(t *testing.T) {
+	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	tk := NewTickets(time.Hour, 3*time.Hour, func() time.Time { return now })
+	srv := ticketServer(t, tk, tls.VersionTLS13)
+	cache := tls.NewLRUClientSessionCache(1)
+	cli := &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true, ClientSessionCache: cache}
+	var sizes []int
+	for i := range 6 {
+		state, cerr, serr := handshake(t, srv, cli)
+		if cerr != nil || serr != nil {
+			t.Fatalf("connection %d: %v, %v", i, cerr, serr)
+		}
+		if i > 0 && !state.DidResume {
+			t.Fatalf("connection %d did not resume", i)
+		}
+		cs, ok := cache.Get("a.example.com")
+		if !ok {
+			t.Fatal("no session cached")
+		}
+		ticket, _, err := cs.ResumptionState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(ticket))
+		now = now.Add(time.Hour)
+	}
+	if sizes[len(sizes)-1] > sizes[0]+16 {
+		t.Errorf("ticket sizes over a chain of resumptions: %v; want them steady", sizes)
+	}
+}
