@@ -89,6 +89,8 @@ type pebbleEnv struct {
 	// certificates it issues (curl trusts it).
 	serverRoot  string
 	issuingRoot string
+	// management is the management API's base URL.
+	management string
 }
 
 // pebbleOptions shape a pebble.
@@ -97,6 +99,9 @@ type pebbleOptions struct {
 	validity int
 	// blocked names are refused with a rejectedIdentifier problem.
 	blocked []string
+	// ocsp is the OCSP responder URL put in certificates; it takes RSA
+	// keys (pebble serves its issuer's key to a responder only then).
+	ocsp string
 }
 
 // startPebble runs pebble validating HTTP-01 on httpPort and TLS-ALPN-01
@@ -116,6 +121,10 @@ func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, o pebbleOp
 	if validity == 0 {
 		validity = 90 * 24 * 3600
 	}
+	keyAlg := "ecdsa"
+	if o.ocsp != "" {
+		keyAlg = "rsa"
+	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  "127.0.0.1:" + strconv.Itoa(ports[0]),
 		"managementListenAddress":        "127.0.0.1:" + strconv.Itoa(ports[1]),
@@ -123,11 +132,11 @@ func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, o pebbleOp
 		"privateKey":                     keyFile,
 		"httpPort":                       httpPort,
 		"tlsPort":                        tlsPort,
-		"ocspResponderURL":               "",
+		"ocspResponderURL":               o.ocsp,
 		"externalAccountBindingRequired": false,
 		"domainBlocklist":                append([]string{"blocked-domain.example"}, o.blocked...),
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
-		"keyAlgorithm":                   "ecdsa",
+		"keyAlgorithm":                   keyAlg,
 		"profiles": map[string]any{"default": map[string]any{
 			"description": "the suite's", "validityPeriod": validity}},
 	}}
@@ -152,7 +161,8 @@ func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, o pebbleOp
 			t.Logf("pebble output:\n%s", p.Output())
 		}
 	})
-	env := &pebbleEnv{proc: p, directory: fmt.Sprintf("https://localhost:%d/dir", ports[0]), serverRoot: certFile}
+	env := &pebbleEnv{proc: p, directory: fmt.Sprintf("https://localhost:%d/dir", ports[0]), serverRoot: certFile,
+		management: fmt.Sprintf("https://127.0.0.1:%d", ports[1])}
 	// The management API serves the issuing root once pebble is up.
 	roots := x509.NewCertPool()
 	pem, _ := os.ReadFile(certFile)
