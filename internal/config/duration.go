@@ -45,3 +45,35 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 // UnmarshalText reads what MarshalText writes, for configs carried as
 // JSON (the fleet catalog).
 func (d *Duration) UnmarshalText(b []byte) error { return d.UnmarshalTOML(string(b)) }
+
+// CheckDuration is a health check's timing: a duration string, or an
+// integer number of milliseconds, which is how the platform reads the
+// integers older fly.toml files give ("interval = 10000").
+type CheckDuration Duration
+
+// D returns the value as a time.Duration.
+func (d CheckDuration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalTOML accepts a string or an integer number of milliseconds.
+func (d *CheckDuration) UnmarshalTOML(v any) error {
+	if x, ok := v.(int64); ok {
+		if x < 0 {
+			return fmt.Errorf("duration %d is negative", x)
+		}
+		if x > int64(24*time.Hour/time.Millisecond) {
+			return fmt.Errorf("check timing %d milliseconds is longer than a day", x)
+		}
+		*d = CheckDuration(time.Duration(x) * time.Millisecond)
+		return nil
+	}
+	if _, ok := v.(string); !ok {
+		return fmt.Errorf("invalid duration %v: want a string like \"10s\" or a number of milliseconds", v)
+	}
+	return (*Duration)(d).UnmarshalTOML(v)
+}
+
+// MarshalText writes the duration in Go syntax, for the effective config.
+func (d CheckDuration) MarshalText() ([]byte, error) { return Duration(d).MarshalText() }
+
+// UnmarshalText reads what MarshalText writes.
+func (d *CheckDuration) UnmarshalText(b []byte) error { return (*Duration)(d).UnmarshalText(b) }

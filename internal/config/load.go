@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -110,7 +109,7 @@ func (c *checker) decode(path string) (*Config, map[int]*source) {
 		return nil, nil
 	}
 	for _, k := range md.Undecoded() {
-		c.unknownKey(main, k.String())
+		c.unknownKey(main, k.String(), unknownKeyMsg(k.String(), configSchema, false))
 	}
 	// srcs maps app index to the source its services came from.
 	srcs := map[int]*source{}
@@ -144,11 +143,17 @@ type flyToml struct {
 	KillTimeout   Duration     `toml:"kill_timeout"`
 	Services      []Service    `toml:"services"`
 	HTTPService   *HTTPService `toml:"http_service"`
+	// Checks are the top-level [checks.NAME] tables: each runs against
+	// the service whose internal_port is its port.
+	Checks map[string]flyCheck `toml:"checks"`
 }
 
-// flyTomlSections are the services-level tables whose unknown keys are
-// real typos rather than other fly.toml sections.
-var flyTomlSections = []string{"services", "http_service"}
+// flyCheck is one top-level [checks.NAME] of a fly.toml.
+type flyCheck struct {
+	HTTPCheck
+	Type string `toml:"type"`
+	Port int    `toml:"port"`
+}
 
 func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix string) *source {
 	raw, err := os.ReadFile(path)
@@ -163,28 +168,30 @@ func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix s
 		c.problems = append(c.problems, decodeProblem(path, err))
 		return nil
 	}
-	ignored := map[string]bool{}
+	// Keys flyctl writes that edgeproxy does not act on are noted once
+	// each, with why; anything else is a typo or another tool's key.
+	noted := map[string]bool{}
 	for _, k := range md.Undecoded() {
-		top := k[0]
-		if len(k) > 1 && contains(flyTomlSections, top) {
-			c.unknownKey(src, k.String())
+		plain := k.String()
+		if entry, why, ok := flyUnusedReason(plain); ok {
+			if !noted[entry] {
+				noted[entry] = true
+				at := entry
+				if paths := src.pos.byPlain[entry]; len(paths) > 0 {
+					at = paths[0] // with its index: vm[0], for the line
+				}
+				c.note(src, at, "accepted, not used by edgeproxy: %s", why)
+			}
 			continue
 		}
-		ignored[top] = true
-	}
-	if len(ignored) > 0 {
-		names := make([]string, 0, len(ignored))
-		for n := range ignored {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		c.note(src, "", "fly.toml sections not used by the proxy are ignored: %s", strings.Join(names, ", "))
+		c.unknownKey(src, plain, unknownKeyMsg(plain, flySchema, true))
 	}
 	if app.Name == "" {
 		app.Name = ft.App
 	} else if ft.App != "" && ft.App != app.Name {
 		c.note(src, "app", "app name %q in fly.toml differs from the config's %q; using %q", ft.App, app.Name, app.Name)
 	}
+	c.attachChecks(src, &ft)
 	app.Services = ft.Services
 	app.HTTPService = ft.HTTPService
 	// The config file's own values win: it is where an operator adapts
@@ -202,14 +209,14 @@ func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix s
 	return src
 }
 
-func (c *checker) unknownKey(s *source, plainKey string) {
+func (c *checker) unknownKey(s *source, plainKey, msg string) {
 	paths := s.pos.byPlain[plainKey]
 	if len(paths) == 0 {
-		c.at(s, plainKey, "unknown key")
+		c.at(s, plainKey, "%s", msg)
 		return
 	}
 	for _, p := range paths {
-		c.at(s, p, "unknown key")
+		c.at(s, p, "%s", msg)
 	}
 }
 

@@ -92,16 +92,17 @@ hostnames = ["flyapp.example.com"]
 	if got := a.Services[0].Concurrency.HardLimit; got != 25 {
 		t.Errorf("hard_limit = %d", got)
 	}
-	var ignored, lifecycle bool
+	var lifecycle bool
+	unused := map[string]bool{}
 	for _, n := range notices {
-		if strings.Contains(n.Msg, "ignored: build, env, vm") {
-			ignored = true
+		if strings.HasPrefix(n.Msg, "accepted, not used by edgeproxy: ") && n.Line > 0 {
+			unused[n.Key] = true
 		}
 		if strings.Contains(n.Msg, "act only on the machines of an app with an [apps.driver]") && strings.HasSuffix(n.File, "fly.toml") && n.Line > 0 {
 			lifecycle = true
 		}
 	}
-	if !ignored || !lifecycle {
+	if !unused["build"] || !unused["env"] || !unused["vm[0]"] || !lifecycle {
 		t.Errorf("notices missing: %v", notices)
 	}
 }
@@ -198,6 +199,7 @@ name = "other"
 			"fleet.backhaul_advertise", 3, "names no address edges can dial"},
 		{"bad upstream_bind", "[proxy]\nupstream_bind = \"here\"\n" + minimal, "proxy.upstream_bind", 2, "not an IP address"},
 		{"tripwire max_files negative", "[tripwire]\nmax_files = -1\n" + minimal, "tripwire.max_files", 2, "at least 1, got -1"},
+		{"typo of a known key", "[proxy]\nconect_timeout = \"3s\"\n" + minimal, "proxy.conect_timeout", 2, `unknown key; did you mean "connect_timeout"?`},
 		{"acme directory not a URL", "[acme]\ndirectory = \"letsencrypt\"\n" + minimal, "acme.directory", 2, "not an ACME directory URL"},
 		{"acme dns-01", "[acme]\nchallenges = [\"dns-01\"]\n" + minimal, "acme.challenges", 2, "dns-01 is not supported"},
 		{"acme unknown challenge", "[acme]\nchallenges = [\"tls-sni-01\"]\n" + minimal, "acme.challenges", 2, "not a challenge type"},

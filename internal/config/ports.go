@@ -35,6 +35,7 @@ func (a *App) AllServices() []Service {
 			Concurrency:  h.Concurrency,
 			Balance:      h.Balance,
 			HTTPChecks:   h.Checks,
+			TCPChecks:    h.TCPChecks,
 			// The lifecycle keys: machines start and stop by them.
 			AutoStopMachines:   h.AutoStopMachines,
 			AutoStartMachines:  h.AutoStartMachines,

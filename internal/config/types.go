@@ -299,11 +299,13 @@ type Service struct {
 // TCPCheck is fly.toml's [[services.tcp_checks]]: the machine's internal
 // port must accept a connection.
 type TCPCheck struct {
-	Interval Duration `toml:"interval"`
-	Timeout  Duration `toml:"timeout"`
+	// Check timings are durations, or integers of milliseconds as the
+	// platform reads them.
+	Interval CheckDuration `toml:"interval"`
+	Timeout  CheckDuration `toml:"timeout"`
 	// GracePeriod is a pointer because "0s" (no grace) differs from
 	// unset (the default); Grace reads it.
-	GracePeriod *Duration `toml:"grace_period"`
+	GracePeriod *CheckDuration `toml:"grace_period"`
 	// UnhealthyAfter and HealthyAfter are how many consecutive failures
 	// take a machine out of routing and how many passes bring it back
 	// (edgeproxy extensions).
@@ -394,6 +396,9 @@ type HTTPService struct {
 	TLSOptions   *TLSOptions  `toml:"tls_options"`
 	Balance      string       `toml:"balance"`
 	Checks       []HTTPCheck  `toml:"checks"`
+	// TCPChecks are tcp checks of the service (fly.toml's top-level
+	// [checks] of type "tcp" on its port land here).
+	TCPChecks []TCPCheck `toml:"tcp_checks"`
 
 	Processes          []string `toml:"processes"`
 	AutoStopMachines   any      `toml:"auto_stop_machines"`

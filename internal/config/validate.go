@@ -158,7 +158,7 @@ func AppDefaults(a *App, region string) {
 		checkDefaults(&a.Services[j].Balance, a.Services[j].TCPChecks, a.Services[j].HTTPChecks)
 	}
 	if h := a.HTTPService; h != nil {
-		checkDefaults(&h.Balance, nil, h.Checks)
+		checkDefaults(&h.Balance, h.TCPChecks, h.Checks)
 	}
 	for j := range a.Machines {
 		setStr(&a.Machines[j].Region, region)
@@ -182,8 +182,8 @@ func AppDefaults(a *App, region string) {
 func checkDefaults(balance *string, tcp []TCPCheck, http []HTTPCheck) {
 	setStr(balance, DefaultBalance)
 	tcpc := func(t *TCPCheck) {
-		setDur(&t.Interval, DefaultCheckInterval)
-		setDur(&t.Timeout, DefaultCheckTimeout)
+		setDur((*Duration)(&t.Interval), DefaultCheckInterval)
+		setDur((*Duration)(&t.Timeout), DefaultCheckTimeout)
 		setInt(&t.UnhealthyAfter, DefaultCheckUnhealthyAfter)
 		setInt(&t.HealthyAfter, DefaultCheckHealthyAfter)
 	}
@@ -193,6 +193,8 @@ func checkDefaults(balance *string, tcp []TCPCheck, http []HTTPCheck) {
 	for i := range http {
 		h := &http[i]
 		tcpc(&h.TCPCheck)
+		// The platform takes methods in any case ("get" in older files).
+		h.Method = strings.ToUpper(h.Method)
 		setStr(&h.Method, DefaultCheckMethod)
 		setStr(&h.Path, DefaultCheckPath)
 		setStr(&h.Protocol, DefaultCheckProtocol)
@@ -375,6 +377,9 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		for j := range h.Checks {
 			c.httpCheck(src, fmt.Sprintf("%s.checks[%d]", k, j), &h.Checks[j])
 		}
+		for j := range h.TCPChecks {
+			c.tcpCheck(src, fmt.Sprintf("%s.tcp_checks[%d]", k, j), &h.TCPChecks[j])
+		}
 		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks), a.Driver != nil)
 	}
 	c.machines(a, key, main)
@@ -525,8 +530,11 @@ func (c *checker) balance(src *source, key, v string) {
 const minCheckInterval = 10 * time.Millisecond
 
 func (c *checker) tcpCheck(src *source, key string, t *TCPCheck) {
-	if t.Interval.D() < minCheckInterval {
-		c.at(src, key+".interval", "must be at least %v, got %v", minCheckInterval, t.Interval.D())
+	switch {
+	case t.Interval.D() < minCheckInterval:
+		c.at(src, key+".interval", "must be at least %v, got %v (integers count milliseconds, as on the platform: write \"15s\" for seconds)", minCheckInterval, t.Interval.D())
+	case t.Interval.D() < time.Second:
+		c.note(src, key+".interval", "a check every %v; integers count milliseconds, as on the platform (write \"15s\" for seconds)", t.Interval.D())
 	}
 	if t.Timeout.D() <= 0 || t.Timeout.D() > t.Interval.D() {
 		c.at(src, key+".timeout", "must be above 0 and at most the interval (%v), got %v", t.Interval.D(), t.Timeout.D())

@@ -20,8 +20,8 @@ func TestApplyFleetChanges(t *testing.T) {
 	mk := func(id string, port int, state string) config.Machine {
 		return config.Machine{ID: id, Region: "iad", Address: "127.0.0.1", Ports: map[string]int{"8080": port}, State: state}
 	}
-	check := config.HTTPCheck{TCPCheck: config.TCPCheck{Interval: config.Duration(50 * time.Millisecond),
-		Timeout: config.Duration(40 * time.Millisecond)}}
+	check := config.HTTPCheck{TCPCheck: config.TCPCheck{Interval: config.CheckDuration(50 * time.Millisecond),
+		Timeout: config.CheckDuration(40 * time.Millisecond)}}
 	apps := []config.App{
 		{Name: "a", Hostnames: []string{"a.test"}, HTTPService: &config.HTTPService{InternalPort: 8080,
 			Checks: []config.HTTPCheck{check}}, Machines: []config.Machine{mk("fa", fa, "started")}},
