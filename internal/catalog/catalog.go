@@ -6,6 +6,7 @@
 package catalog
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -52,7 +53,10 @@ func (u Unit) String() string {
 
 // Service is one internal port of an app's machines with its public ports.
 type Service struct {
-	App          *App
+	App *App
+	// Machines are the app's machines that serve this service: those of
+	// its process groups (all of them when it names none).
+	Machines     []*Machine
 	Index        int
 	InternalPort int
 	Unit         Unit
@@ -150,6 +154,9 @@ type Machine struct {
 	// Owner is the fleet node whose driver starts the machine ("": this
 	// node's own, or none).
 	Owner string
+	// ProcessGroup is the machine's fly.toml process group ("app" when
+	// none is named).
+	ProcessGroup string
 }
 
 // AddrFor is the address a service reaches the machine on.
@@ -254,7 +261,8 @@ func buildMachine(cm config.Machine) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, Cordoned: cm.Cordoned, Owner: cm.Owner, ports: map[int]int{}}
+	m := &Machine{ID: cm.ID, Region: cm.Region, Addr: addr, State: cm.State, Cordoned: cm.Cordoned, Owner: cm.Owner,
+		ProcessGroup: cmp.Or(cm.ProcessGroup, config.DefaultProcessGroup), ports: map[int]int{}}
 	for k, v := range cm.Ports {
 		n, err := strconv.Atoi(k)
 		if err != nil {
@@ -297,6 +305,12 @@ func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Servic
 		svc.waits = old.waits
 	}
 	for _, m := range app.Machines {
+		if len(cs.Processes) > 0 && !slices.Contains(cs.Processes, m.ProcessGroup) {
+			continue
+		}
+		svc.Machines = append(svc.Machines, m)
+	}
+	for _, m := range svc.Machines {
 		if old != nil && old.loads[m.ID] != nil {
 			svc.loads[m.ID] = old.loads[m.ID]
 		} else {

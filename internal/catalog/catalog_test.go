@@ -335,3 +335,56 @@ name = "web"
 		t.Errorf("moved http_service: load %d, waiters shared %v; want 1 and true", got, moved.Waiters() == web.Services[1].Waiters())
 	}
 }
+
+// A service with processes reaches only the machines of those process
+// groups; one without reaches them all.
+func TestProcessGroups(t *testing.T) {
+	snap := build(t, `
+[[apps]]
+name = "multi"
+  [apps.http_service]
+  internal_port = 8080
+  processes = ["web"]
+  [[apps.services]]
+  internal_port = 9000
+  processes = ["worker", "app"]
+    [[apps.services.ports]]
+    port = 9000
+  [[apps.services]]
+  internal_port = 9100
+    [[apps.services.ports]]
+    port = 9100
+  [[apps.machines]]
+  id = "w1"
+  address = "127.0.0.1"
+  process_group = "web"
+  [[apps.machines]]
+  id = "k1"
+  address = "127.0.0.2"
+  process_group = "worker"
+  [[apps.machines]]
+  id = "d1"
+  address = "127.0.0.3"
+`, nil)
+	app := snap.App("multi")
+	got := map[int][]string{}
+	for _, svc := range app.Services {
+		for _, m := range svc.Machines {
+			got[svc.InternalPort] = append(got[svc.InternalPort], m.ID)
+		}
+		for _, m := range app.Machines {
+			if (svc.Load(m) != nil) != slices.Contains(svc.Machines, m) {
+				t.Errorf("service %d: machine %s has a load counter iff it serves: %v", svc.InternalPort, m.ID, svc.Load(m) != nil)
+			}
+		}
+	}
+	want := map[int][]string{9000: {"k1", "d1"}, 9100: {"w1", "k1", "d1"}, 8080: {"w1"}}
+	for port, ids := range want {
+		if !slices.Equal(got[port], ids) {
+			t.Errorf("service %d serves %v, want %v", port, got[port], ids)
+		}
+	}
+	if g := app.Machine("d1").ProcessGroup; g != "app" {
+		t.Errorf("a machine without process_group is in group %q, want app", g)
+	}
+}

@@ -88,6 +88,7 @@ var documentedDefaults = map[string]struct {
 	"DefaultFleetDir":              {"data_dir", DefaultFleetDir},
 	"DefaultACMEDirectory":         {"directory", DefaultACMEDirectory},
 	"DefaultACMEStorageDir":        {"storage_dir", DefaultACMEStorageDir},
+	"DefaultProcessGroup":          {"process_group", DefaultProcessGroup},
 	"DefaultACMERenewCheck":        {"renew_check_interval", DefaultACMERenewCheck},
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -167,5 +168,22 @@ primary_regoin = "iad"
 	}
 	for k, w := range want {
 		t.Errorf("no problem at %s saying %s; got %v", k, w, ce.Problems)
+	}
+}
+
+// A hard_limit alone: validate says which soft limit it gets.
+func TestHardLimitAloneNote(t *testing.T) {
+	for _, tc := range []struct {
+		hard, soft int
+	}{{25, 20}, {5, 5}} {
+		body := appWith(`"a.example.com"`, fmt.Sprintf("    [apps.http_service.concurrency]\n    hard_limit = %d\n    [apps.http_service.tls_options]\n    default_self_signed = true\n", tc.hard))
+		_, notices, err := Load(write(t, t.TempDir(), "c.toml", body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("hard_limit %d with no soft_limit: soft_limit is %d", tc.hard, tc.soft)
+		if !slices.ContainsFunc(notices, func(p Problem) bool { return strings.Contains(p.Msg, want) }) {
+			t.Errorf("no note %q in %v", want, notices)
+		}
 	}
 }

@@ -36,6 +36,7 @@ func (a *App) AllServices() []Service {
 			Balance:      h.Balance,
 			HTTPChecks:   h.Checks,
 			TCPChecks:    h.TCPChecks,
+			Processes:    h.Processes,
 			// The lifecycle keys: machines start and stop by them.
 			AutoStopMachines:   h.AutoStopMachines,
 			AutoStartMachines:  h.AutoStartMachines,

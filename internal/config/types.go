@@ -418,6 +418,10 @@ type Machine struct {
 	State string         `toml:"state"`
 	// Cordoned machines get no new requests; those in flight finish.
 	Cordoned bool `toml:"cordoned"`
+	// ProcessGroup is the fly.toml process group the machine runs: a
+	// service with processes = [...] reaches only machines of those
+	// groups (default "app", the platform's name for the only group).
+	ProcessGroup string `toml:"process_group"`
 	// Owner is the fleet node whose driver starts and stops the machine
 	// (fleet catalog only; a config file's machines are this node's).
 	Owner string `toml:"-" json:"owner,omitempty"`

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,6 +71,7 @@ const (
 	DefaultBalance               = "least-loaded"
 	DefaultAutostopInterval      = 5 * time.Minute
 	DefaultKillSignal            = "SIGINT"
+	DefaultProcessGroup          = "app"
 	DefaultKillTimeout           = 5 * time.Second
 	DefaultStartTimeout          = 60 * time.Second
 	DefaultDriverLogDir          = "machine-logs" // next to the config file
@@ -350,10 +353,15 @@ func (c *checker) validateProxy(cfg *Config, s *source) {
 }
 
 func (c *checker) hostnames(s *source, key string, hs []string) {
+	seen := map[string]bool{}
 	for _, h := range hs {
-		if !hostnameRE.MatchString(strings.ToLower(h)) {
+		n := strings.ToLower(h)
+		if !hostnameRE.MatchString(n) {
 			c.at(s, key, "%q is not a valid hostname", h)
+		} else if seen[n] {
+			c.at(s, key, "%q is listed twice", h)
 		}
+		seen[n] = true
 	}
 }
 
@@ -370,9 +378,6 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		c.concurrency(src, k+".concurrency", h.Concurrency)
 		c.tlsOptions(src, k+".tls_options", h.TLSOptions)
 		c.httpOptions(src, k+".http_options", h.HTTPOptions)
-		if len(h.Processes) > 0 {
-			c.note(src, k+".processes", "processes has no effect: every machine of the app serves every service")
-		}
 		c.balance(src, k+".balance", h.Balance)
 		for j := range h.Checks {
 			c.httpCheck(src, fmt.Sprintf("%s.checks[%d]", k, j), &h.Checks[j])
@@ -383,6 +388,7 @@ func (c *checker) validateApp(a *App, key string, src, main *source) {
 		c.lifecycle(src, k, h.AutoStopMachines, h.AutoStartMachines, h.MinMachinesRunning, len(h.MachineChecks), a.Driver != nil)
 	}
 	c.machines(a, key, main)
+	c.processes(a, key, src)
 	if a.PrimaryRegion != "" && !nameRE.MatchString(a.PrimaryRegion) {
 		c.at(src, key+".primary_region", "%q is not a valid region code", a.PrimaryRegion)
 	}
@@ -480,8 +486,10 @@ func (c *checker) machines(a *App, key string, main *source) {
 			c.at(main, mk+".address", "%q is not an IP address", m.Address)
 		}
 		for k, v := range m.Ports {
-			if _, err := parsePort(k); err != nil {
+			if n, err := parsePort(k); err != nil {
 				c.at(main, mk+".ports", "key %q: %v", k, err)
+			} else if !slices.ContainsFunc(a.AllServices(), func(s Service) bool { return s.InternalPort == n }) && len(a.AllServices()) > 0 {
+				c.at(main, mk+".ports."+k, "%d is no service's internal_port: map the internal ports of the app's services", n)
 			}
 			if v < 1 || v > 65535 {
 				c.at(main, mk+".ports."+k, "port %d is out of range 1-65535", v)
@@ -507,9 +515,6 @@ func (c *checker) validateService(s *Service, key string, src *source, driver bo
 		c.validatePort(&s.Ports[j], fmt.Sprintf("%s.ports[%d]", key, j), src)
 	}
 	c.concurrency(src, key+".concurrency", s.Concurrency)
-	if len(s.Processes) > 0 {
-		c.note(src, key+".processes", "processes has no effect: every machine of the app serves every service")
-	}
 	c.balance(src, key+".balance", s.Balance)
 	for j := range s.TCPChecks {
 		c.tcpCheck(src, fmt.Sprintf("%s.tcp_checks[%d]", key, j), &s.TCPChecks[j])
@@ -611,6 +616,11 @@ func (c *checker) concurrency(src *source, key string, cc *Concurrency) {
 	if cc.HardLimit > 0 && cc.SoftLimit > cc.HardLimit {
 		c.at(src, key+".soft_limit", "soft_limit %d is above hard_limit %d", cc.SoftLimit, cc.HardLimit)
 	}
+	if cc.HardLimit > 0 && cc.SoftLimit == 0 {
+		// The catalog's rule: the default soft limit, or the hard one
+		// when that is lower.
+		c.note(src, key+".soft_limit", "hard_limit %d with no soft_limit: soft_limit is %d", cc.HardLimit, min(DefaultSoftLimit, cc.HardLimit))
+	}
 }
 
 func parsePort(s string) (int, error) {
@@ -619,4 +629,28 @@ func parsePort(s string) (int, error) {
 		return 0, fmt.Errorf("%q is not a port between 1 and 65535", s)
 	}
 	return n, nil
+}
+
+// processes notes a service whose process groups no machine of the app
+// runs: it would have no machine to send anything to.
+func (c *checker) processes(a *App, key string, src *source) {
+	if len(a.Machines) == 0 {
+		return // a driver's or the fleet's machines: not known here
+	}
+	groups := map[string]bool{}
+	for _, m := range a.Machines {
+		groups[cmp.Or(m.ProcessGroup, DefaultProcessGroup)] = true
+	}
+	check := func(k string, procs []string) {
+		if len(procs) > 0 && !slices.ContainsFunc(procs, func(p string) bool { return groups[p] }) {
+			c.note(src, k+".processes", "no machine of the app runs process group %s: the service has no machine (machines name theirs with process_group, default %q)",
+				strings.Join(procs, " or "), DefaultProcessGroup)
+		}
+	}
+	for j, s := range a.Services {
+		check(fmt.Sprintf("%s.services[%d]", key, j), s.Processes)
+	}
+	if h := a.HTTPService; h != nil {
+		check(key+".http_service", h.Processes)
+	}
 }

@@ -59,7 +59,7 @@ func (s *Store) Plan(ctx context.Context, apps []config.App, owner, region strin
 				r = region
 			}
 			rec := &MachineRecord{ID: m.ID, App: a.Name, Region: r, Address: m.Address, Ports: m.Ports,
-				State: m.State, Cordoned: m.Cordoned, Owner: owner}
+				State: m.State, Cordoned: m.Cordoned, Owner: owner, ProcessGroup: m.ProcessGroup}
 			if rec.State == "" {
 				rec.State = "started"
 			}
@@ -132,7 +132,7 @@ func sameApp(a, b *AppRecord) bool {
 
 func sameMachine(a, b *MachineRecord) bool {
 	return a.Address == b.Address && a.State == b.State && a.Cordoned == b.Cordoned && a.Owner == b.Owner &&
-		reflect.DeepEqual(a.Ports, b.Ports)
+		a.ProcessGroup == b.ProcessGroup && reflect.DeepEqual(a.Ports, b.Ports)
 }
 
 // sameJSON compares values as they are stored.

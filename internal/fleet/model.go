@@ -90,6 +90,8 @@ type MachineRecord struct {
 	State    string         `json:"state"`
 	Owner    string         `json:"owner,omitempty"`
 	Cordoned bool           `json:"cordoned,omitempty"`
+	// ProcessGroup is the machine's process group ("": "app").
+	ProcessGroup string `json:"process_group,omitempty"`
 	// Version counts the owner's writes; Updated is when it wrote.
 	Version uint64    `json:"version"`
 	Updated time.Time `json:"updated"`
@@ -206,7 +208,7 @@ func AppConfig(a *AppRecord, machines []*MachineRecord) config.App {
 	app := config.App{Name: a.Name, Hostnames: a.Hostnames, Services: a.Services, HTTPService: a.HTTPService}
 	for _, m := range machines {
 		app.Machines = append(app.Machines, config.Machine{ID: m.ID, Region: m.Region, Address: m.Address,
-			Ports: m.Ports, State: m.State, Cordoned: m.Cordoned, Owner: m.Owner})
+			Ports: m.Ports, State: m.State, Cordoned: m.Cordoned, Owner: m.Owner, ProcessGroup: m.ProcessGroup})
 	}
 	// The record's services are shared with every catalog built from it:
 	// their defaults are filled here, on the watcher's goroutine, once,

@@ -205,7 +205,7 @@ func plan(snap *catalog.Snapshot, changed map[string]bool, elsewhere func(*catal
 	}
 	for _, app := range apps {
 		for _, svc := range app.Services {
-			for _, m := range app.Machines {
+			for _, m := range svc.Machines {
 				if len(svc.Checks) == 0 || !m.Started() || (elsewhere != nil && elsewhere(m)) {
 					unchecked = append(unchecked, svcMachine{svc, m})
 					continue

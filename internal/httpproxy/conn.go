@@ -188,7 +188,7 @@ func (c *Conn) pinned(svc *catalog.Service) *upstream.Lease {
 	if old.App.Name != svc.App.Name || old.InternalPort != svc.InternalPort {
 		return nil
 	}
-	for _, m := range svc.App.Machines {
+	for _, m := range svc.Machines {
 		if m.ID == c.pin.Machine.ID {
 			if svc.Usable(m) && m.AddrFor(svc.InternalPort) == c.pin.Addr {
 				return c.pin

@@ -323,7 +323,7 @@ func (s *Server) chooseStart(rt *Runtime, svc *catalog.Service, want *upstream.W
 	recent := rt.Config.Proxy.AutostopInterval.D()
 	now := time.Now()
 	var cs []startCand
-	for _, m := range svc.App.Machines {
+	for _, m := range svc.Machines {
 		if !m.Startable() || slices.ContainsFunc(want.Exclude, func(x *catalog.Machine) bool { return x.ID == m.ID }) ||
 			(want.ForceInstance && m.ID != want.Instance) ||
 			(want.ForceRegion && !slices.Contains(want.Regions, m.Region)) {
@@ -470,7 +470,7 @@ func (s *Server) publishLifecycle(app string) {
 			continue
 		}
 		mr := &fleet.MachineRecord{ID: m.ID, App: app, Region: m.Region, Address: m.Address, Ports: m.Ports,
-			State: m.State, Cordoned: m.Cordoned, Owner: n.node}
+			State: m.State, Cordoned: m.Cordoned, Owner: n.node, ProcessGroup: m.ProcessGroup}
 		if old != nil {
 			mr.Version = old.Version
 		}

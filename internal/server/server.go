@@ -542,7 +542,7 @@ func (s *Server) machineStats() []telemetry.MachineStat {
 				name += "#" + strconv.Itoa(svc.Index)
 			}
 			ports = append(ports, svc.InternalPort)
-			for _, m := range app.Machines {
+			for _, m := range svc.Machines {
 				load := svc.Load(m).Value()
 				out = append(out, telemetry.MachineStat{App: app.Name, Service: name, Machine: m.ID,
 					Load: load, Band: int(balance.BandOf(load, svc.Soft, svc.Hard))})

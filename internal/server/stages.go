@@ -425,7 +425,7 @@ func (c *conn) forwardPgCancel(deadline time.Time) {
 	var sent atomic.Int32
 	for _, e := range c.pr.Entries() {
 		svc := e.Service
-		for _, m := range svc.App.Machines {
+		for _, m := range svc.Machines {
 			if !m.Started() {
 				continue
 			}

@@ -36,9 +36,9 @@ type Considered struct {
 }
 
 func (p *Picker) explain(svc *catalog.Service, want *Want, cands []balance.Candidate, res balance.Result) *Explanation {
-	e := &Explanation{Policy: svc.Balance, Chosen: svc.App.Machines[res.Index].ID}
+	e := &Explanation{Policy: svc.Balance, Chosen: svc.Machines[res.Index].ID}
 	chosen := cands[res.Index]
-	for i, m := range svc.App.Machines {
+	for i, m := range svc.Machines {
 		c := cands[i]
 		k := Considered{ID: m.ID, Region: m.Region, Distance: c.Distance, Load: c.Load,
 			Latency: time.Duration(c.Latency), Band: balance.BandOf(c.Load, c.Soft, c.Hard)}
@@ -74,7 +74,7 @@ func (p *Picker) explain(svc *catalog.Service, want *Want, cands []balance.Candi
 	e.Why = append(e.Why, res.Band.String())
 	if svc.Balance == catalog.P2CLatency {
 		if res.Rival >= 0 {
-			e.Why = append(e.Why, "p2c over "+svc.App.Machines[res.Rival].ID)
+			e.Why = append(e.Why, "p2c over "+svc.Machines[res.Rival].ID)
 		} else {
 			e.Why = append(e.Why, "only candidate")
 		}

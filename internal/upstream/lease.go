@@ -252,10 +252,10 @@ func (p *Picker) start(ctx context.Context, svc **catalog.Service, want *Want, s
 // candidates is a slice for svc's machines, in buf when they fit: apps
 // have a handful of machines, so choosing one allocates nothing.
 func candidates(buf []balance.Candidate, svc *catalog.Service) []balance.Candidate {
-	if n := len(svc.App.Machines); n <= len(buf) {
+	if n := len(svc.Machines); n <= len(buf) {
 		return buf[:n]
 	}
-	return make([]balance.Candidate, len(svc.App.Machines))
+	return make([]balance.Candidate, len(svc.Machines))
 }
 
 // canStart reports whether a stopped machine of svc's app could be
@@ -270,7 +270,7 @@ func (p *Picker) canStart(svc *catalog.Service) bool {
 // meanwhile.
 func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cands []balance.Candidate) (*Lease, error, error) {
 	var forced *catalog.Machine
-	for i, m := range svc.App.Machines {
+	for i, m := range svc.Machines {
 		load := svc.Load(m)
 		c := balance.Candidate{
 			Distance: p.distance(m.Region, want),
@@ -300,7 +300,7 @@ func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cand
 		res = balance.Pick(cands, p.Intn)
 	}
 	if res.Index >= 0 {
-		m := svc.App.Machines[res.Index]
+		m := svc.Machines[res.Index]
 		load := svc.Load(m)
 		if !load.TryAcquire(svc.Hard) {
 			return nil, nil, nil
@@ -340,7 +340,7 @@ func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cand
 
 // anyUsable reports whether some machine would qualify but for Exclude.
 func (p *Picker) anyUsable(svc *catalog.Service, want *Want) bool {
-	for _, m := range svc.App.Machines {
+	for _, m := range svc.Machines {
 		if svc.Usable(m) && (!want.ForceRegion || slices.Contains(want.Regions, m.Region)) &&
 			(!want.ForceInstance || m.ID == want.Instance) {
 			return true
@@ -355,7 +355,7 @@ func (p *Picker) anyUsable(svc *catalog.Service, want *Want) bool {
 func noHealthy(svc *catalog.Service, want *Want) error {
 	var started, healthy int
 	reason := ""
-	for _, m := range svc.App.Machines {
+	for _, m := range svc.Machines {
 		if !m.Started() {
 			continue
 		}
