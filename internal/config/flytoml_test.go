@@ -187,3 +187,40 @@ func TestHardLimitAloneNote(t *testing.T) {
 		}
 	}
 }
+
+// Values of the wrong type are all reported, each with its indexed key,
+// rather than the first one alone.
+func TestTypeErrorsAllReported(t *testing.T) {
+	_, _, err := Load(write(t, t.TempDir(), "c.toml", `
+[proxy]
+max_header_bytes = "big"
+
+[[apps]]
+name = "web"
+hostnames = "a.example.com"
+  [apps.http_service]
+  internal_port = "8080"
+  force_https = "yes"
+  [[apps.machines]]
+  id = "m1"
+  address = "127.0.0.1"
+`))
+	ce, ok := err.(*Error)
+	if !ok {
+		t.Fatalf("want *Error, got %v", err)
+	}
+	want := map[string]string{
+		"proxy.max_header_bytes":             "must be a whole number, not a string in quotes",
+		"apps[0].hostnames":                  "must be a list [...], not a string in quotes",
+		"apps[0].http_service.internal_port": "must be a whole number",
+		"apps[0].http_service.force_https":   "must be true or false",
+	}
+	for _, p := range ce.Problems {
+		if w, ok := want[p.Key]; ok && strings.Contains(p.Msg, w) {
+			delete(want, p.Key)
+		}
+	}
+	for k, w := range want {
+		t.Errorf("no problem at %s saying %q in %v", k, w, ce.Problems)
+	}
+}

@@ -102,10 +102,12 @@ func (c *checker) decode(path string) (*Config, map[int]*source) {
 		return nil, nil
 	}
 	main.pos = scanPositions(string(raw))
-	cfg := &Config{File: path, pos: main.pos}
-	md, err := toml.Decode(string(raw), cfg)
-	if err != nil {
-		c.problems = append(c.problems, decodeProblem(path, err))
+	var cfg *Config
+	md, ok := c.decodeAll(path, string(raw), main.pos, func() any {
+		cfg = &Config{File: path, pos: main.pos}
+		return cfg
+	})
+	if !ok {
 		return nil, nil
 	}
 	for _, k := range md.Undecoded() {
@@ -163,9 +165,11 @@ func (c *checker) readFlyToml(main *source, key, path string, app *App, prefix s
 	}
 	src := &source{file: path, pos: scanPositions(string(raw)), prefix: prefix}
 	var ft flyToml
-	md, err := toml.Decode(string(raw), &ft)
-	if err != nil {
-		c.problems = append(c.problems, decodeProblem(path, err))
+	md, ok := c.decodeAll(path, string(raw), src.pos, func() any {
+		ft = flyToml{}
+		return &ft
+	})
+	if !ok {
 		return nil
 	}
 	// Keys flyctl writes that edgeproxy does not act on are noted once
@@ -218,6 +222,72 @@ func (c *checker) unknownKey(s *source, plainKey, msg string) {
 	for _, p := range paths {
 		c.at(s, p, "%s", msg)
 	}
+}
+
+// decodeAll decodes raw into the value fresh returns. A value of the
+// wrong type does not stop the check at the first one: its line is
+// reported and blanked (keeping the line numbers), and the file decoded
+// again, so every such problem of the file is listed at once. ok is
+// false when anything was wrong.
+func (c *checker) decodeAll(file, raw string, pos *positions, fresh func() any) (toml.MetaData, bool) {
+	// Syntax first: a file that does not parse is reported as it is.
+	if _, err := toml.Decode(raw, &map[string]any{}); err != nil {
+		c.problems = append(c.problems, decodeProblem(file, err))
+		return toml.MetaData{}, false
+	}
+	lines := strings.Split(raw, "\n")
+	reported := 0
+	for range 100 {
+		md, err := toml.Decode(strings.Join(lines, "\n"), fresh())
+		if err == nil {
+			return md, reported == 0
+		}
+		p := decodeProblem(file, err)
+		if p.Line < 1 || p.Line > len(lines) || lines[p.Line-1] == "" {
+			if reported == 0 {
+				c.problems = append(c.problems, p)
+			}
+			// Blanking a line broke the file (a value over several
+			// lines): what was found so far is reported.
+			return md, false
+		}
+		if k := pos.keyAt(p.Line); k != "" {
+			p.Key = k
+		}
+		p.Msg = plainTypeError(p.Msg)
+		c.problems = append(c.problems, p)
+		reported++
+		lines[p.Line-1] = ""
+	}
+	return toml.MetaData{}, false
+}
+
+var typeMismatchRE = regexp.MustCompile(`incompatible types: TOML value has type ([\w.\[\]{}]+); destination has type ([\w.\[\]{}*]+)`)
+
+// plainTypeError says what a value of the wrong type should have been.
+func plainTypeError(msg string) string {
+	m := typeMismatchRE.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	words := func(t string) string {
+		switch {
+		case strings.Contains(t, "int"):
+			return "a whole number"
+		case strings.Contains(t, "float"):
+			return "a number"
+		case strings.Contains(t, "string"):
+			return "a string in quotes"
+		case strings.Contains(t, "bool"):
+			return "true or false"
+		case strings.HasPrefix(t, "[]") || strings.Contains(t, "slice") || strings.Contains(t, "array"):
+			return "a list [...]"
+		case strings.Contains(t, "map") || strings.Contains(t, "struct") || strings.Contains(t, "{"):
+			return "a table"
+		}
+		return t
+	}
+	return fmt.Sprintf("must be %s, not %s", words(m[2]), words(m[1]))
 }
 
 var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)

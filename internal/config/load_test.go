@@ -117,14 +117,15 @@ func TestProblems(t *testing.T) {
 		msg        string
 	}{
 		{"syntax", "[proxy\nregion = 1", "", 2, "expected"},
-		{"wrong type", "[proxy]\nregion = 5\n" + minimal, "proxy.region", 2, "incompatible types"},
+		{"wrong type", "[proxy]\nregion = 5\n" + minimal, "proxy.region", 2, "must be a string in quotes, not a whole number"},
 		{"unknown top key", "colour = 1\n" + minimal, "colour", 1, "unknown key"},
 		{"unknown nested key", minimal + "  [[apps.services]]\n  internal_port = 1\n  intenal_port = 2\n", "apps[0].services[0].intenal_port", 11, "unknown key"},
 		{"bad bind", "[proxy]\nbind = \"nowhere\"\n" + minimal, "proxy.bind", 2, "not an IP address"},
 		{"bad region", "[proxy]\nregion = \"Bad Region\"\n" + minimal, "proxy.region", 2, "not a valid region"},
 		{"bad port_map", "[proxy]\nport_map = { http = 1 }\n" + minimal, "proxy.port_map", 2, "not a port"},
 		{"port_map clash", "[proxy]\nport_map = { 80 = 9000, 443 = 9000 }\n" + minimal, "proxy.port_map", 2, "both listen on local port 9000"},
-		{"bad duration", "[proxy]\nidle_timeout = \"soon\"\n" + minimal, "", 2, "invalid duration"},
+		{"bad duration", "[proxy]\nidle_timeout = \"soon\"\n" + minimal, "proxy.idle_timeout", 2, "invalid duration"},
+		{"wrong type, a string for a number", "[proxy]\nmax_header_bytes = \"big\"\n" + minimal, "proxy.max_header_bytes", 2, "must be a whole number, not a string in quotes"},
 		{"bad log level", "[proxy]\nlog_level = \"loud\"\n" + minimal, "proxy.log_level", 2, "debug, info"},
 		{"no apps", "[proxy]\n", "apps", 0, "no [[apps]]"},
 		{"missing app name", "[[apps]]\n[apps.http_service]\ninternal_port = 1\n", "apps[0].name", 1, "required"},

@@ -181,3 +181,15 @@ func plain(path string) string {
 	}
 	return b.String()
 }
+
+// keyAt is the indexed path of the key set on line (the deepest path
+// that starts there), or "".
+func (p *positions) keyAt(line int) string {
+	best := ""
+	for path, l := range p.lines {
+		if l == line && len(path) > len(best) {
+			best = path
+		}
+	}
+	return best
+}
