@@ -6,7 +6,8 @@
 //
 // The order of preference follows the platform: the nearest region that
 // has any machine able to take work, then machines under their soft limit
-// before those between soft and hard, then the least loaded, with ties
+// before those between soft and hard, then, between regions equally
+// near, the app's primary region, then the least loaded, with ties
 // broken at random. Machines that are unhealthy, excluded (already tried)
 // or at their hard limit are never chosen. PickP2C keeps the same region
 // and band order but, within the best group, weighs each machine's
@@ -17,6 +18,10 @@ package balance
 type Candidate struct {
 	// Distance orders regions: lower is closer (0 is this edge's region).
 	Distance int
+	// Away marks a machine outside the app's primary region: between
+	// machines equally near and equally loaded by band, the app's home
+	// wins.
+	Away bool
 	// Load is the machine's current concurrency for this service.
 	Load int64
 	// Latency is the machine's smoothed response time in nanoseconds;
@@ -80,7 +85,7 @@ type Result struct {
 // called only when there is a tie.
 func Pick(cands []Candidate, intn func(n int) int) Result {
 	best := Result{Index: -1, Rival: -1}
-	var bestKey [3]int64
+	var bestKey [4]int64
 	for i, c := range cands {
 		if !c.Usable {
 			continue
@@ -90,7 +95,7 @@ func Pick(cands []Candidate, intn func(n int) int) Result {
 			best.Full = true
 			continue
 		}
-		key := [3]int64{int64(c.Distance), int64(band), c.Load}
+		key := [4]int64{int64(c.Distance), int64(band), b2i(c.Away), c.Load}
 		switch {
 		case best.Index < 0 || less(key, bestKey):
 			best.Index, best.Band, best.Ties, bestKey = i, band, 1, key
@@ -109,7 +114,14 @@ func Pick(cands []Candidate, intn func(n int) int) Result {
 	return best
 }
 
-func less(a, b [3]int64) bool {
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func less(a, b [4]int64) bool {
 	for i := range a {
 		if a[i] != b[i] {
 			return a[i] < b[i]

@@ -17,6 +17,7 @@ func decodeCandidates(data []byte) ([]Candidate, []byte) {
 			Soft:     int(int8(data[2])),
 			Hard:     int(int8(data[3])),
 			Usable:   data[4]&1 == 1,
+			Away:     data[4]&2 == 2,
 		})
 		data = data[5:]
 	}

@@ -9,8 +9,8 @@ import (
 )
 
 // key is the order Pick promises: nearer, then better band, then lighter.
-func key(c Candidate) [3]int64 {
-	return [3]int64{int64(c.Distance), int64(BandOf(c.Load, c.Soft, c.Hard)), c.Load}
+func key(c Candidate) [4]int64 {
+	return [4]int64{int64(c.Distance), int64(BandOf(c.Load, c.Soft, c.Hard)), b2i(c.Away), c.Load}
 }
 
 func eligible(c Candidate) bool {
@@ -78,6 +78,7 @@ var candidateGen = rapid.Custom(func(t *rapid.T) Candidate {
 		Soft:     soft,
 		Hard:     rapid.IntRange(0, 8).Draw(t, "hard"),
 		Usable:   rapid.Float64Range(0, 1).Draw(t, "usable") < 0.8,
+		Away:     rapid.Bool().Draw(t, "away"),
 	}
 })
 

@@ -221,3 +221,27 @@ func TestPickTies(t *testing.T) {
 		}
 	})
 }
+
+// Between regions equally near, the app's home (primary region) wins
+// within a band; a better band elsewhere still wins.
+func TestPickPrefersHomeOnTies(t *testing.T) {
+	never := func(int) int { t.Fatal("no tie expected"); return 0 }
+	c := func(load int64, away bool) Candidate {
+		return Candidate{Distance: 1, Load: load, Soft: 10, Hard: 20, Usable: true, Away: away}
+	}
+	for _, pick := range []struct {
+		name string
+		f    func([]Candidate, func(int) int) Result
+	}{{"Pick", Pick}, {"PickP2C", PickP2C}} {
+		if r := pick.f([]Candidate{c(1, true), c(5, false)}, never); r.Index != 1 {
+			t.Errorf("%s: chose %d, want the home machine though busier", pick.name, r.Index)
+		}
+		if r := pick.f([]Candidate{c(1, true), c(12, false)}, never); r.Index != 0 {
+			t.Errorf("%s: chose %d, want the machine under its soft limit elsewhere", pick.name, r.Index)
+		}
+		local := Candidate{Distance: 0, Load: 9, Soft: 10, Hard: 20, Usable: true, Away: true}
+		if r := pick.f([]Candidate{c(0, false), local}, never); r.Index != 1 {
+			t.Errorf("%s: chose %d, want this edge's region over a farther home", pick.name, r.Index)
+		}
+	}
+}

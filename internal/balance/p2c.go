@@ -34,6 +34,7 @@ func PickP2C(cands []Candidate, intn func(n int) int) Result {
 	first, size := -1, 0
 	var dist int
 	var band Band
+	away := false
 	for i, c := range cands {
 		if !c.Usable {
 			continue
@@ -44,9 +45,10 @@ func PickP2C(cands []Candidate, intn func(n int) int) Result {
 			continue
 		}
 		switch {
-		case first < 0 || c.Distance < dist || (c.Distance == dist && b < band):
-			first, size, dist, band = i, 1, c.Distance, b
-		case c.Distance == dist && b == band:
+		case first < 0 || c.Distance < dist || (c.Distance == dist && b < band) ||
+			(c.Distance == dist && b == band && away && !c.Away):
+			first, size, dist, band, away = i, 1, c.Distance, b, c.Away
+		case c.Distance == dist && b == band && c.Away == away:
 			size++
 		}
 	}
@@ -76,7 +78,7 @@ func PickP2C(cands []Candidate, intn func(n int) int) Result {
 	ia, ib, k := -1, -1, 0
 	for i := first; i < len(cands) && (ia < 0 || ib < 0); i++ {
 		c := cands[i]
-		if !c.Usable || c.Distance != dist || BandOf(c.Load, c.Soft, c.Hard) != band {
+		if !c.Usable || c.Distance != dist || BandOf(c.Load, c.Soft, c.Hard) != band || c.Away != away {
 			continue
 		}
 		switch k {

@@ -49,9 +49,9 @@ func checkP2C(cands []Candidate, got Result, draws []draw) error {
 	var group []int
 	full := false
 	// Pick's key without the load: P2C weighs load itself.
-	groupKey := func(c Candidate) [3]int64 {
+	groupKey := func(c Candidate) [4]int64 {
 		k := key(c)
-		k[2] = 0
+		k[3] = 0
 		return k
 	}
 	for i, c := range cands {

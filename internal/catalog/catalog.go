@@ -34,6 +34,9 @@ type App struct {
 	// Autostart: a driver can start the app's stopped machines when work
 	// arrives for them.
 	Autostart bool
+	// PrimaryRegion is the app's home ("": none named): between regions
+	// equally near, its machines are preferred.
+	PrimaryRegion string
 }
 
 // Unit is what a service's concurrency limits count.
@@ -230,7 +233,7 @@ func Rebuild(cfg *config.Config, prev *Snapshot, changed map[string]bool) (*Snap
 				continue
 			}
 		}
-		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames)}
+		app := &App{Name: ca.Name, Hostnames: lower(ca.Hostnames), PrimaryRegion: ca.PrimaryRegion}
 		if ca.Driver != nil || slices.ContainsFunc(ca.Machines, func(m config.Machine) bool { return m.Owner != "" }) {
 			// Its own driver, or a fleet node's that will start machines
 			// when asked.

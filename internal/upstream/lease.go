@@ -279,6 +279,7 @@ func (p *Picker) try(ctx context.Context, svc *catalog.Service, want *Want, cand
 			Soft:     svc.Soft,
 			Hard:     svc.Hard,
 			Usable:   svc.Usable(m) && !excluded(want.Exclude, m) && (p.Down == nil || !p.Down(m)),
+			Away:     svc.App.PrimaryRegion != "" && m.Region != svc.App.PrimaryRegion,
 		}
 		if want.Instance != "" && m.ID == want.Instance {
 			// Ahead of every region, so it wins whenever it can take work;
