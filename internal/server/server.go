@@ -238,6 +238,15 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.deps.Autostart, s.deps.Current = s.autostart, s.currentService
 	rt, err := BuildRuntime(s.overlay(cfg), nil, s.deps)
 	if err != nil {
+		// What New started stops with it: no goroutine outlives a
+		// refused config.
+		if s.acme != nil {
+			s.acme.Close()
+		}
+		if s.bh != nil {
+			s.bh.close()
+		}
+		s.health.Close()
 		return nil, err
 	}
 	for _, w := range rt.Certs.Warnings() {
