@@ -44,7 +44,7 @@ func runProxy(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer upg.Stop()
-	srv, err := server.New(cfg, server.Options{Log: log, Version: version, Listen: upg.Listen,
+	srv, err := server.New(cfg, server.Options{Log: log, Version: version, Listen: upg.Listen, ListenPacket: upg.ListenPacket,
 		TicketKeys: inheritedTicketKeys(upg, log)})
 	if err != nil {
 		return err

@@ -62,11 +62,14 @@ type Service struct {
 	Machines     []*Machine
 	Index        int
 	InternalPort int
-	Unit         Unit
-	Soft, Hard   int
-	Ports        []*Port
-	Balance      Policy
-	Checks       []Check
+	// UDP services forward datagrams per flow (internal/udpproxy); their
+	// ports are not in the TCP routing table.
+	UDP        bool
+	Unit       Unit
+	Soft, Hard int
+	Ports      []*Port
+	Balance    Policy
+	Checks     []Check
 	// loads and health hold this service's load counter and health per
 	// machine, by Machine.ID.
 	loads  map[string]*Load
@@ -277,7 +280,7 @@ func buildMachine(cm config.Machine) (*Machine, error) {
 }
 
 func buildService(app *App, idx int, cs config.Service, prev *Snapshot) (*Service, error) {
-	svc := &Service{App: app, Index: idx, InternalPort: cs.InternalPort, Soft: config.DefaultSoftLimit,
+	svc := &Service{App: app, Index: idx, InternalPort: cs.InternalPort, UDP: cs.Protocol == "udp", Soft: config.DefaultSoftLimit,
 		loads: map[string]*Load{}, health: map[string]*Health{}}
 	if cs.Balance == "p2c-latency" {
 		svc.Balance = P2CLatency

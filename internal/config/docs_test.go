@@ -89,6 +89,8 @@ var documentedDefaults = map[string]struct {
 	"DefaultACMEDirectory":         {"directory", DefaultACMEDirectory},
 	"DefaultACMEStorageDir":        {"storage_dir", DefaultACMEStorageDir},
 	"DefaultProcessGroup":          {"process_group", DefaultProcessGroup},
+	"DefaultUDPIdleTimeout":        {"udp_idle_timeout", DefaultUDPIdleTimeout},
+	"DefaultMaxUDPFlows":           {"max_udp_flows", DefaultMaxUDPFlows},
 	"DefaultACMERenewCheck":        {"renew_check_interval", DefaultACMERenewCheck},
 }
 

@@ -172,12 +172,28 @@ type binding struct {
 
 func (c *checker) validatePorts(cfg *Config, srcs map[int]*source) {
 	byPort := map[int][]binding{}
+	udp := map[int]string{} // UDP port → the service that has it
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
 		for j, s := range a.AllServices() {
 			skey := fmt.Sprintf("apps[%d].services[%d]", i, j)
 			if j >= len(a.Services) {
 				skey = fmt.Sprintf("apps[%d].http_service", i)
+			}
+			if s.Protocol == "udp" {
+				// UDP ports are their own namespace, and a datagram names
+				// no host: one service per port.
+				for k, p := range s.Ports {
+					lo, hi := p.Range()
+					for port := lo; port <= hi; port++ {
+						if other, ok := udp[port]; ok {
+							c.at(srcs[i], fmt.Sprintf("%s.ports[%d]", skey, k), "UDP port %d is also %s's: datagrams carry no name to tell services apart", port, other)
+							break
+						}
+						udp[port] = skey
+					}
+				}
+				continue
 			}
 			for k, p := range s.Ports {
 				lo, hi := p.Range()

@@ -75,6 +75,9 @@ type Proxy struct {
 	// A key is forgotten once its last ticket expires, which bounds how
 	// long a recorded session stays decryptable with a stolen key.
 	SessionTicketRotation Duration `toml:"session_ticket_rotation"`
+	// UDPIdleTimeout ends a UDP flow with no datagram either way for
+	// that long.
+	UDPIdleTimeout        Duration `toml:"udp_idle_timeout"`
 	SessionTicketLifetime Duration `toml:"session_ticket_lifetime"`
 	// IdleTimeout closes raw TCP connections with no traffic either way
 	// and HTTP keep-alive connections with no request.
@@ -145,6 +148,9 @@ type Limits struct {
 	MaxConnectionsPerIP   int     `toml:"max_connections_per_ip"`
 	IPAcceptRate          float64 `toml:"ip_accept_rate"`
 	IPAcceptBurst         int     `toml:"ip_accept_burst"`
+	// MaxUDPFlows bounds the flows of one public UDP port; a datagram
+	// that would open one more is dropped and counted.
+	MaxUDPFlows int `toml:"max_udp_flows"`
 }
 
 // ProxyProtocol is the inbound PROXY protocol: a load balancer in front of

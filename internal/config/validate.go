@@ -26,6 +26,8 @@ const (
 	DefaultConnectAttempts       = 3
 	DefaultQueueTimeout          = 2 * time.Second
 	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultUDPIdleTimeout        = 30 * time.Second
+	DefaultMaxUDPFlows           = 10000
 	DefaultTicketRotation        = time.Hour
 	DefaultTicketLifetime        = 24 * time.Hour
 	DefaultIdleTimeout           = 60 * time.Second
@@ -99,6 +101,7 @@ func applyDefaults(c *Config) {
 	setDur(&p.QueueTimeout, DefaultQueueTimeout)
 	setDur(&p.AutostopInterval, DefaultAutostopInterval)
 	setDur(&p.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDur(&p.UDPIdleTimeout, DefaultUDPIdleTimeout)
 	setDur(&p.SessionTicketRotation, DefaultTicketRotation)
 	setDur(&p.SessionTicketLifetime, DefaultTicketLifetime)
 	setDur(&p.IdleTimeout, DefaultIdleTimeout)
@@ -123,6 +126,7 @@ func applyDefaults(c *Config) {
 	setInt(&p.H2MaxPingsPerSecond, DefaultH2MaxPings)
 	l := &c.Limits
 	setInt(&l.MaxConnections, DefaultMaxConnections)
+	setInt(&l.MaxUDPFlows, DefaultMaxUDPFlows)
 	setInt(&l.MaxConnectionsPerApp, DefaultMaxConnectionsPerApp)
 	pp := &c.ProxyProtocol
 	setStr(&pp.Mode, "off")
@@ -505,8 +509,20 @@ func (c *checker) machines(a *App, key string, main *source) {
 
 func (c *checker) validateService(s *Service, key string, src *source, driver bool) {
 	c.internalPort(src, key+".internal_port", s.InternalPort)
-	if s.Protocol != "" && s.Protocol != "tcp" {
-		c.at(src, key+".protocol", "protocol %q is not supported (only tcp)", s.Protocol)
+	switch s.Protocol {
+	case "", "tcp":
+	case "udp":
+		// Datagrams: no handler applies, and checks speak TCP.
+		for j, p := range s.Ports {
+			if len(p.Handlers) > 0 || p.ForceHTTPS || p.TLSOptions != nil || p.HTTPOptions != nil || p.ProxyProtoOptions != nil {
+				c.at(src, fmt.Sprintf("%s.ports[%d].handlers", key, j), "a udp service's ports take no handlers or their options: datagrams are forwarded as they are")
+			}
+		}
+		if len(s.TCPChecks) > 0 || len(s.HTTPChecks) > 0 {
+			c.at(src, key+".protocol", "a udp service cannot have tcp_checks or http_checks: they connect over TCP")
+		}
+	default:
+		c.at(src, key+".protocol", "protocol %q is not supported (tcp or udp)", s.Protocol)
 	}
 	if len(s.Ports) == 0 {
 		c.at(src, key+".ports", "a service needs at least one [[services.ports]]")

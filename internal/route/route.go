@@ -35,6 +35,9 @@ func Build(snap *catalog.Snapshot) *Table {
 	t := &Table{ports: map[int]*Port{}}
 	for _, app := range snap.Apps {
 		for _, svc := range app.Services {
+			if svc.UDP {
+				continue // datagrams: UDPPorts
+			}
 			for _, cp := range svc.Ports {
 				for pub := cp.Lo; pub <= cp.Hi; pub++ {
 					t.add(pub, cp)
@@ -43,6 +46,24 @@ func Build(snap *catalog.Snapshot) *Table {
 		}
 	}
 	return t
+}
+
+// UDPPorts maps each public UDP port of snap to its service.
+func UDPPorts(snap *catalog.Snapshot) map[int]*catalog.Service {
+	out := map[int]*catalog.Service{}
+	for _, app := range snap.Apps {
+		for _, svc := range app.Services {
+			if !svc.UDP {
+				continue
+			}
+			for _, cp := range svc.Ports {
+				for pub := cp.Lo; pub <= cp.Hi; pub++ {
+					out[pub] = svc
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Rebuild is Build for snap when it differs from the snapshot prev was
@@ -62,6 +83,9 @@ func Rebuild(prev *Table, snap *catalog.Snapshot, changed map[string]bool) *Tabl
 			return Build(snap) // not a machine change after all
 		}
 		for _, svc := range app.Services {
+			if svc.UDP {
+				continue
+			}
 			for _, cp := range svc.Ports {
 				for pub := cp.Lo; pub <= cp.Hi; pub++ {
 					touched[pub] = true

@@ -217,6 +217,11 @@ func (s *Server) install(old, rt *Runtime, source, path string) error {
 	for public, ln := range opened {
 		s.addPort(rt, public, ln)
 	}
+	if err := s.syncUDP(rt); err != nil {
+		// The runtime is in force; a UDP port that cannot be bound is
+		// logged and tried again at the next reload.
+		s.log.Error("udp port not opened", "error", err.Error())
+	}
 	// Removed ports stop accepting; their connections finish on the old
 	// runtime and are drained like any other.
 	s.mu.Lock()
@@ -403,6 +408,9 @@ func (s *Server) Drain() error {
 	for _, ps := range ports {
 		ps.ln.Close()
 	}
+	// UDP flows have nothing to finish that a client would not resend:
+	// the next process (an upgrade) or nobody takes the datagrams now.
+	s.closeUDP()
 	if n := s.closeWebSockets(); n > 0 {
 		s.log.Info("asked WebSocket tunnels to close", "tunnels", n)
 	}

@@ -56,9 +56,10 @@ type Server struct {
 	tracing  *telemetry.Tracing
 	tripwire *telemetry.Tripwire
 	// health runs the services' health checks against their machines.
-	health   *health.Checker
-	listen   func(network, addr string) (net.Listener, error)
-	reloadMu sync.Mutex // one reload at a time
+	health       *health.Checker
+	listen       func(network, addr string) (net.Listener, error)
+	listenPacket func(network, addr string) (net.PacketConn, error)
+	reloadMu     sync.Mutex // one reload at a time
 	// fileCfg is the config file's, fleetApps the fleet catalog's last
 	// apps; the running config is both (under reloadMu).
 	fileCfg   *config.Config
@@ -114,6 +115,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	ports  map[int]*portServer // by public port
+	udp    map[int]*udpPort    // UDP ports, by public port
 	active map[net.Conn]*conn
 	closed bool
 	wg     sync.WaitGroup
@@ -148,6 +150,8 @@ type Options struct {
 	// restart passes tableflip's, so sockets are inherited by the new
 	// process instead of being closed.
 	Listen func(network, addr string) (net.Listener, error)
+	// ListenPacket opens UDP sockets, likewise (nil: net.ListenPacket).
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 	// TestWrapWire, for tests only, inserts a layer between the meter and
 	// the wire guard of every client connection, so fault-injection tests
 	// can put a deliberately broken reader where the incident's was.
@@ -194,12 +198,18 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.version = cmp.Or(o.Version, "dev")
 	s.metrics.SetMachines(s.machineStats)
 	s.metrics.SetCertificates(s.certStats)
+	s.metrics.SetUDP(s.udpStats)
 	s.wrapWire = o.TestWrapWire
 	s.listen = o.Listen
 	if s.listen == nil {
 		s.listen = net.Listen
 	}
 	s.listen = listen.Opener(s.listen)
+	s.listenPacket = o.ListenPacket
+	if s.listenPacket == nil {
+		s.listenPacket = net.ListenPacket
+	}
+	s.udp = map[int]*udpPort{}
 	dest := cfg.Log.AccessLog
 	if dest != "off" && dest != "stdout" && dest != "stderr" {
 		dest = cfg.Resolve(dest) // relative to the config file, like certificates
@@ -300,6 +310,10 @@ func (s *Server) Start() error {
 			return err
 		}
 		s.addPort(rt, public, ln)
+	}
+	if err := s.syncUDP(rt); err != nil {
+		s.Close()
+		return err
 	}
 	s.reloadMu.Lock()
 	s.portsBound = true
@@ -464,6 +478,7 @@ func (s *Server) Close() error {
 	for _, c := range conns {
 		c.Close()
 	}
+	s.closeUDP()
 	if s.parker != nil {
 		// Parked connections have no goroutine to see their socket close:
 		// let them go, and wait for them to finish.

@@ -84,6 +84,7 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	m.SetFleet(func() bool { return true }, func() time.Duration { return 0 })
 	m.SetParked(func() int { return 0 })
 	bh := m.NewBackhaul(func() []BackhaulStat { return []BackhaulStat{{Peer: "w1", Side: "edge", Conns: 1}} })
+	m.SetUDP(func() []UDPStat { return []UDPStat{{App: "dns", Port: "53", Flows: 1}} })
 	m.SetCertificates(func() []CertStat {
 		return []CertStat{{Name: "a.example.com", Source: "acme", NotAfter: time.Now().Add(time.Hour)}}
 	})

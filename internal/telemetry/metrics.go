@@ -139,6 +139,48 @@ func (f backhaulCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// UDPStat is one public UDP port's counters.
+type UDPStat struct {
+	App, Port                                      string
+	Flows                                          int
+	PacketsIn, PacketsOut, BytesIn, BytesOut       int64
+	DroppedFull, DroppedNoMachine, DroppedOversize int64
+}
+
+var (
+	udpFlowsDesc   = prometheus.NewDesc(UDPFlows, "UDP flows open now, by app and public port.", []string{"app", "port"}, nil)
+	udpPacketsDesc = prometheus.NewDesc(UDPPackets, "UDP datagrams forwarded, by app, public port and direction (in: client to machine; out: machine to client).",
+		[]string{"app", "port", "direction"}, nil)
+	udpBytesDesc = prometheus.NewDesc(UDPBytes, "UDP payload bytes forwarded, by app, public port and direction.", []string{"app", "port", "direction"}, nil)
+	udpDropDesc  = prometheus.NewDesc(UDPDropped, "UDP datagrams dropped, by app, public port and reason: flow_table_full (max_udp_flows), no_machine (none could take a new flow), oversize (a reply larger than the flow's buffer then; later ones fit).",
+		[]string{"app", "port", "reason"}, nil)
+)
+
+// SetUDP installs the function that lists the UDP ports at scrape time.
+func (m *Metrics) SetUDP(list func() []UDPStat) { m.Registry.MustRegister(udpCollector(list)) }
+
+type udpCollector func() []UDPStat
+
+func (udpCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- udpFlowsDesc
+	ch <- udpPacketsDesc
+	ch <- udpBytesDesc
+	ch <- udpDropDesc
+}
+
+func (f udpCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range f() {
+		ch <- prometheus.MustNewConstMetric(udpFlowsDesc, prometheus.GaugeValue, float64(st.Flows), st.App, st.Port)
+		ch <- prometheus.MustNewConstMetric(udpPacketsDesc, prometheus.CounterValue, float64(st.PacketsIn), st.App, st.Port, "in")
+		ch <- prometheus.MustNewConstMetric(udpPacketsDesc, prometheus.CounterValue, float64(st.PacketsOut), st.App, st.Port, "out")
+		ch <- prometheus.MustNewConstMetric(udpBytesDesc, prometheus.CounterValue, float64(st.BytesIn), st.App, st.Port, "in")
+		ch <- prometheus.MustNewConstMetric(udpBytesDesc, prometheus.CounterValue, float64(st.BytesOut), st.App, st.Port, "out")
+		ch <- prometheus.MustNewConstMetric(udpDropDesc, prometheus.CounterValue, float64(st.DroppedFull), st.App, st.Port, "flow_table_full")
+		ch <- prometheus.MustNewConstMetric(udpDropDesc, prometheus.CounterValue, float64(st.DroppedNoMachine), st.App, st.Port, "no_machine")
+		ch <- prometheus.MustNewConstMetric(udpDropDesc, prometheus.CounterValue, float64(st.DroppedOversize), st.App, st.Port, "oversize")
+	}
+}
+
 // CertStat is one name's certificate: where it came from and when it
 // expires.
 type CertStat struct {

@@ -86,6 +86,12 @@ const (
 	// Regions.
 	RegionRTT = "edgeproxy_region_rtt_seconds" // {region}
 
+	// UDP services (internal/udpproxy).
+	UDPFlows   = "edgeproxy_udp_flows"         // {app, port}: flows open now
+	UDPPackets = "edgeproxy_udp_packets_total" // {app, port, direction}: in (client to machine), out
+	UDPBytes   = "edgeproxy_udp_bytes_total"   // {app, port, direction}
+	UDPDropped = "edgeproxy_udp_dropped_total" // {app, port, reason}: flow_table_full, no_machine, oversize
+
 	// Certificates.
 	Certificates      = "edgeproxy_certificates"               // {source}: file, acme: certificates in hand
 	CertificateExpiry = "edgeproxy_certificate_expiry_seconds" // {name, source}: seconds until the certificate serving name expires
