@@ -46,6 +46,7 @@ type Options struct {
 // Forwarder forwards one public UDP socket's flows.
 type Forwarder struct {
 	pc   *net.UDPConn
+	sock *socket
 	opts Options
 
 	mu     sync.Mutex
@@ -66,7 +67,10 @@ type Stats struct {
 
 // flow is one client address and port and its socket to a machine.
 type flow struct {
-	client  netip.AddrPort
+	client netip.AddrPort
+	// local is the public address the client sent to, where replies
+	// leave from (invalid: the socket's only address).
+	local   netip.Addr
 	conn    net.Conn // the guarded socket to the machine
 	release func()
 	// active is set by traffic either way and cleared by the janitor:
@@ -86,7 +90,7 @@ func New(pc *net.UDPConn, o Options) *Forwarder {
 	if o.Stats == nil {
 		o.Stats = &iox.Stats{}
 	}
-	return &Forwarder{pc: pc, opts: o, flows: map[netip.AddrPort]*flow{}, stop: make(chan struct{})}
+	return &Forwarder{pc: pc, sock: newSocket(pc), opts: o, flows: map[netip.AddrPort]*flow{}, stop: make(chan struct{})}
 }
 
 // maxDatagram is the largest UDP payload.
@@ -97,7 +101,7 @@ func (f *Forwarder) Serve() error {
 	f.wg.Go(f.janitor)
 	buf := make([]byte, maxDatagram)
 	for {
-		n, addr, err := f.pc.ReadFromUDPAddrPort(buf)
+		n, client, local, err := f.sock.read(buf)
 		if err != nil {
 			f.mu.Lock()
 			closed := f.closed
@@ -107,8 +111,7 @@ func (f *Forwarder) Serve() error {
 			}
 			return err
 		}
-		client := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-		fl := f.flow(client)
+		fl := f.flow(client, local)
 		if fl == nil {
 			continue
 		}
@@ -123,7 +126,7 @@ func (f *Forwarder) Serve() error {
 
 // flow finds client's flow or opens one; nil when the datagram is to be
 // dropped (table full, no machine).
-func (f *Forwarder) flow(client netip.AddrPort) *flow {
+func (f *Forwarder) flow(client netip.AddrPort, local netip.Addr) *flow {
 	f.mu.Lock()
 	fl := f.flows[client]
 	full := fl == nil && len(f.flows) >= f.opts.MaxFlows
@@ -155,7 +158,7 @@ func (f *Forwarder) flow(client netip.AddrPort) *flow {
 		f.opts.Log.Info("udp flow: machine unreachable", "client", client.String(), "machine", machine.String(), "error", err.Error())
 		return nil
 	}
-	fl = &flow{client: client, release: release}
+	fl = &flow{client: client, local: local, release: release}
 	guard := iox.NewGuard(raw, f.opts.Guard, f.opts.Stats, func(k iox.Kill) {
 		if f.opts.OnKill != nil {
 			f.opts.OnKill(client, k)
@@ -200,7 +203,7 @@ func (f *Forwarder) replies(fl *flow) {
 			continue
 		}
 		fl.active.Store(true)
-		if _, err := f.pc.WriteToUDPAddrPort(buf[:n], fl.client); err != nil {
+		if err := f.sock.write(buf[:n], fl.client, fl.local); err != nil {
 			f.end(fl, "write to client: "+err.Error())
 			return
 		}

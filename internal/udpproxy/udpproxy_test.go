@@ -314,3 +314,27 @@ func TestPickFailureDrops(t *testing.T) {
 		t.Errorf("%d flows after a failed pick", st.Flows)
 	}
 }
+
+// Bound to every address, the forwarder answers from the address the
+// client sent to: a client of 127.0.0.2 (its socket connected, so it
+// takes replies from that address only) gets its reply, though the
+// kernel would send one to it from 127.0.0.1.
+func TestReplyFromTheAddressTheClientUsed(t *testing.T) {
+	machine := echo(t)
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(pc, Options{MaxFlows: 10, IdleTimeout: 5 * time.Second, Guard: iox.DefaultGuardLimits(),
+		Pick: func(netip.AddrPort) (netip.AddrPort, func(), error) { return machine, func() {}, nil }})
+	served := make(chan error, 1)
+	go func() { served <- f.Serve() }()
+	defer func() { f.Close(); <-served }()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	for _, ip := range []string{"127.0.0.2", "127.0.0.1"} {
+		c := dialTo(t, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)))
+		if got := exchange(t, c, []byte("to "+ip)); string(got) != "to "+ip {
+			t.Errorf("via %s: %q", ip, got)
+		}
+	}
+}
