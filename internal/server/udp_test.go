@@ -3,11 +3,15 @@ package server_test
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/edgeproxy/edgeproxy/internal/proctest"
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
@@ -116,5 +120,50 @@ func TestUDPFloodWithinBound(t *testing.T) {
 			t.Fatalf("after 5s: %v flows, %v in, %v dropped of %d", flows, in, dropped, senders)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A reload that removes a UDP service closes its port; one that brings
+// it back opens it again.
+func TestUDPPortFollowsReloads(t *testing.T) {
+	machine := dnsMachine(t)
+	port := proctest.FreePorts(t, 1)[0]
+	withUDP := fmt.Sprintf("[proxy]\nbind = \"127.0.0.1\"\nport_map = { 53 = %d, 8080 = 0 }\n", port) + udpConfig(machine, 100) + `
+[[apps]]
+name = "web"
+  [[apps.services]]
+  internal_port = 8080
+    [[apps.services.ports]]
+    port = 8080
+  [[apps.machines]]
+  id = "w1"
+  address = "127.0.0.1"
+`
+	p := proxytest.Start(t, withUDP, proxytest.Options{})
+	path := filepath.Join(p.Dir, "edgeproxy.toml")
+	query := func() error {
+		q := new(dns.Msg)
+		q.SetQuestion("reload.example.", dns.TypeA)
+		_, _, err := (&dns.Client{Net: "udp", Timeout: time.Second}).Exchange(q, fmt.Sprintf("127.0.0.1:%d", port))
+		return err
+	}
+	without := strings.Replace(withUDP, "protocol = \"udp\"", "protocol = \"tcp\"", 1)
+	if err := os.WriteFile(path, []byte(without), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Server.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if p.Server.UDPAddr(53) != nil || query() == nil {
+		t.Fatal("the UDP port still answers after a reload removed its service")
+	}
+	if err := os.WriteFile(path, []byte(withUDP), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Server.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := query(); err != nil {
+		t.Fatalf("after the reload that brought the service back: %v", err)
 	}
 }
