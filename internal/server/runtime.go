@@ -63,6 +63,9 @@ type Runtime struct {
 	// identity is this node's fleet identity for the backhaul, read from
 	// its files at every reload (nil: none).
 	identity *backhaul.Identity
+	// udpPorts maps each public UDP port to its service, built once per
+	// runtime: every new flow looks its service up here.
+	udpPorts map[int]*catalog.Service
 
 	selfSigned *tlsterm.SelfSigner
 	tickets    *tlsterm.Tickets
@@ -241,6 +244,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		tickets:      tickets,
 		acme:         d.ACME,
 		identity:     id,
+		udpPorts:     route.UDPPorts(snap),
 	}, nil
 }
 

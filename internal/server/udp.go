@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/edgeproxy/edgeproxy/internal/iox"
-	"github.com/edgeproxy/edgeproxy/internal/route"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/udpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/upstream"
@@ -32,7 +31,7 @@ const udpPickTimeout = 100 * time.Millisecond
 // no longer has. Kept ports go on: each new flow reads the service from
 // the runtime in force.
 func (s *Server) syncUDP(rt *Runtime) error {
-	want := route.UDPPorts(rt.Snap)
+	want := rt.udpPorts
 	s.mu.Lock()
 	var gone []*udpPort
 	for public, up := range s.udp {
@@ -111,7 +110,7 @@ func (s *Server) openUDP(rt *Runtime, public int) error {
 // health), counting the flow as a connection.
 func (s *Server) udpPick(public int, client netip.AddrPort) (netip.AddrPort, func(), error) {
 	rt := s.runtime()
-	svc := route.UDPPorts(rt.Snap)[public]
+	svc := rt.udpPorts[public]
 	if svc == nil {
 		return netip.AddrPort{}, nil, fmt.Errorf("no udp service on port %d", public)
 	}
@@ -157,7 +156,7 @@ func (s *Server) udpStats() []telemetry.UDPStat {
 		ports = append(ports, up)
 	}
 	s.mu.Unlock()
-	byPort := route.UDPPorts(s.runtime().Snap)
+	byPort := s.runtime().udpPorts
 	out := make([]telemetry.UDPStat, 0, len(ports))
 	for _, up := range ports {
 		app := ""
