@@ -326,6 +326,10 @@ func (s *Server) warnRestartOnly(old, cfg *config.Config) {
 	changed("tracing", old.Tracing != cfg.Tracing)
 	changed("fleet", !reflect.DeepEqual(old.Fleet, cfg.Fleet))
 	changed("acme", !reflect.DeepEqual(old.ACME, cfg.ACME))
+	// An open UDP port keeps its table's bound and idle time; a port
+	// opened later, or at the next restart, takes the new ones.
+	changed("limits.max_udp_flows", old.Limits.MaxUDPFlows != cfg.Limits.MaxUDPFlows)
+	changed("proxy.udp_idle_timeout", old.Proxy.UDPIdleTimeout != cfg.Proxy.UDPIdleTimeout)
 	changed("tripwire", old.Tripwire.Threshold != cfg.Tripwire.Threshold || old.Tripwire.Dir != cfg.Tripwire.Dir)
 	changed("proxy.response_header_timeout", old.Proxy.ResponseHeaderTimeout != cfg.Proxy.ResponseHeaderTimeout)
 	for public := range s.portsSnapshot() {
