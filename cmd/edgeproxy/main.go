@@ -17,6 +17,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runProxy(args[1:], stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
-	case "version":
+	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "edgeproxy %s\n", version)
 		return 0
 	case "demo-machine":
@@ -64,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			// -h: the flag package printed the command's help.
+			return 0
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			return 2
@@ -76,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // usageError marks flag errors, which the flag package already printed.
 type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: edgeproxy <command> [flags]

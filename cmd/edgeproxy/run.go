@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,8 +27,12 @@ func runProxy(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("config", "edgeproxy.toml", "config file")
 	pidFile := fs.String("pid-file", "", "write the serving process's pid here (for edgeproxy upgrade)")
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if err := configArg(fs, path); err != nil {
+		return err
 	}
 	cfg, notices, err := config.Load(*path)
 	if err != nil {
@@ -104,6 +109,7 @@ func runProxy(args []string, stderr io.Writer) error {
 // same as sending it SIGUSR2) and waits for the new one to be serving.
 func runUpgrade(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("upgrade", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	pidFile := fs.String("pid-file", "", "the pid file given to edgeproxy run -pid-file")
 	pid := fs.Int("pid", 0, "the pid of the running edgeproxy (instead of -pid-file)")
 	wait := fs.Duration("wait", 60*time.Second, "how long to wait for the new process")
@@ -160,6 +166,13 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "edgeproxy.toml", "config file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := configArg(fs, path); err != nil {
+		fmt.Fprintf(stderr, "edgeproxy validate: %v\n", err)
 		return 2
 	}
 	cfg, notices, err := config.Load(*path)
@@ -201,6 +214,7 @@ func countPorts(cfg *config.Config) int {
 
 func runGenCert(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("gen-cert", flag.ContinueOnError)
+	fs.SetOutput(stdout)
 	certOut := fs.String("cert", "cert.pem", "where to write the certificate (PEM)")
 	keyOut := fs.String("key", "key.pem", "where to write the private key (PEM)")
 	if err := fs.Parse(args); err != nil {
@@ -261,4 +275,23 @@ func inheritedTicketKeys(upg *tableflip.Upgrader, log *slog.Logger) []tlsterm.Ti
 	}
 	log.Warn("session ticket keys of the previous process unreadable: its clients' sessions do not resume here", "error", err.Error())
 	return nil
+}
+
+// configArg takes the config file as an argument too (`edgeproxy
+// validate FILE`), as well as -config; giving both, or more than one
+// file, is an error.
+func configArg(fs *flag.FlagSet, path *string) error {
+	switch fs.NArg() {
+	case 0:
+		return nil
+	case 1:
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "config" })
+		if set && *path != fs.Arg(0) {
+			return fmt.Errorf("config file given twice: -config %s and %s", *path, fs.Arg(0))
+		}
+		*path = fs.Arg(0)
+		return nil
+	}
+	return fmt.Errorf("one config file, not %d: %s", fs.NArg(), strings.Join(fs.Args(), " "))
 }

@@ -404,3 +404,37 @@ func TestUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// Every subcommand's -h prints its help and exits 0, and validate and
+// run take the config file as an argument too.
+func TestCLIHelpVersionAndConfigArgument(t *testing.T) {
+	for _, cmd := range []string{"run", "validate", "upgrade", "gen-cert", "storm", "profile"} {
+		code, stdout, stderr := runCLI(t, cmd, "-h")
+		help := stdout + stderr
+		if code != 0 || !(strings.Contains(help, "Usage of "+cmd) || strings.Contains(help, "usage: edgeproxy "+cmd)) {
+			t.Errorf("%s -h: exit %d, help %q", cmd, code, help)
+		}
+	}
+	for _, v := range []string{"version", "--version", "-version"} {
+		if code, out, _ := runCLI(t, v); code != 0 || !strings.HasPrefix(out, "edgeproxy ") {
+			t.Errorf("%s: exit %d, %q", v, code, out)
+		}
+	}
+	path := writeFile(t, t.TempDir(), "edgeproxy.toml", `
+[[apps]]
+name = "web"
+  [apps.http_service]
+  internal_port = 8080
+    [apps.http_service.tls_options]
+    default_self_signed = true
+  [[apps.machines]]
+  id = "m1"
+  address = "127.0.0.1"
+`)
+	if code, out, _ := runCLI(t, "validate", path); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("validate FILE: exit %d, %q", code, out)
+	}
+	if code, _, stderr := runCLI(t, "validate", "-config", "other.toml", path); code != 2 || !strings.Contains(stderr, "given twice") {
+		t.Errorf("validate -config X FILE: exit %d, %q", code, stderr)
+	}
+}
