@@ -4,9 +4,12 @@ export GOTOOLCHAIN := go1.27.3
 GO ?= go
 GOFMT = $$($(GO) env GOROOT)/bin/gofmt
 
+# The build says which commit it is (edgeproxy version, edgeproxy_build_info).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 .PHONY: build run test lint fuzz bench
 build:
-	$(GO) build -o bin/edgeproxy ./cmd/edgeproxy
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/edgeproxy ./cmd/edgeproxy
 
 # Two demo machines and edgeproxy on examples/quickstart.toml; Ctrl-C stops all.
 run: build

@@ -19,8 +19,20 @@ $bin validate -config "$cfg"
 # The demo machine speaks HTTP and raw TCP echo on one port.
 $bin demo-machine -listen 127.0.0.1:18081 -id machine-1 2>bin/machine-1.log & pids+=($!)
 $bin demo-machine -listen 127.0.0.1:18082 -id machine-2 2>bin/machine-2.log & pids+=($!)
-$bin run -config "$cfg" 2> >(tee bin/edgeproxy.log >&2) & pids+=($!)
-sleep 1
+$bin run -config "$cfg" 2> >(tee bin/edgeproxy.log >&2) & proxy=$!; pids+=($proxy)
+
+# Ready means the admin API (127.0.0.1:9901) says so; a proxy that exits
+# or never gets there is a failed start, not a running one.
+ready=""
+for _ in $(seq 100); do
+  if ! kill -0 "$proxy" 2>/dev/null; then break; fi
+  if curl -sf http://127.0.0.1:9901/ready >/dev/null 2>&1; then ready=1; break; fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then
+  echo "edgeproxy did not start: see bin/edgeproxy.log" >&2
+  exit 1
+fi
 
 cat <<'MSG'
 

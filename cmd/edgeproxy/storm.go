@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -75,6 +76,19 @@ flags:
 		return err
 	}
 	cfg.Shapes, cfg.MetricsURL = ws, metrics
+	// A storm against a port nobody listens on would report a thousand
+	// refusals as if they were results: say so once instead. Only a
+	// target the storm may hit is probed (storm.Run refuses the rest).
+	if host, _, err := net.SplitHostPort(cfg.Target); err == nil {
+		ip := net.ParseIP(host)
+		if cfg.AllowRemote || host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			probe, err := net.DialTimeout("tcp", cfg.Target, 2*time.Second)
+			if err != nil {
+				return fmt.Errorf("nothing answers at %s: %v", cfg.Target, err)
+			}
+			probe.Close()
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -436,5 +437,20 @@ name = "web"
 	}
 	if code, _, stderr := runCLI(t, "validate", "-config", "other.toml", path); code != 2 || !strings.Contains(stderr, "given twice") {
 		t.Errorf("validate -config X FILE: exit %d, %q", code, stderr)
+	}
+}
+
+// storm says when nothing listens at its target, rather than reporting
+// every connection refused as a result.
+func TestStormSaysNothingListens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, stdout, stderr := runCLI(t, "storm", "-target", addr, "-count", "5", "-q")
+	if code != 1 || !strings.Contains(stderr, "nothing answers at "+addr) || stdout != "" {
+		t.Errorf("exit %d, stderr %q, stdout %q", code, stderr, stdout)
 	}
 }
