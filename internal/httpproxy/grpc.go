@@ -24,10 +24,10 @@ func grpcContentType(h *h1.Head) (string, bool) {
 // does: HTTP 200 and a trailers-only response, whose header carries
 // grpc-status and grpc-message. A gRPC client reads a text/plain 502 as a
 // broken transport and reports neither the code nor the reason.
-func appendGRPCError(fields []byte, ct string, pe *perr.Error) []byte {
+func appendGRPCError(fields []byte, ct string, pe *perr.Error, debug bool) []byte {
 	fields = h1.AppendFieldString(fields, "Content-Type", ct)
 	fields = h1.AppendFieldString(fields, "Grpc-Status", strconv.Itoa(perr.GRPCStatus(pe.Code)))
-	text := errorText(pe)
+	text := errorText(pe, debug)
 	return h1.AppendFieldString(fields, "Grpc-Message", grpcPercentEncode(text[:len(text)-1]))
 }
 

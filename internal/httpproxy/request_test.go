@@ -160,7 +160,7 @@ func TestGRPCError(t *testing.T) {
 	if !ok || ct != "application/grpc+proto" {
 		t.Fatalf("content type %q, %v", ct, ok)
 	}
-	fields := string(appendGRPCError(nil, ct, perr.New(perr.AppConnLimit, nil)))
+	fields := string(appendGRPCError(nil, ct, perr.New(perr.AppConnLimit, nil), false))
 	for _, want := range []string{"Content-Type: application/grpc+proto\r\n", "Grpc-Status: 8\r\n",
 		"Grpc-Message: PL01: app connection limit reached\r\n"} {
 		if !strings.Contains(fields, want) {

@@ -190,7 +190,7 @@ func (x *Exchange) fail(err error) {
 		// For the edge, which answers the client itself.
 		fields = appendRelayError(fields, pe)
 	} else if ct, ok := grpcContentType(x.Req); ok {
-		fields = appendGRPCError(fields, ct, pe)
+		fields = appendGRPCError(fields, ct, pe, x.debugRouting())
 		x.answer(200, fields, nil)
 		return
 	}
@@ -199,7 +199,14 @@ func (x *Exchange) fail(err error) {
 		status = 502
 	}
 	fields = append(fields, "Content-Type: text/plain; charset=utf-8\r\n"...)
-	x.answer(status, fields, []byte(errorText(pe)))
+	x.answer(status, fields, []byte(errorText(pe, x.debugRouting())))
+}
+
+// debugRouting reports whether the request's port has debug_routing on:
+// then an error page may say which machines failed and why.
+func (x *Exchange) debugRouting() bool {
+	e := x.target.entry
+	return e != nil && e.HTTP.DebugRouting
 }
 
 // answer sends a response the proxy made itself.
@@ -276,8 +283,14 @@ func appendEndToEnd(dst []byte, h *h1.Head, also string) []byte {
 // client: which app, and why no machine could take the request (every
 // machine failing its checks, and the check's verdict), so a one-machine
 // app whose check fails says so instead of a bare 503.
-func errorText(pe *perr.Error) string {
+func errorText(pe *perr.Error, debug bool) string {
 	line := pe.Line()
+	if !debug {
+		// The app's machine ids and check paths are the operator's,
+		// not every client's: the log line and the debug header have
+		// them.
+		return line
+	}
 	if detail := routingDetail(pe); detail != "" {
 		return line[:len(line)-1] + ": " + detail + "\n"
 	}

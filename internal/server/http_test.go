@@ -292,6 +292,31 @@ func TestNoStartedMachine(t *testing.T) {
 	}
 }
 
+// A PR01 page tells a public client the code, not the app's machine ids
+// and why each fails; with debug_routing on, the page says why.
+func TestNoStartedMachineDetailOnlyWithDebug(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		svc := httpService
+		if debug {
+			svc += "    [apps.http_service.http_options]\n    debug_routing = true\n"
+		}
+		cfg := singleApp(machine("m1", proxytest.Machine(t, "m1")), svc)
+		cfg = strings.Replace(cfg, `id = "m1"`, "id = \"m1\"\n  state = \"stopped\"", 1)
+		p := proxytest.Start(t, cfg, proxytest.Options{})
+		req, _ := http.NewRequest("GET", "http://app.test/", nil)
+		resp, err := p.Client(80, false).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		detailed := strings.Contains(string(body), "has no started machine")
+		if resp.StatusCode != 503 || detailed != debug {
+			t.Errorf("debug_routing=%v: %d %q", debug, resp.StatusCode, body)
+		}
+	}
+}
+
 func TestResponseTimeout(t *testing.T) {
 	cfg := "[proxy]\nresponse_header_timeout = \"200ms\"\n" + singleApp(machine("m1", proxytest.Machine(t, "m1")), httpService)
 	p := proxytest.Start(t, cfg, proxytest.Options{})
