@@ -475,6 +475,10 @@ func SignalName(sig syscall.Signal) (string, bool) {
 // lets a fleet edge apply a machine change by checking one app.
 func (c *checker) machines(a *App, key string, main *source) {
 	ids := map[string]bool{}
+	internal := map[int]bool{} // the services' internal ports
+	for _, s := range a.AllServices() {
+		internal[s.InternalPort] = true
+	}
 	for j, m := range a.Machines {
 		mk := fmt.Sprintf("%s.machines[%d]", key, j)
 		if m.ID == "" {
@@ -492,7 +496,7 @@ func (c *checker) machines(a *App, key string, main *source) {
 		for k, v := range m.Ports {
 			if n, err := parsePort(k); err != nil {
 				c.at(main, mk+".ports", "key %q: %v", k, err)
-			} else if !slices.ContainsFunc(a.AllServices(), func(s Service) bool { return s.InternalPort == n }) && len(a.AllServices()) > 0 {
+			} else if len(internal) > 0 && !internal[n] {
 				c.at(main, mk+".ports."+k, "%d is no service's internal_port: map the internal ports of the app's services", n)
 			}
 			if v < 1 || v > 65535 {

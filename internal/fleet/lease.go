@@ -75,7 +75,7 @@ func (s *Store) Release(ctx context.Context, key, holder string) error {
 		return nil
 	}
 	err = kv.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
-	if _, lost := leaseResult(err); lost == nil && err != nil {
+	if conflict(err) {
 		// Renewed or taken since the read: not ours to delete any more.
 		return nil
 	}
@@ -88,11 +88,17 @@ func leaseResult(err error) (bool, error) {
 	if err == nil {
 		return true, nil
 	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+	if conflict(err) {
 		return false, nil
 	}
 	return false, err
+}
+
+// conflict reports a create or update that lost to another writer: the
+// key existed, or its revision moved since it was read.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
 }
 
 // StartSubject is where node takes requests to start one of the machines

@@ -45,7 +45,7 @@ func (s *Store) SyncTicketKeys(ctx context.Context, sync func(remote []byte) []b
 		} else {
 			_, err = kv.Update(ctx, ticketKeysKey, local, rev)
 		}
-		if lost, lerr := leaseResult(err); lerr == nil && !lost && err != nil {
+		if conflict(err) {
 			continue // another edge wrote first: merge its keys too
 		}
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
 	"github.com/edgeproxy/edgeproxy/internal/fleet"
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 	"github.com/edgeproxy/edgeproxy/internal/tlsterm"
 )
@@ -91,7 +92,7 @@ func (s *Server) startACME(rt *Runtime) {
 	s.acmeStarted.Store(true)
 	if !tlsALPN && !http {
 		s.log.Error("acme: no challenge can be answered: it takes port 443 with the tls handler (tls-alpn-01) or port 80 with the http handler (http-01), as the challenges list allows",
-			"code", "PT08")
+			"code", string(perr.CertificateNotIssued))
 	}
 	s.manageCerts(rt)
 }

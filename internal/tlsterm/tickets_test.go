@@ -166,7 +166,7 @@ func FuzzParseTicketKeys(f *testing.F) {
 
 // A chain of resumptions, each within the lifetime of the ticket before
 // it, keeps resuming, and the ticket does not grow with it.
-func TestTicketsResumptionKeepsTheBinding(t *testing.T) {
+func TestTicketsResumptionChain(t *testing.T) {
 	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
 	tk := NewTickets(time.Hour, 3*time.Hour, func() time.Time { return now })
 	srv := ticketServer(t, tk, tls.VersionTLS13)
