@@ -6,6 +6,8 @@
 //
 //	GET  /small   100-byte body
 //	GET  /large   1 MiB body
+//	GET  /text    64 KiB of HTML-like text (compresses about 4:1, like a
+//	              real page), for the compression scenario
 //	POST /echo    the request body back (Content-Length or chunked)
 //	GET  /healthz "ok"
 //
@@ -32,12 +34,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
 const (
 	smallSize = 100
 	largeSize = 1 << 20
+	textSize  = 64 << 10
 	// maxSourceChunk bounds one tcp-source answer, so a bad count cannot
 	// keep the server writing forever.
 	maxSourceChunk = 1 << 30
@@ -46,6 +50,7 @@ const (
 var (
 	smallResp  []byte
 	largeResp  []byte
+	textResp   []byte
 	notFound   = []byte("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nnot found\n")
 	healthResp = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
 	badReq     = []byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -62,6 +67,32 @@ func response(bodySize int) []byte {
 	return b
 }
 
+// textResponse is an HTML page of words drawn from a small vocabulary by
+// a fixed sequence: the same bytes every run, and about as compressible
+// as real markup (a repeated pattern would flatter every compressor).
+func textResponse(bodySize int) []byte {
+	words := strings.Fields("the of edge proxy machine request response region app " +
+		"connection header body stream client server load balance certificate fleet worker " +
+		"<p> </p> <li> </li> <a href=\"/docs\"> </a> class=\"item\" data-id= 0 1 2 3 4 5 6 7 8 9")
+	body := make([]byte, 0, bodySize)
+	x := uint32(2463534242)
+	for len(body) < bodySize {
+		// xorshift32: deterministic, no math/rand state to seed.
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		w := words[x%uint32(len(words))]
+		if x%7 == 0 {
+			body = append(body, '\n')
+		}
+		body = append(body, w...)
+		body = append(body, ' ')
+	}
+	body = body[:bodySize]
+	hdr := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n\r\n", bodySize)
+	return append([]byte(hdr), body...)
+}
+
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18101", "HTTP/1.1 listen address (empty: off)")
 	echoAddr := flag.String("tcp-echo", "", "raw TCP echo listen address (empty: off)")
@@ -72,6 +103,7 @@ func main() {
 
 	smallResp = response(smallSize)
 	largeResp = response(largeSize)
+	textResp = textResponse(textSize)
 
 	if *httpAddr != "" {
 		serve(*httpAddr, serveHTTP)
@@ -137,6 +169,11 @@ func serveHTTP(c net.Conn) {
 			}
 		case "/echo":
 			werr = echoBody(br, bw, req)
+		case "/text":
+			werr = discardBody(br, req)
+			if werr == nil {
+				_, werr = bw.Write(textResp)
+			}
 		case "/healthz":
 			werr = discardBody(br, req)
 			if werr == nil {

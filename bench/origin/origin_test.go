@@ -11,7 +11,7 @@ import (
 )
 
 func TestServeHTTP(t *testing.T) {
-	smallResp, largeResp = response(smallSize), response(largeSize)
+	smallResp, largeResp, textResp = response(smallSize), response(largeSize), textResponse(textSize)
 	cli, srv := net.Pipe()
 	defer cli.Close()
 	go serveHTTP(srv)
@@ -27,6 +27,7 @@ func TestServeHTTP(t *testing.T) {
 		{"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world", -1},
 		{"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", "abc", 3},
 		{"GET /large HTTP/1.1\r\nHost: x\r\n\r\n", "", largeSize},
+		{"GET /text HTTP/1.1\r\nHost: x\r\n\r\n", "", textSize},
 	}
 	for _, r := range reqs {
 		go io.WriteString(cli, r.raw)

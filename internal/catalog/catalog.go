@@ -145,6 +145,9 @@ type HTTPOptions struct {
 	RemoveHeaders []string
 	// DebugRouting explains each routing decision in a response header.
 	DebugRouting bool
+	// Compress compresses responses the client accepts compressed and
+	// the machine sent uncompressed.
+	Compress bool
 }
 
 // Machine is one instance of an app.

@@ -36,6 +36,7 @@ func (h *HTTPOptions) from(o *config.HTTPOptions) {
 	h.AbortOnClose = o.AbortOnClose
 	h.IdleTimeout = o.IdleTimeout.D()
 	h.DebugRouting = o.DebugRouting
+	h.Compress = o.Compress != nil && *o.Compress
 	if r := o.Response; r != nil {
 		h.Pristine = r.Pristine
 		for name, v := range r.Headers {

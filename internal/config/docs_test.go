@@ -47,6 +47,7 @@ var documentedDefaults = map[string]struct {
 	"DefaultSniffMaxBytes":         {"sniff_max_bytes", DefaultSniffMaxBytes},
 	"DefaultBodyTimeout":           {"body_timeout", DefaultBodyTimeout},
 	"DefaultBodyMinBytes":          {"body_min_bytes", DefaultBodyMinBytes},
+	"DefaultCompressMinSize":       {"compress_min_size", DefaultCompressMinSize},
 	"DefaultH2MaxStreams":          {"h2_max_concurrent_streams", DefaultH2MaxStreams},
 	"DefaultH2MaxResets":           {"h2_max_resets_per_second", DefaultH2MaxResets},
 	"DefaultH2MaxSettings":         {"h2_max_settings_per_second", DefaultH2MaxSettings},

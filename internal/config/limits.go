@@ -43,6 +43,9 @@ func (c *checker) validateLimits(cfg *Config, s *source) {
 	if p.BodyMinBytes < 1 {
 		c.at(s, "proxy.body_min_bytes", "must be at least 1, got %d", p.BodyMinBytes)
 	}
+	if p.CompressMinSize < 0 {
+		c.at(s, "proxy.compress_min_size", "must not be negative, got %d", p.CompressMinSize)
+	}
 	if p.H2MaxConcurrentStreams < 1 || p.H2MaxConcurrentStreams > 1000 {
 		c.at(s, "proxy.h2_max_concurrent_streams", "must be between 1 and 1000, got %d", p.H2MaxConcurrentStreams)
 	}

@@ -126,9 +126,6 @@ func (c *checker) httpOptions(src *source, key string, o *HTTPOptions) {
 	if o == nil {
 		return
 	}
-	if o.Compress != nil && *o.Compress {
-		c.note(src, key+".compress", "compress has no effect yet: responses pass through as the app sends them")
-	}
 	if o.Response == nil {
 		return
 	}

@@ -113,6 +113,11 @@ type Proxy struct {
 	// byte at a time does not count as progress).
 	BodyTimeout  Duration `toml:"body_timeout"`
 	BodyMinBytes int      `toml:"body_min_bytes"`
+	// CompressMinSize is the smallest response body, in bytes, that
+	// http_options.compress compresses: below it the encoding's header
+	// and the CPU cost more than the bytes saved. A streamed response,
+	// whose length is not known, is always compressed.
+	CompressMinSize int `toml:"compress_min_size"`
 	// H2MaxConcurrentStreams bounds the requests one HTTP/2 connection
 	// may have open at once, and with them the machine connections it
 	// holds.

@@ -41,6 +41,7 @@ const (
 	DefaultSniffMaxBytes         = 24 << 10 // the largest ClientHello, 16 KiB of body, plus its record headers
 	DefaultBodyTimeout           = 30 * time.Second
 	DefaultBodyMinBytes          = 1024
+	DefaultCompressMinSize       = 1024
 	DefaultH2MaxStreams          = 100
 	DefaultH2MaxResets           = 100
 	DefaultH2MaxSettings         = 20
@@ -120,6 +121,7 @@ func applyDefaults(c *Config) {
 	setInt(&p.SniffMaxBytes, DefaultSniffMaxBytes)
 	setDur(&p.BodyTimeout, DefaultBodyTimeout)
 	setInt(&p.BodyMinBytes, DefaultBodyMinBytes)
+	setInt(&p.CompressMinSize, DefaultCompressMinSize)
 	setInt(&p.H2MaxConcurrentStreams, DefaultH2MaxStreams)
 	setInt(&p.H2MaxResetsPerSecond, DefaultH2MaxResets)
 	setInt(&p.H2MaxSettingsPerSecond, DefaultH2MaxSettings)

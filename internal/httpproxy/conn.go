@@ -52,6 +52,9 @@ type Env struct {
 	// waited on the client across a BodyTimeout. 0: never.
 	BodyTimeout  time.Duration
 	BodyMinBytes int64
+	// CompressMinSize is the smallest body of known length that
+	// http_options.compress compresses.
+	CompressMinSize int64
 	// Catalog is the runtime's apps, for fly-replay's app=.
 	Catalog *catalog.Snapshot
 	// Relay sends requests for machines other nodes run to their worker

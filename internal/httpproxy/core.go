@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
+	"github.com/edgeproxy/edgeproxy/internal/compress"
 	"github.com/edgeproxy/edgeproxy/internal/h1"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/route"
@@ -141,6 +142,10 @@ type Exchange struct {
 	// dropReplayHeader: the machine's fly-replay was invalid and ignored.
 	dropReplayHeader bool
 	zeroReads        int
+	// zEnc, zIn and zOut record a compressed response: its coding and
+	// body bytes before and after.
+	zEnc      compress.Encoding
+	zIn, zOut int64
 }
 
 // Aborted reports whether the response was cut short: the front end must

@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"math/rand/v2"
 
+	"github.com/edgeproxy/edgeproxy/internal/compress"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
 )
@@ -17,6 +18,8 @@ const ErrorCodeHeader = perr.CodeHeader
 type Handler struct {
 	bufs  *iox.BufferPool
 	dates dateCache
+	// compress keeps the response encoders for reuse.
+	compress compress.Pools
 }
 
 // NewHandler makes the core; bufs lends the body copy buffers (nil: a

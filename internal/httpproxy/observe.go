@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/edgeproxy/edgeproxy/internal/compress"
 	"github.com/edgeproxy/edgeproxy/internal/telemetry"
 )
 
@@ -27,6 +28,11 @@ func (h *Handler) log(x *Exchange) {
 		m.HTTPRequestDuration.WithLabelValues(app).Observe(took.Seconds())
 		if x.code != "" {
 			m.Errors.WithLabelValues(string(x.code)).Inc()
+		}
+		if x.zEnc != compress.None {
+			m.HTTPCompressed.WithLabelValues(app, x.zEnc.String()).Inc()
+			m.HTTPCompressBytes.WithLabelValues(app, "in").Add(float64(x.zIn))
+			m.HTTPCompressBytes.WithLabelValues(app, "out").Add(float64(x.zOut))
 		}
 	}
 	if env.AccessLog == nil {

@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/edgeproxy/edgeproxy/internal/compress"
 	"github.com/edgeproxy/edgeproxy/internal/h1"
 )
 
@@ -285,9 +286,10 @@ func (c headCarrier) Keys() []string {
 var _ propagation.TextMapCarrier = headCarrier{}
 
 // responseFields builds the field lines of the client's response from a
-// machine's: hop-by-hop and framing fields out, the platform's in, and
-// the port's response header options applied.
-func (x *Exchange) responseFields(dst []byte, r *upResponse) []byte {
+// machine's: hop-by-hop and framing fields out, the platform's in, the
+// port's response header options applied, and the compression plan's
+// changes made.
+func (x *Exchange) responseFields(dst []byte, r *upResponse, z compressPlan) []byte {
 	if x.relayTo != nil {
 		return relayResponseFields(dst, r)
 	}
@@ -316,11 +318,23 @@ func (x *Exchange) responseFields(dst []byte, r *upResponse) []byte {
 		if named && h.ConnectionHas(string(name)) || removed(opts.RemoveHeaders, name) {
 			continue
 		}
+		value := h.Bytes(f.Value)
+		weak := false
+		if z.enc != compress.None {
+			var keep bool
+			if keep, value, weak = compressedField(name, value); !keep {
+				continue
+			}
+		}
 		dst = append(dst, name...)
 		dst = append(dst, ": "...)
-		dst = append(dst, h.Bytes(f.Value)...)
+		if weak {
+			dst = append(dst, "W/"...)
+		}
+		dst = append(dst, value...)
 		dst = append(dst, "\r\n"...)
 	}
+	dst = appendCompressFields(dst, h, z)
 	if !opts.Pristine {
 		if !hasServer && !removedString(opts.RemoveHeaders, "Server") {
 			dst = append(dst, "Server: edgeproxy\r\n"...)

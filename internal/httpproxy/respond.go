@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 
+	"github.com/edgeproxy/edgeproxy/internal/compress"
 	"github.com/edgeproxy/edgeproxy/internal/h1"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
 	"github.com/edgeproxy/edgeproxy/internal/perr"
@@ -20,7 +21,13 @@ import (
 // respond sends a machine's response to the client and ends the attempt.
 func (h *Handler) respond(x *Exchange, r *upResponse) {
 	bp := headBufs.Get().(*[]byte)
-	fields := x.responseFields((*bp)[:0], r)
+	method := x.Req.Bytes(x.Req.Method)
+	bodyless := r.Body == nil || string(method) == "HEAD" || r.Status == 204 || r.Status == 304
+	var z compressPlan
+	if r.tunnel == nil {
+		z = x.compression(r, bodyless)
+	}
+	fields := x.responseFields((*bp)[:0], r, z)
 	r.src.headDone()
 	if r.tunnel != nil {
 		h.tunnel(x, r, fields)
@@ -28,9 +35,13 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		headBufs.Put(bp)
 		return
 	}
-	method := x.Req.Bytes(x.Req.Method)
-	bodyless := r.Body == nil || string(method) == "HEAD" || r.Status == 204 || r.Status == 304
-	err := x.W.Head(r.Status, fields, r.Length, bodyless)
+	length := r.Length
+	if z.enc != compress.None {
+		// The compressed length is known only at the end: chunked on
+		// HTTP/1.1, no content-length on HTTP/2.
+		length = -1
+	}
+	err := x.W.Head(r.Status, fields, length, bodyless)
 	*bp = fields[:0]
 	headBufs.Put(bp)
 	x.status, x.headSent = r.Status, true
@@ -46,7 +57,12 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		}
 		return
 	}
-	werr, rerr := h.copyBody(x, r)
+	var werr, rerr error
+	if z.enc != compress.None {
+		werr, rerr = h.copyCompressed(x, r, z.enc)
+	} else {
+		werr, rerr = h.copyBody(x, r)
+	}
 	switch {
 	case rerr != nil:
 		// The machine's body failed part way: the client must not take
@@ -106,6 +122,60 @@ func (h *Handler) copyBody(x *Exchange, r *upResponse) (werr, rerr error) {
 		if n == 0 {
 			// A reader that returns nothing and no error makes no
 			// progress; iox.Copy's rule applies here too.
+			if x.zeroReads++; x.zeroReads > 100 {
+				return nil, io.ErrNoProgress
+			}
+		}
+	}
+}
+
+// copyCompressed is copyBody through an encoder. A stream is flushed
+// through the encoder and to the client after each piece the machine
+// sends, so a server-sent event reaches its reader compressed but not
+// delayed; a body of known length is flushed once, at its end. The
+// encoder's trailer is written only when the machine's body ended whole:
+// a body cut short stays visibly incomplete.
+func (h *Handler) copyCompressed(x *Exchange, r *upResponse, enc compress.Encoding) (werr, rerr error) {
+	bp := h.bufs.Get()
+	defer h.bufs.Put(bp)
+	buf := *bp
+	stream := r.Length < 0
+	cw := h.compress.Get(enc, x.W)
+	defer func() {
+		x.zIn, x.zOut, x.zEnc = cw.In(), cw.Out(), enc
+		cw.Release()
+	}()
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			out := cw.Out()
+			x.stalls.writing.Add(1)
+			_, w := cw.Write(buf[:n])
+			if w == nil && stream {
+				if w = cw.Flush(); w == nil {
+					w = x.W.Flush()
+				}
+			}
+			x.stalls.writing.Add(-1)
+			moved := cw.Out() - out
+			x.stalls.moved.Add(moved)
+			x.sent += moved
+			if w != nil {
+				return w, nil
+			}
+		}
+		if err == io.EOF {
+			out := cw.Out()
+			x.stalls.writing.Add(1)
+			w := cw.Close()
+			x.stalls.writing.Add(-1)
+			x.sent += cw.Out() - out
+			return w, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
 			if x.zeroReads++; x.zeroReads > 100 {
 				return nil, io.ErrNoProgress
 			}

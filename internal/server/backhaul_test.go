@@ -73,6 +73,12 @@ func startBackhaulPair(t *testing.T, edgeOpts proxytest.Options) *backhaulPair {
 // startBackhaulPairWith is startBackhaulPair with m1 on port.
 func startBackhaulPairWith(t *testing.T, edgeOpts proxytest.Options, port int) *backhaulPair {
 	t.Helper()
+	return startBackhaulPairApp(t, edgeOpts, fmt.Sprintf(backhaulApp, port))
+}
+
+// startBackhaulPairApp is startBackhaulPair with the worker's apps given.
+func startBackhaulPairApp(t *testing.T, edgeOpts proxytest.Options, apps string) *backhaulPair {
+	t.Helper()
 	b := &backhaulPair{certs: proxytest.FleetCerts(t, "w1", "e1")}
 	nats := freeAddr(t)
 	b.worker = proxytest.Start(t, fmt.Sprintf(`
@@ -87,7 +93,7 @@ node = "w1"
 role = "worker"
 data_dir = %q
 backhaul_listen = "127.0.0.1:0"
-`, nats, t.TempDir())+proxytest.BackhaulKeys(b.certs, "w1")+fmt.Sprintf(backhaulApp, port), proxytest.Options{Dial: fromWorkerSource})
+`, nats, t.TempDir())+proxytest.BackhaulKeys(b.certs, "w1")+apps, proxytest.Options{Dial: fromWorkerSource})
 	edgeOpts.Ports = []int{80, 443, 5000, 6000}
 	b.edge = proxytest.Start(t, fmt.Sprintf(`
 [proxy]

@@ -38,6 +38,8 @@ type Metrics struct {
 	TLSHandshakeDuration    prometheus.Histogram
 	HTTPRequests            *prometheus.CounterVec
 	HTTPRequestDuration     *prometheus.HistogramVec
+	HTTPCompressed          *prometheus.CounterVec
+	HTTPCompressBytes       *prometheus.CounterVec
 	UpstreamConnectDuration *prometheus.HistogramVec
 	UpstreamConnectFailures *prometheus.CounterVec
 	Errors                  *prometheus.CounterVec
@@ -270,6 +272,10 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "HTTP requests answered, by app and status class."}, []string{"app", "status"}),
 		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: HTTPRequestDuration,
 			Help: "Time from request to the end of the response, by app.", Buckets: latencyBuckets}, []string{"app"}),
+		HTTPCompressed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HTTPCompressed,
+			Help: "Responses the proxy compressed (http_options.compress), by app and encoding (gzip, br, zstd)."}, []string{"app", "encoding"}),
+		HTTPCompressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HTTPCompressBytes,
+			Help: "Body bytes of compressed responses, by app and direction: in as the machine sent them, out as the client got them."}, []string{"app", "direction"}),
 		UpstreamConnectDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: UpstreamConnectDuration,
 			Help: "Time to connect to a machine, by app.", Buckets: latencyBuckets}, []string{"app"}),
 		UpstreamConnectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: UpstreamConnectFailures,
@@ -300,7 +306,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods, m.FleetUpdates,
 		m.MachineStarts, m.MachineStartDuration, m.MachineStops, m.StartWaits, m.StartWaiting,
-		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration,
+		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration, m.HTTPCompressed, m.HTTPCompressBytes,
 		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.ACMEOrders, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)

@@ -54,6 +54,8 @@ const (
 	// HTTP.
 	HTTPRequests        = "edgeproxy_http_requests_total"           // {app, status}: 2xx..5xx
 	HTTPRequestDuration = "edgeproxy_http_request_duration_seconds" // {app} histogram
+	HTTPCompressed      = "edgeproxy_http_compressed_total"         // {app, encoding}: responses compressed by the proxy
+	HTTPCompressBytes   = "edgeproxy_http_compress_bytes_total"     // {app, direction}: in (from the machine), out (to the client)
 
 	// Upstream.
 	UpstreamConnectDuration = "edgeproxy_upstream_connect_duration_seconds" // {app} histogram

@@ -127,14 +127,19 @@ hostnames = ["{{.ServerName}}", "{{.RSAServerName}}"]
     type = "requests"
     soft_limit = 1000
 
+    # Compression applies only to the http1-gzip scenario's responses:
+    # the others are application/octet-stream, which is never compressed,
+    # and their clients send no Accept-Encoding.
     [[apps.services.ports]]
     port = 80
     handlers = ["http"]
+    http_options = { compress = true }
 
     [[apps.services.ports]]
     port = 443
     handlers = ["tls", "http"]
     tls_options = { versions = ["TLSv1.3"] }
+    http_options = { compress = true }
 
   [[apps.services]]
   internal_port = 9000
@@ -195,6 +200,14 @@ http {
     # Stream what does not fit in the buffers instead of spooling it to disk.
     proxy_max_temp_file_size 0;
 
+    # http1-gzip: the same level and threshold as edgeproxy's gzip.
+    gzip on;
+    gzip_comp_level 5;
+    gzip_min_length 1024;
+    gzip_proxied any;
+    gzip_vary on;
+    gzip_types text/html;
+
     ssl_protocols TLSv1.3;
     ssl_ecdh_curve {{.KeyExchange}};
     ssl_conf_command Ciphersuites {{.CipherSuite}};
@@ -253,6 +266,10 @@ defaults
     timeout http-keep-alive {{.IdleTimeout}}s
     option http-keep-alive
     http-reuse always
+    # http1-gzip: HAProxy's own gzip (libslz in Debian's build: one fixed,
+    # fast level, larger output than zlib's level 5).
+    compression algo gzip
+    compression type text/html
 
 frontend http
     bind 127.0.0.1:{{.Ports.HTTP}}
