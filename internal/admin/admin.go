@@ -57,6 +57,8 @@ type Views struct {
 	Config      func() json.RawMessage
 	// Reload reloads the config file; its error lists every problem.
 	Reload func() error
+	// Status is the status page's document (/v1/status).
+	Status func() any
 }
 
 // Start listens on o.Listen and serves until Close.
@@ -112,6 +114,16 @@ func Start(o Options) (*Server, error) {
 			}
 			writeJSON(w, map[string]string{"result": "ok"})
 		})
+		private.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-store")
+			writeJSON(w, v.Status())
+		})
+		// The page is a shell that holds no data: every number on it
+		// comes from /v1/status, behind the token like the rest. A
+		// browser cannot send a bearer token when it opens a URL, so
+		// the shell is public and asks for the token itself.
+		mux.Handle("GET /status", statusPage())
+		mux.Handle("GET /status/", statusPage())
 		private.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write(v.Config())

@@ -1,9 +1,15 @@
 package admin
 
 import (
+	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestAdminIsLoopbackHost(t *testing.T) {
@@ -104,5 +110,54 @@ func TestAdminLoopbackHostOnly(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("Host %q: %d, want %d", host, rec.Code, want)
 		}
+	}
+}
+
+// TestStatusPageShellAndData: the page and its assets load without the
+// token (they hold no data) under a policy that runs only their own
+// script; the document they poll needs it.
+func TestStatusPageShellAndData(t *testing.T) {
+	s, err := Start(Options{Listen: "127.0.0.1:0", Token: "s3cret", Registry: prometheus.NewRegistry(),
+		Log: slog.New(slog.DiscardHandler), Views: Views{
+			Apps: func() any { return nil }, Machines: func() any { return nil },
+			Connections: func(int, string) any { return nil }, Config: func() json.RawMessage { return nil },
+			Reload: func() error { return nil }, Status: func() any { return map[string]int{"requests": 7} },
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := "http://" + s.Addr().String()
+	get := func(path, auth string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for path, want := range map[string]string{"/status": "<title>edgeproxy status</title>", "/status/status.js": "/v1/status", "/status/status.css": ".tile"} {
+		resp, body := get(path, "")
+		if resp.StatusCode != 200 || !strings.Contains(body, want) {
+			t.Errorf("%s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q", path, csp)
+		}
+	}
+	if resp, _ := get("/status/nope.js", ""); resp.StatusCode != 404 {
+		t.Errorf("/status/nope.js: %d", resp.StatusCode)
+	}
+	if resp, _ := get("/v1/status", ""); resp.StatusCode != 401 {
+		t.Errorf("/v1/status without the token: %d", resp.StatusCode)
+	}
+	resp, body := get("/v1/status", "Bearer s3cret")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"requests": 7`) || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("/v1/status with the token: %d %q %q", resp.StatusCode, body, resp.Header.Get("Cache-Control"))
 	}
 }

@@ -317,6 +317,7 @@ func (s *Server) PrepareHandover() (rejoin func() error) {
 
 // setNodes takes the fleet's node records: the backhaul finds workers there.
 func (s *Server) setNodes(nodes map[string]fleet.NodeRecord) {
+	s.nodes.Store(&nodes)
 	if s.bh != nil {
 		s.bh.setNodes(nodes)
 	}

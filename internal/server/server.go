@@ -28,6 +28,7 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/balance"
 	"github.com/edgeproxy/edgeproxy/internal/catalog"
 	"github.com/edgeproxy/edgeproxy/internal/config"
+	"github.com/edgeproxy/edgeproxy/internal/fleet"
 	"github.com/edgeproxy/edgeproxy/internal/health"
 	"github.com/edgeproxy/edgeproxy/internal/httpproxy"
 	"github.com/edgeproxy/edgeproxy/internal/iox"
@@ -91,6 +92,10 @@ type Server struct {
 	// fleetMetrics registers the fleet gauges once.
 	fleetMetrics sync.Once
 	version      string
+	// started is when New ran, for the status page's uptime.
+	started time.Time
+	// nodes are the fleet's node records last seen, for the status page.
+	nodes atomic.Pointer[map[string]fleet.NodeRecord]
 	// accessLog gets one line per request and per TCP connection (nil: off).
 	accessLog      *slog.Logger
 	closeAccessLog func() error
@@ -183,6 +188,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		guardStats: &iox.Stats{},
 		meters:     &meter.Apps{},
 		fileCfg:    cfg,
+		started:    time.Now(),
 	}
 	s.handler = httpproxy.NewHandler(s.bufs)
 	if pk, err := iox.NewParker(); err == nil {
@@ -290,6 +296,7 @@ func (s *Server) Start() error {
 				Connections: func(limit int, by string) any { return s.Connections(limit, by) },
 				Config:      s.EffectiveConfig,
 				Reload:      func() error { return s.Reload(rt.Config.File) },
+				Status:      func() any { return s.Status() },
 			}})
 		if err != nil {
 			return fmt.Errorf("admin listener: %w", err)

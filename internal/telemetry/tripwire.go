@@ -118,13 +118,19 @@ func startTripwire(ctx context.Context, o TripwireOptions, prof cpuProfiler) *Tr
 	return t
 }
 
+// TripwireDir is where the tripwire writes its files for a configured
+// dir ("": the default under os.TempDir).
+func TripwireDir(dir string) string {
+	return cmp.Or(dir, filepath.Join(os.TempDir(), "edgeproxy-profiles"))
+}
+
 func withTripwireDefaults(o TripwireOptions) TripwireOptions {
 	if o.Threshold <= 0 {
 		o.Threshold = 0.8
 	}
 	o.Samples = cmp.Or(max(o.Samples, 0), 3)
 	o.ProfileDuration = cmp.Or(max(o.ProfileDuration, 0), 10*time.Second)
-	o.Dir = cmp.Or(o.Dir, filepath.Join(os.TempDir(), "edgeproxy-profiles"))
+	o.Dir = TripwireDir(o.Dir)
 	o.MaxFiles = cmp.Or(max(o.MaxFiles, 0), 20)
 	o.Cooldown = max(o.Cooldown, 0)
 	o.Interval = cmp.Or(max(o.Interval, 0), time.Second)
