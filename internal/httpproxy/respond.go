@@ -242,8 +242,18 @@ func (x *Exchange) fail(err error) {
 	}
 	x.code = pe.Code
 	if x.env.Log != nil {
-		x.env.Log.Warn("request failed", "code", string(pe.Code), "source", pe.Source.String(),
-			"request_id", x.ID(), "conn_id", x.Conn.ID, "host", x.Req.String(x.Req.Host), "error", pe.Error())
+		// The line says what to check (the code's hint) and where: the
+		// app and the last machine tried. The client gets only the code.
+		attrs := []any{"code", string(pe.Code), "source", pe.Source.String(), "request_id", x.ID(), "conn_id", x.Conn.ID,
+			"app", x.app(), "host", x.Req.String(x.Req.Host)}
+		if l := x.target.lease; l != nil {
+			attrs = append(attrs, "machine", l.Machine.ID)
+		}
+		attrs = append(attrs, "error", pe.Error())
+		if hint := perr.HintOf(pe.Code); hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+		x.env.Log.Warn("request failed", attrs...)
 	}
 	if pe.Code == perr.ClientClosed || pe.Code == perr.ClientNotReading || x.headSent {
 		// Nobody is listening for the answer, or one is under way.

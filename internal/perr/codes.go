@@ -305,6 +305,13 @@ func Lookup(s string) (Code, bool) {
 	return Code(s), ok
 }
 
+// HintOf is what to check for a code, for the log line that reports it:
+// operators get the hint, while the client's response stays terse. "" for
+// an unregistered code.
+func HintOf(code Code) string {
+	return registry[code].Hint
+}
+
 func lookup(code Code) (Info, bool) {
 	info, ok := registry[code]
 	info.Code = code

@@ -44,6 +44,9 @@ func renderErrorsDoc(infos []Info) []byte {
 
 Every error edgeproxy reports to a client or logs carries a stable code. HTTP
 responses carry it in the body; logs and metrics carry it with its source.
+The log line of a failed request or connection also carries the code's hint
+(below), the app and, for a request, the last machine tried; the client's
+response stays terse and names neither.
 
 The second letter is the category: P internal, U upstream response,
 C upstream connection, T TLS, M machine, A app / replay, R routing, L limit,

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/edgeproxy/edgeproxy/internal/perr"
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
@@ -240,4 +242,61 @@ func TestHardLimitExactUnderConcurrency(t *testing.T) {
 		t.Errorf("a machine carried %d requests, hard_limit is 2", peak)
 	}
 	failed.Range(func(k, v any) bool { t.Errorf("request %v: %v", k, v); return true })
+}
+
+// TestErrorHintsReachTheLog: a failed request's log line names the app,
+// the machine tried and what to check (the code's hint), while the client
+// gets the code and a one-line message without them; a failed TCP connect
+// likewise.
+func TestErrorHintsReachTheLog(t *testing.T) {
+	cfg := singleApp(machine("dead-1", proxytest.DeadPort(t)), limits("requests", 20, 0))
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	resp, _ := get(t, p.Client(80, false), "http://app.test/", nil)
+	body, _ := io.ReadAll(resp.Body)
+	hint := perr.HintOf(perr.InstanceRefused)
+	if hint == "" || resp.Header.Get("Edgeproxy-Error-Code") != "PC01" {
+		t.Fatalf("PC01 hint %q, response code %q", hint, resp.Header.Get("Edgeproxy-Error-Code"))
+	}
+	if strings.Contains(string(body), hint) || strings.Contains(string(body), "dead-1") {
+		t.Errorf("the public response carries the hint or the machine: %q", body)
+	}
+	hintJSON, _ := json.Marshal(hint)
+	line := waitLogLine(t, p, `"msg":"request failed"`)
+	for _, want := range []string{`"app":"app"`, `"machine":"dead-1"`, `"code":"PC01"`, `"hint":` + string(hintJSON)} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line lacks %s: %s", want, line)
+		}
+	}
+
+	p2 := proxytest.Start(t, tcpApp(proxytest.DeadPort(t), "[]", ""), proxytest.Options{})
+	conn, err := net.Dial("tcp", p2.Addr(5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Read(make([]byte, 1))
+	line = waitLogLine(t, p2, `"msg":"tcp connect failed"`)
+	for _, want := range []string{`"app":"tcp"`, `"internal_port":9000`, `"hint":` + string(hintJSON)} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line lacks %s: %s", want, line)
+		}
+	}
+}
+
+// waitLogLine waits for a log line containing s and returns it.
+func waitLogLine(t *testing.T, p *proxytest.Proxy, s string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, line := range strings.Split(p.Logs.String(), "\n") {
+			if strings.Contains(line, s) {
+				return line
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %s in:\n%s", s, p.Logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -207,9 +207,22 @@ func (c *conn) logger() *slog.Logger {
 // fail ends the connection for a reason counted in metrics.
 func (c *conn) fail(reason string, msg string, attrs ...any) {
 	c.setReason(reason)
-	if msg != "" {
-		c.logger().Info(msg, append(attrs, "peer", c.client.String())...)
+	if msg == "" {
+		return
 	}
+	attrs = append(attrs, "peer", c.client.String())
+	// A line with an error code also says what to check.
+	for i := 0; i+1 < len(attrs); i += 2 {
+		if k, _ := attrs[i].(string); k == "code" {
+			if code, ok := attrs[i+1].(string); ok {
+				if hint := perr.HintOf(perr.Code(code)); hint != "" {
+					attrs = append(attrs, "hint", hint)
+				}
+			}
+			break
+		}
+	}
+	c.logger().Info(msg, attrs...)
 }
 
 // admit takes the global, port, IP and accept-rate permits.
@@ -310,7 +323,8 @@ func (c *conn) proxyTCP(entry *catalog.Port) {
 	if err != nil {
 		pe, _ := perr.As(err)
 		c.code = pe.Code
-		c.fail("upstream_error", "tcp connect failed", "app", entry.Service.App.Name, "code", string(pe.Code), "error", err.Error())
+		c.fail("upstream_error", "tcp connect failed", "app", entry.Service.App.Name, "internal_port", entry.Service.InternalPort,
+			"code", string(pe.Code), "error", err.Error())
 		return
 	}
 	c.machine = lease.Machine
