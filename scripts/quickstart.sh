@@ -42,6 +42,7 @@ edgeproxy is running (logs in bin/). Try, from another terminal:
   curl -sk https://hello.localhost:18443/ --resolve hello.localhost:18443:127.0.0.1
   curl -sk --http2 https://127.0.0.1:18443/ -o /dev/null -w '%{http_version}\n'
   curl -sk https://127.0.0.1:18443/stream?n=5        # a streamed response, flushed as it comes
+  curl -sk --compressed -D - https://127.0.0.1:18443/stream?n=5   # the same, compressed event by event
   echo hello | curl -s --max-time 1 telnet://127.0.0.1:15000   # raw TCP echo through the proxy
 
 The JSON answers show the machine id and the headers edgeproxy added
