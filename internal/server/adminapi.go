@@ -144,6 +144,11 @@ func (s *Server) Machines() []MachineView {
 // Connections lists up to limit live connections, the oldest first or,
 // with by == "busiest", those that moved the most bytes first.
 func (s *Server) Connections(limit int, by string) []ConnView {
+	return sortConns(s.connViews(), limit, by)
+}
+
+// connViews is a view of every live connection, in no order.
+func (s *Server) connViews() []ConnView {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.active))
 	for _, c := range s.active {
@@ -155,6 +160,12 @@ func (s *Server) Connections(limit int, by string) []ConnView {
 	for _, c := range conns {
 		views = append(views, c.view(now))
 	}
+	return views
+}
+
+// sortConns orders views (oldest first, or by == "busiest": most bytes
+// first) and keeps limit of them (0: all).
+func sortConns(views []ConnView, limit int, by string) []ConnView {
 	if by == "busiest" {
 		sort.Slice(views, func(i, j int) bool { return views[i].BytesIn+views[i].BytesOut > views[j].BytesIn+views[j].BytesOut })
 	} else {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -112,9 +113,11 @@ func (s *Server) Status() StatusView {
 			Uptime: now.Sub(s.started).Round(time.Second).String(), Goroutines: runtime.NumGoroutine()},
 		Apps:     s.Apps(),
 		Machines: s.Machines(),
-		Busiest:  s.Connections(statusConns, "busiest"),
-		Oldest:   s.Connections(statusConns, "oldest"),
 	}
+	// One pass over the connections for both lists.
+	views := s.connViews()
+	v.Busiest = sortConns(slices.Clone(views), statusConns, "busiest")
+	v.Oldest = sortConns(views, statusConns, "oldest")
 	if f := cfg.Fleet; f != nil {
 		v.Node.Name, v.Node.Role = f.Node, f.Role
 	}
