@@ -7,7 +7,7 @@ GOFMT = $$($(GO) env GOROOT)/bin/gofmt
 # The build says which commit it is (edgeproxy version, edgeproxy_build_info).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test lint fuzz bench
+.PHONY: build run test lint fuzz bench deps
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/edgeproxy ./cmd/edgeproxy
 
@@ -37,3 +37,14 @@ fuzz:
 BENCH_ARGS ?=
 bench:
 	BENCH_INVOCATION="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" ./bench/run.sh $(BENCH_ARGS)
+
+# Dependency updates (docs/dependencies.md): lists the updates of go.mod's
+# direct dependencies and of the toolchain; APPLY=all or APPLY="MODULE... go"
+# applies them and runs the checks (builds, make test, shapes, storm, quick
+# bench against the previous build, govulncheck) into one report.
+# VULNDB=DIR|URL|off picks the vulnerability database; DEPS_ARGS passes flags.
+APPLY ?=
+VULNDB ?=
+DEPS_ARGS ?=
+deps:
+	$(GO) run ./tools/deps -apply '$(APPLY)' -vulndb '$(VULNDB)' $(DEPS_ARGS)
