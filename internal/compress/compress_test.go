@@ -120,7 +120,7 @@ func TestFlushDeliversEachEvent(t *testing.T) {
 	for _, e := range []Encoding{Gzip, Brotli, Zstd} {
 		t.Run(e.String(), func(t *testing.T) {
 			pr, pw := io.Pipe()
-			w := pools.Get(e, pw)
+			w := pools.Get(e, pw, 0)
 			errc := make(chan error, 1)
 			go func() {
 				for i := 0; i < 3; i++ {
@@ -167,7 +167,7 @@ func TestPooledWritersRoundTrip(t *testing.T) {
 	for _, e := range []Encoding{Gzip, Brotli, Zstd} {
 		for round := 0; round < 3; round++ {
 			var out bytes.Buffer
-			w := pools.Get(e, &out)
+			w := pools.Get(e, &out, 0)
 			if w.Encoding() != e {
 				t.Fatalf("got a %v writer, want %v", w.Encoding(), e)
 			}
@@ -210,4 +210,35 @@ func FuzzNegotiate(f *testing.F) {
 		}
 		Compressible([]byte(s))
 	})
+}
+
+// TestPoolsLimit: past the limit Get says no, and a Release makes room.
+func TestPoolsLimit(t *testing.T) {
+	var pools Pools
+	a := pools.Get(Gzip, io.Discard, 2)
+	b := pools.Get(Zstd, io.Discard, 2)
+	if a == nil || b == nil || pools.InUse() != 2 {
+		t.Fatalf("under the limit: %v %v, %d in use", a, b, pools.InUse())
+	}
+	if c := pools.Get(Brotli, io.Discard, 2); c != nil {
+		t.Fatal("a third writer past a limit of 2")
+	}
+	if pools.InUse() != 2 {
+		t.Fatalf("%d in use after a refusal", pools.InUse())
+	}
+	a.Release()
+	if c := pools.Get(Brotli, io.Discard, 2); c == nil {
+		t.Fatal("no writer after a release")
+	} else {
+		c.Release()
+	}
+	b.Release()
+	if pools.InUse() != 0 {
+		t.Fatalf("%d in use after every release", pools.InUse())
+	}
+	if w := pools.Get(Gzip, io.Discard, 0); w == nil {
+		t.Fatal("limit 0 is no limit")
+	} else {
+		w.Release()
+	}
 }

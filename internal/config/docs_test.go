@@ -92,6 +92,7 @@ var documentedDefaults = map[string]struct {
 	"DefaultProcessGroup":          {"process_group", DefaultProcessGroup},
 	"DefaultUDPIdleTimeout":        {"udp_idle_timeout", DefaultUDPIdleTimeout},
 	"DefaultMaxUDPFlows":           {"max_udp_flows", DefaultMaxUDPFlows},
+	"DefaultMaxCompressed":         {"max_compressed_responses", DefaultMaxCompressed},
 	"DefaultACMERenewCheck":        {"renew_check_interval", DefaultACMERenewCheck},
 }
 

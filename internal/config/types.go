@@ -156,6 +156,11 @@ type Limits struct {
 	// MaxUDPFlows bounds the flows of one public UDP port; a datagram
 	// that would open one more is dropped and counted.
 	MaxUDPFlows int `toml:"max_udp_flows"`
+	// MaxCompressedResponses bounds the responses being compressed at
+	// once (http_options.compress): each holds an encoder of 0.5 to 1 MiB
+	// for as long as it lasts, a server-sent-events stream for its whole
+	// life. Past it, responses go uncompressed. Negative: no bound.
+	MaxCompressedResponses int `toml:"max_compressed_responses"`
 }
 
 // ProxyProtocol is the inbound PROXY protocol: a load balancer in front of

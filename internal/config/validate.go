@@ -28,6 +28,7 @@ const (
 	DefaultHandshakeTimeout      = 10 * time.Second
 	DefaultUDPIdleTimeout        = 30 * time.Second
 	DefaultMaxUDPFlows           = 10000
+	DefaultMaxCompressed         = 512
 	DefaultTicketRotation        = time.Hour
 	DefaultTicketLifetime        = 24 * time.Hour
 	DefaultIdleTimeout           = 60 * time.Second
@@ -129,6 +130,7 @@ func applyDefaults(c *Config) {
 	l := &c.Limits
 	setInt(&l.MaxConnections, DefaultMaxConnections)
 	setInt(&l.MaxUDPFlows, DefaultMaxUDPFlows)
+	setInt(&l.MaxCompressedResponses, DefaultMaxCompressed)
 	setInt(&l.MaxConnectionsPerApp, DefaultMaxConnectionsPerApp)
 	pp := &c.ProxyProtocol
 	setStr(&pp.Mode, "off")

@@ -53,8 +53,10 @@ type Env struct {
 	BodyTimeout  time.Duration
 	BodyMinBytes int64
 	// CompressMinSize is the smallest body of known length that
-	// http_options.compress compresses.
+	// http_options.compress compresses; CompressLimit bounds the
+	// responses being compressed at once (0: no bound).
 	CompressMinSize int64
+	CompressLimit   int64
 	// Catalog is the runtime's apps, for fly-replay's app=.
 	Catalog *catalog.Snapshot
 	// Relay sends requests for machines other nodes run to their worker

@@ -146,6 +146,9 @@ type Exchange struct {
 	// body bytes before and after.
 	zEnc      compress.Encoding
 	zIn, zOut int64
+	// zLimited: the response would have been compressed but for
+	// max_compressed_responses.
+	zLimited bool
 }
 
 // Aborted reports whether the response was cut short: the front end must

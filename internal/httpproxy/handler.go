@@ -31,6 +31,9 @@ func NewHandler(bufs *iox.BufferPool) *Handler {
 	return &Handler{bufs: bufs}
 }
 
+// Compressing is how many responses are being compressed now.
+func (h *Handler) Compressing() int { return int(h.compress.InUse()) }
+
 func via(major int) string {
 	if major == 2 {
 		return "2 edgeproxy"

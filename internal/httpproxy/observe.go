@@ -29,6 +29,9 @@ func (h *Handler) log(x *Exchange) {
 		if x.code != "" {
 			m.Errors.WithLabelValues(string(x.code)).Inc()
 		}
+		if x.zLimited {
+			m.HTTPCompressLimited.WithLabelValues(app).Inc()
+		}
 		if x.zEnc != compress.None {
 			m.HTTPCompressed.WithLabelValues(app, x.zEnc.String()).Inc()
 			m.HTTPCompressBytes.WithLabelValues(app, "in").Add(float64(x.zIn))

@@ -24,8 +24,16 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 	method := x.Req.Bytes(x.Req.Method)
 	bodyless := r.Body == nil || string(method) == "HEAD" || r.Status == 204 || r.Status == 304
 	var z compressPlan
+	var cw *compress.Writer
 	if r.tunnel == nil {
 		z = x.compression(r, bodyless)
+	}
+	if z.enc != compress.None {
+		// An encoder is taken before the head says the body is encoded:
+		// at the limit the response goes as it is.
+		if cw = h.compress.Get(z.enc, x.W, x.env.CompressLimit); cw == nil {
+			z.enc, x.zLimited = compress.None, true
+		}
 	}
 	fields := x.responseFields((*bp)[:0], r, z)
 	r.src.headDone()
@@ -46,6 +54,9 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 	headBufs.Put(bp)
 	x.status, x.headSent = r.Status, true
 	if err != nil {
+		if cw != nil {
+			cw.Release()
+		}
 		x.endAttempt(r, false)
 		x.clientGone(err)
 		return
@@ -58,8 +69,8 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		return
 	}
 	var werr, rerr error
-	if z.enc != compress.None {
-		werr, rerr = h.copyCompressed(x, r, z.enc)
+	if cw != nil {
+		werr, rerr = h.copyCompressed(x, r, cw)
 	} else {
 		werr, rerr = h.copyBody(x, r)
 	}
@@ -135,14 +146,13 @@ func (h *Handler) copyBody(x *Exchange, r *upResponse) (werr, rerr error) {
 // delayed; a body of known length is flushed once, at its end. The
 // encoder's trailer is written only when the machine's body ended whole:
 // a body cut short stays visibly incomplete.
-func (h *Handler) copyCompressed(x *Exchange, r *upResponse, enc compress.Encoding) (werr, rerr error) {
+func (h *Handler) copyCompressed(x *Exchange, r *upResponse, cw *compress.Writer) (werr, rerr error) {
 	bp := h.bufs.Get()
 	defer h.bufs.Put(bp)
 	buf := *bp
 	stream := r.Length < 0
-	cw := h.compress.Get(enc, x.W)
 	defer func() {
-		x.zIn, x.zOut, x.zEnc = cw.In(), cw.Out(), enc
+		x.zIn, x.zOut, x.zEnc = cw.In(), cw.Out(), cw.Encoding()
 		cw.Release()
 	}()
 	for {

@@ -63,8 +63,15 @@ func compressMachine(t testing.TB, next chan struct{}) int {
 		w.WriteHeader(200)
 		fmt.Fprint(w, "data: first\n\n")
 		w.(http.Flusher).Flush()
+		// ?then=D sends the second event after D instead of waiting for
+		// next, so that a benchmark's streams end by themselves.
+		var after <-chan time.Time
+		if d, err := time.ParseDuration(r.URL.Query().Get("then")); err == nil {
+			after = time.After(d)
+		}
 		select {
 		case <-next:
+		case <-after:
 		case <-r.Context().Done():
 			return
 		}
@@ -299,9 +306,10 @@ func streamDecoder(t testing.TB, enc string, r io.Reader) io.Reader {
 
 // BenchmarkStreamFirstEvent measures how long a server-sent event takes
 // from the request to the client's decoded first event, with and without
-// compression: the machine sends one event and holds the stream open, so
-// a proxy that buffered the stream would never deliver it. The figure to
-// compare is first-event-us between identity and each coding.
+// compression: the machine sends one event and holds the stream open for
+// 20 ms, so a proxy that buffered the stream would deliver it 20 ms late
+// at best. The figure to compare is first-event-us between identity and
+// each coding.
 func BenchmarkStreamFirstEvent(b *testing.B) {
 	for _, enc := range []string{"identity", "gzip", "br", "zstd"} {
 		b.Run(enc, func(b *testing.B) {
@@ -319,7 +327,7 @@ func BenchmarkStreamFirstEvent(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				ctx, cancel := context.WithCancel(context.Background())
-				req, _ := http.NewRequestWithContext(ctx, "GET", "http://app.test/sse", nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://app.test/sse?then=20ms", nil)
 				req.Header.Set("Accept-Encoding", enc)
 				start := time.Now()
 				resp, err := c.Do(req)
@@ -434,4 +442,51 @@ func (d *benchDecoders) reset(b *testing.B, enc string, r io.Reader) io.Reader {
 		return d.zs
 	}
 	return r
+}
+
+// TestCompressionLimit: with max_compressed_responses = 1, a stream
+// being compressed holds the one encoder, and a page meanwhile goes
+// uncompressed (still with Vary) and is counted; once the stream ends the
+// page is compressed again, and no encoder stays out.
+func TestCompressionLimit(t *testing.T) {
+	next := make(chan struct{})
+	port := compressMachine(t, next)
+	cfg := "[limits]\nmax_compressed_responses = 1\n" + singleApp(machine("m1", port), compressService)
+	p := proxytest.Start(t, cfg, proxytest.Options{})
+	c := p.Client(80, false)
+	c.Transport.(*http.Transport).DisableCompression = true
+	get := func(path, enc string) *http.Response {
+		req, _ := http.NewRequest("GET", "http://app.test"+path, nil)
+		req.Header.Set("Accept-Encoding", enc)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	stream := get("/sse", "zstd")
+	if stream.Header.Get("Content-Encoding") != "zstd" {
+		t.Fatalf("stream: Content-Encoding %q", stream.Header.Get("Content-Encoding"))
+	}
+	if n := scrape(t, p, "edgeproxy_http_compressing"); n != 1 {
+		t.Errorf("compressing %v while the stream runs, want 1", n)
+	}
+	page := get("/page", "gzip")
+	io.Copy(io.Discard, page.Body)
+	page.Body.Close()
+	if vary := strings.Join(page.Header.Values("Vary"), ","); page.Header.Get("Content-Encoding") != "" || !strings.Contains(vary, "Accept-Encoding") {
+		t.Errorf("at the limit: Content-Encoding %q, Vary %q", page.Header.Get("Content-Encoding"), vary)
+	}
+	waitMetric(t, p, `edgeproxy_http_compress_limited_total{app="app"}`, 1)
+
+	expectEvents(t, streamDecoder(t, "zstd", stream.Body), next)
+	stream.Body.Close()
+	waitMetric(t, p, "edgeproxy_http_compressing", 0)
+	page = get("/page", "gzip")
+	io.Copy(io.Discard, page.Body)
+	page.Body.Close()
+	if page.Header.Get("Content-Encoding") != "gzip" {
+		t.Errorf("after the stream: Content-Encoding %q", page.Header.Get("Content-Encoding"))
+	}
+	waitMetric(t, p, "edgeproxy_http_compressing", 0)
 }

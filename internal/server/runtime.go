@@ -220,7 +220,7 @@ func buildRuntime(cfg *config.Config, prev *Runtime, d Deps, changed map[string]
 		Metrics: d.Metrics, AccessLog: d.AccessLog, Tracing: d.Tracing, Catalog: snap, Relay: d.Relay,
 		Challenge:   httpChallenge(d.ACME),
 		BodyTimeout: p.BodyTimeout.D(), BodyMinBytes: int64(p.BodyMinBytes),
-		CompressMinSize: int64(p.CompressMinSize),
+		CompressMinSize: int64(p.CompressMinSize), CompressLimit: int64(max(cfg.Limits.MaxCompressedResponses, 0)),
 		WrapUpstream: func(c net.Conn) net.Conn {
 			// Upstream connections are guarded too; a spin there is logged
 			// by the guard with the chain and counted like any other.

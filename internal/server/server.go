@@ -200,6 +200,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.parker != nil {
 		s.metrics.SetParked(s.parker.Parked)
 	}
+	s.metrics.SetCompressing(s.handler.Compressing)
 	s.metrics.BuildInfo.WithLabelValues(cmp.Or(o.Version, "dev"), runtime.Version()).Set(1)
 	s.version = cmp.Or(o.Version, "dev")
 	s.metrics.SetMachines(s.machineStats)

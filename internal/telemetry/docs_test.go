@@ -83,6 +83,7 @@ func documentedMetrics(t *testing.T) []metricDoc {
 	m.SetMachines(func() []MachineStat { return []MachineStat{{App: "app", Service: "0", Machine: "m1"}} })
 	m.SetFleet(func() bool { return true }, func() time.Duration { return 0 })
 	m.SetParked(func() int { return 0 })
+	m.SetCompressing(func() int { return 0 })
 	bh := m.NewBackhaul(func() []BackhaulStat { return []BackhaulStat{{Peer: "w1", Side: "edge", Conns: 1}} })
 	m.SetUDP(func() []UDPStat { return []UDPStat{{App: "dns", Port: "53", Flows: 1}} })
 	m.SetCertificates(func() []CertStat {

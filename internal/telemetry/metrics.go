@@ -40,6 +40,7 @@ type Metrics struct {
 	HTTPRequestDuration     *prometheus.HistogramVec
 	HTTPCompressed          *prometheus.CounterVec
 	HTTPCompressBytes       *prometheus.CounterVec
+	HTTPCompressLimited     *prometheus.CounterVec
 	UpstreamConnectDuration *prometheus.HistogramVec
 	UpstreamConnectFailures *prometheus.CounterVec
 	Errors                  *prometheus.CounterVec
@@ -78,6 +79,14 @@ func (m *Metrics) SetFleet(connected func() bool, age func() time.Duration) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: FleetCatalogAge,
 			Help: "How stale this node's copy of the fleet catalog may be: 0 while connected, else the seconds since the connection was lost."},
 			func() float64 { return age().Seconds() }))
+}
+
+// SetCompressing registers the gauge of responses being compressed,
+// read at scrape time.
+func (m *Metrics) SetCompressing(n func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: HTTPCompressing,
+		Help: "Responses being compressed now, each holding an encoder (bounded by [limits] max_compressed_responses)."},
+		func() float64 { return float64(n()) }))
 }
 
 // SetParked registers the gauge of parked connections, read at scrape
@@ -276,6 +285,8 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 			Help: "Responses the proxy compressed (http_options.compress), by app and encoding (gzip, br, zstd)."}, []string{"app", "encoding"}),
 		HTTPCompressBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HTTPCompressBytes,
 			Help: "Body bytes of compressed responses, by app and direction: in as the machine sent them, out as the client got them."}, []string{"app", "direction"}),
+		HTTPCompressLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: HTTPCompressLimited,
+			Help: "Responses sent uncompressed, though the client and the response qualified, because [limits] max_compressed_responses were being compressed already, by app."}, []string{"app"}),
 		UpstreamConnectDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: UpstreamConnectDuration,
 			Help: "Time to connect to a machine, by app.", Buckets: latencyBuckets}, []string{"app"}),
 		UpstreamConnectFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: UpstreamConnectFailures,
@@ -306,7 +317,7 @@ func NewMetrics(guard *iox.Stats, apps *meter.Apps) *Metrics {
 	}
 	r.MustRegister(m.Accepted, m.Active, m.Refused, m.Closed, m.Timeouts, m.Lingering, m.ProxyHeaderErrors, m.H2Floods, m.FleetUpdates,
 		m.MachineStarts, m.MachineStartDuration, m.MachineStops, m.StartWaits, m.StartWaiting,
-		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration, m.HTTPCompressed, m.HTTPCompressBytes,
+		m.TLSHandshakes, m.TLSHandshakeDuration, m.HTTPRequests, m.HTTPRequestDuration, m.HTTPCompressed, m.HTTPCompressBytes, m.HTTPCompressLimited,
 		m.UpstreamConnectDuration, m.UpstreamConnectFailures, m.Errors, m.HealthChecks, m.MachineHealthy, m.Replays, m.RequestRetries, m.RegionRTT, m.ConfigReloads, m.ACMEOrders, m.TripwireTrips, m.AdminUnauthorized, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&guardCollector{stats: guard}, &appCollector{apps: apps}, m.machines)

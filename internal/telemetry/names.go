@@ -56,6 +56,8 @@ const (
 	HTTPRequestDuration = "edgeproxy_http_request_duration_seconds" // {app} histogram
 	HTTPCompressed      = "edgeproxy_http_compressed_total"         // {app, encoding}: responses compressed by the proxy
 	HTTPCompressBytes   = "edgeproxy_http_compress_bytes_total"     // {app, direction}: in (from the machine), out (to the client)
+	HTTPCompressLimited = "edgeproxy_http_compress_limited_total"   // {app}: sent uncompressed for max_compressed_responses
+	HTTPCompressing     = "edgeproxy_http_compressing"              // responses being compressed now
 
 	// Upstream.
 	UpstreamConnectDuration = "edgeproxy_upstream_connect_duration_seconds" // {app} histogram
