@@ -68,12 +68,7 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 		}
 		return
 	}
-	var werr, rerr error
-	if cw != nil {
-		werr, rerr = h.copyCompressed(x, r, cw)
-	} else {
-		werr, rerr = h.copyBody(x, r)
-	}
+	werr, rerr := h.copyBody(x, r, cw)
 	switch {
 	case rerr != nil:
 		// The machine's body failed part way: the client must not take
@@ -101,31 +96,40 @@ func (h *Handler) respond(x *Exchange, r *upResponse) {
 	}
 }
 
-// copyBody streams the body to the client. A body of unknown length is a
-// stream (server-sent events, gRPC, a long poll): each piece is flushed
-// as it comes; one of known length is flushed at its end.
-func (h *Handler) copyBody(x *Exchange, r *upResponse) (werr, rerr error) {
+// copyBody streams the body to the client, through cw when the response
+// is compressed. A body of unknown length is a stream (server-sent
+// events, gRPC, a long poll): each piece is flushed as it comes, through
+// the encoder too, so an event is never held back; one of known length is
+// flushed at its end. The encoder's trailer is written only when the
+// machine's body ended whole: a body cut short stays visibly incomplete.
+func (h *Handler) copyBody(x *Exchange, r *upResponse, cw *compress.Writer) (werr, rerr error) {
 	bp := h.bufs.Get()
 	defer h.bufs.Put(bp)
 	buf := *bp
 	stream := r.Length < 0
+	if cw != nil {
+		defer func() {
+			x.zIn, x.zOut, x.zEnc = cw.In(), cw.Out(), cw.Encoding()
+			cw.Release()
+		}()
+	}
 	for {
 		n, err := r.Body.Read(buf)
 		if n > 0 {
-			x.stalls.writing.Add(1)
-			m, w := x.W.Write(buf[:n])
-			x.stalls.writing.Add(-1)
-			x.stalls.moved.Add(int64(m))
-			x.sent += int64(m)
-			if w == nil && stream {
-				w = x.W.Flush()
-			}
-			if w != nil {
+			if w := x.sendPiece(buf[:n], cw, stream); w != nil {
 				return w, nil
 			}
 		}
 		if err == io.EOF {
-			return nil, nil
+			if cw == nil {
+				return nil, nil
+			}
+			out := cw.Out()
+			x.stalls.writing.Add(1)
+			w := cw.Close()
+			x.stalls.writing.Add(-1)
+			x.sent += cw.Out() - out
+			return w, nil
 		}
 		if err != nil {
 			return nil, err
@@ -140,57 +144,34 @@ func (h *Handler) copyBody(x *Exchange, r *upResponse) (werr, rerr error) {
 	}
 }
 
-// copyCompressed is copyBody through an encoder. A stream is flushed
-// through the encoder and to the client after each piece the machine
-// sends, so a server-sent event reaches its reader compressed but not
-// delayed; a body of known length is flushed once, at its end. The
-// encoder's trailer is written only when the machine's body ended whole:
-// a body cut short stays visibly incomplete.
-func (h *Handler) copyCompressed(x *Exchange, r *upResponse, cw *compress.Writer) (werr, rerr error) {
-	bp := h.bufs.Get()
-	defer h.bufs.Put(bp)
-	buf := *bp
-	stream := r.Length < 0
-	defer func() {
-		x.zIn, x.zOut, x.zEnc = cw.In(), cw.Out(), cw.Encoding()
-		cw.Release()
-	}()
-	for {
-		n, err := r.Body.Read(buf)
-		if n > 0 {
-			out := cw.Out()
-			x.stalls.writing.Add(1)
-			_, w := cw.Write(buf[:n])
-			if w == nil && stream {
-				if w = cw.Flush(); w == nil {
-					w = x.W.Flush()
-				}
-			}
-			x.stalls.writing.Add(-1)
-			moved := cw.Out() - out
-			x.stalls.moved.Add(moved)
-			x.sent += moved
-			if w != nil {
-				return w, nil
-			}
+// sendPiece writes one piece of a response body to the client, through
+// cw when it is compressed, and flushes it when the body is a stream.
+// What counts as moved is what reached the client.
+func (x *Exchange) sendPiece(p []byte, cw *compress.Writer, stream bool) error {
+	if cw == nil {
+		x.stalls.writing.Add(1)
+		m, w := x.W.Write(p)
+		x.stalls.writing.Add(-1)
+		x.stalls.moved.Add(int64(m))
+		x.sent += int64(m)
+		if w == nil && stream {
+			w = x.W.Flush()
 		}
-		if err == io.EOF {
-			out := cw.Out()
-			x.stalls.writing.Add(1)
-			w := cw.Close()
-			x.stalls.writing.Add(-1)
-			x.sent += cw.Out() - out
-			return w, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			if x.zeroReads++; x.zeroReads > 100 {
-				return nil, io.ErrNoProgress
-			}
+		return w
+	}
+	out := cw.Out()
+	x.stalls.writing.Add(1)
+	_, w := cw.Write(p)
+	if w == nil && stream {
+		if w = cw.Flush(); w == nil {
+			w = x.W.Flush()
 		}
 	}
+	x.stalls.writing.Add(-1)
+	moved := cw.Out() - out
+	x.stalls.moved.Add(moved)
+	x.sent += moved
+	return w
 }
 
 // tunnel answers a 101 and joins the client and machine connections.
