@@ -3,7 +3,6 @@ package server_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,18 +18,11 @@ import (
 //	go test -run NONE -bench HTTPRequest -benchmem ./internal/server/
 func BenchmarkHTTPRequest(b *testing.B) {
 	body := []byte(strings.Repeat("x", 100))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := httpOrigin(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write(body)
-	})}
-	go origin.Serve(ln)
-	defer origin.Close()
-	cfg := "[log]\naccess_log = \"off\"\n" +
-		singleApp(machine("m1", ln.Addr().(*net.TCPAddr).Port), limits("requests", 1000, 0))
+	}))
+	cfg := "[log]\naccess_log = \"off\"\n" + singleApp(machine("m1", port), limits("requests", 1000, 0))
 	p := proxytest.Start(b, cfg, proxytest.Options{})
 	c := p.Client(80, false)
 	req, _ := http.NewRequest("GET", "http://app.test/", nil)
@@ -56,17 +48,11 @@ func BenchmarkHTTPRequest(b *testing.B) {
 //	go test -run NONE -bench CompressedResponse -benchmem ./internal/server/
 func BenchmarkCompressedResponse(b *testing.B) {
 	page := htmlLike(64 << 10)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := httpOrigin(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		w.Write(page)
-	})}
-	go origin.Serve(ln)
-	defer origin.Close()
-	cfg := "[log]\naccess_log = \"off\"\n" + singleApp(machine("m1", ln.Addr().(*net.TCPAddr).Port), compressService)
+	}))
+	cfg := "[log]\naccess_log = \"off\"\n" + singleApp(machine("m1", port), compressService)
 	p := proxytest.Start(b, cfg, proxytest.Options{})
 	for _, enc := range []string{"identity", "gzip", "br", "zstd"} {
 		b.Run(enc, func(b *testing.B) {

@@ -19,13 +19,18 @@ import (
 	"github.com/edgeproxy/edgeproxy/internal/proxytest"
 )
 
+// compressPage is what compressMachine's /page sends: 10 KiB of HTML.
+func compressPage() []byte {
+	return bytes.Repeat([]byte("<p>edgeproxy compresses what the machine sends</p>\n"), 200)
+}
+
 // compressMachine is a machine whose responses exercise every rule of
 // http_options.compress. /sse sends one event, then waits for next to be
 // closed before the second, so a test can see the first arrive while the
 // machine still holds the stream open.
 func compressMachine(t testing.TB, next chan struct{}) int {
 	t.Helper()
-	page := bytes.Repeat([]byte("<p>edgeproxy compresses what the machine sends</p>\n"), 200)
+	page := compressPage()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/page", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -77,11 +82,18 @@ func compressMachine(t testing.TB, next chan struct{}) int {
 		}
 		fmt.Fprint(w, "data: second\n\n")
 	})
+	return httpOrigin(t, mux)
+}
+
+// httpOrigin serves h on a loopback port until the test ends and returns
+// the port: a machine for the proxy under test.
+func httpOrigin(t testing.TB, h http.Handler) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().(*net.TCPAddr).Port
@@ -132,7 +144,7 @@ func TestCompression(t *testing.T) {
 	defer close(next)
 	port := compressMachine(t, next)
 	p := proxytest.Start(t, singleApp(machine("m1", port), compressService), proxytest.Options{})
-	page := bytes.Repeat([]byte("<p>edgeproxy compresses what the machine sends</p>\n"), 200)
+	page := compressPage()
 	cases := []struct {
 		path, accept string
 		enc          string // the coding expected
@@ -378,7 +390,7 @@ func TestCompressionBehindWorker(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	page := bytes.Repeat([]byte("<p>edgeproxy compresses what the machine sends</p>\n"), 200)
+	page := compressPage()
 	if resp.Header.Get("Content-Encoding") != "br" || !bytes.Equal(decodeBody(t, "br", body), page) {
 		t.Fatalf("through the worker: Content-Encoding %q, %d bytes", resp.Header.Get("Content-Encoding"), len(body))
 	}
