@@ -182,14 +182,20 @@ func (d *deps) readState() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newState(mod, func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(d.root, name)) }), nil
+}
+
+// newState is mod with the toolchain pins of the Makefile and .ci/run,
+// as read reads them (a missing file leaves its pin empty).
+func newState(mod *ModFile, read func(name string) ([]byte, error)) *state {
 	s := &state{mod: mod}
-	if b, err := os.ReadFile(filepath.Join(d.root, "Makefile")); err == nil {
+	if b, err := read("Makefile"); err == nil {
 		s.makefile = makefileToolchain(string(b))
 	}
-	if b, err := os.ReadFile(filepath.Join(d.root, ".ci", "run")); err == nil {
+	if b, err := read(".ci/run"); err == nil {
 		s.ci = ciToolchain(string(b))
 	}
-	return s, nil
+	return s
 }
 
 // headState reads go.mod and the pins as committed at HEAD.
@@ -214,14 +220,7 @@ func (d *deps) headState() (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &state{mod: mod}
-	if b, err := output(d.root, nil, "git", "show", "HEAD:Makefile"); err == nil {
-		s.makefile = makefileToolchain(string(b))
-	}
-	if b, err := output(d.root, nil, "git", "show", "HEAD:.ci/run"); err == nil {
-		s.ci = ciToolchain(string(b))
-	}
-	return s, nil
+	return newState(mod, func(name string) ([]byte, error) { return output(d.root, nil, "git", "show", "HEAD:"+name) }), nil
 }
 
 // toolchain is the version builds of this state use: the Makefile's
